@@ -1,0 +1,40 @@
+# Every target sets up .venv first: pinned CPU torch, then the package with its test extras.
+PY      := .venv/bin/python
+STAMP   := .venv/.rnnkit-installed
+TORCH   := torch==2.13.0
+export OMP_NUM_THREADS ?= 2
+
+.PHONY: setup demo test test-all bench lint format clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv .venv
+	@$(PY) -m pip install --quiet --disable-pip-version-check $(TORCH) 2>&1 | grep -v '^WARNING: Location' || true
+	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]' 2>&1 | grep -v '^WARNING: Location' || true
+	@$(PY) -c "import torch, rnnkit; assert torch.__version__.startswith('2.13.0'), torch.__version__"
+	@touch $(STAMP)
+
+demo: setup
+	$(PY) -m rnnkit train --out runs/demo --max-time 180
+	$(PY) -m rnnkit sample runs/demo --length 600 --temperature 0.8 --prime "def "
+
+test: setup
+	$(PY) -m pytest
+
+test-all: setup
+	$(PY) -m pytest -m ''
+
+bench: setup
+	$(PY) bench/run_all.py
+
+lint: setup
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+format: setup
+	.venv/bin/ruff format .
+	.venv/bin/ruff check --fix .
+
+clean:
+	rm -rf .venv runs .pytest_cache .ruff_cache build src/*.egg-info
