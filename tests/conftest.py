@@ -10,3 +10,13 @@ B, T, D, H = 3, 5, 4, 6
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """Run a module's tests on one intra-op thread: tiny tensors gain nothing from threads,
+    and on a shared machine waking idle threads for every small op costs more than the op."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -1,0 +1,413 @@
+"""What RNN, GRU and LSTM share: torch's parameter names, input and state handling, stacking,
+bidirection, padding and packing, and the choice between PyTorch's fused kernels and our loop.
+
+The concrete layers (:mod:`rnnkit.layers.recurrent`) only say how one direction of one layer takes
+a step, which fused kernel (if any) computes the same numbers, and how ``step()`` does it fast.
+"""
+
+import math
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
+
+from rnnkit.layers.packing import pack_like, run_packed, run_padded
+from rnnkit.layers.time_loop import State, StepFn, hidden_of, run_direction
+
+Impl = Literal["auto", "fused", "loop"]
+# A stack's state in torch's layout: h (L·num_directions, B, H), or (h, c) for an LSTM.
+StackState = Tensor | tuple[Tensor, Tensor]
+# How one direction of one layer is computed: the input projection of all steps, then the step.
+Direction = tuple[Callable[[Tensor], Tensor], StepFn]
+
+IMPLS = ("auto", "fused", "loop")
+
+
+class RecurrentStack(nn.Module, ABC):
+    """Base of the drop-in layers; see :class:`rnnkit.layers.LSTM` for the public contract.
+
+    Subclasses pass ``num_gates`` (and any per-unit ``cell_vectors`` such as peepholes) and
+    implement ``_direction`` and ``_fused_kernel``; they may override ``_fused_unsupported``,
+    ``_state_sizes`` and ``_fast_step``.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int,
+        bias: bool,
+        batch_first: bool,
+        dropout: float,
+        bidirectional: bool,
+        proj_size: int,
+        device: torch.device | str | None,
+        dtype: torch.dtype | None,
+        *,
+        num_gates: int,
+        cell_vectors: Sequence[str] = (),
+        impl: Impl = "auto",
+    ) -> None:
+        super().__init__()
+        name = type(self).__name__
+        for arg, value in (("bias", bias), ("batch_first", batch_first)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{name}: {arg} must be a bool; got {value!r}")
+        if min(input_size, hidden_size, num_layers) <= 0:
+            raise ValueError(
+                f"{name}: input_size, hidden_size and num_layers must be positive; got "
+                f"input_size={input_size}, hidden_size={hidden_size}, num_layers={num_layers}"
+            )
+        if isinstance(dropout, bool) or not 0.0 <= dropout <= 1.0:
+            raise ValueError(f"{name}: dropout must be a probability in [0, 1]; got {dropout!r}")
+        if not 0 <= proj_size < hidden_size:
+            raise ValueError(f"{name}: proj_size must be in [0, hidden_size); got {proj_size}")
+        if impl not in IMPLS:
+            raise ValueError(f"{name}: impl must be one of {IMPLS}; got {impl!r}")
+        if dropout > 0 and num_layers == 1:
+            warnings.warn(
+                f"{name}: dropout={dropout} acts between layers, so it has no effect with "
+                "num_layers=1",
+                stacklevel=3,
+            )
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.bias = bias
+        self.batch_first = batch_first
+        self.dropout = float(dropout)
+        self.bidirectional = bidirectional
+        self.proj_size = proj_size
+        self.impl = impl
+
+        factory = {"device": device, "dtype": dtype}
+        gate_size = num_gates * hidden_size
+        out_size = proj_size or hidden_size
+        self._fused_weight_names: list[str] = []
+        for layer in range(num_layers):
+            layer_input = input_size if layer == 0 else out_size * self.num_directions
+            for direction in range(self.num_directions):
+                shapes = {"weight_ih": (gate_size, layer_input), "weight_hh": (gate_size, out_size)}
+                if bias:
+                    shapes |= {"bias_ih": (gate_size,), "bias_hh": (gate_size,)}
+                if proj_size:
+                    shapes["weight_hr"] = (proj_size, hidden_size)
+                fused_names = [self._name(base, layer, direction) for base in shapes]
+                shapes |= {vector: (hidden_size,) for vector in cell_vectors}
+                for base, shape in shapes.items():
+                    parameter = nn.Parameter(torch.empty(shape, **factory))
+                    self.register_parameter(self._name(base, layer, direction), parameter)
+                self._fused_weight_names += fused_names
+        self.reset_parameters()
+        self._uses_fused()  # raises now if impl="fused" cannot compute this configuration
+
+    # --- what subclasses provide -------------------------------------------------------------
+
+    @abstractmethod
+    def _direction(self, layer: int, direction: int) -> Direction:
+        """The input projection of all steps and the step function of one layer and direction."""
+
+    @abstractmethod
+    def _fused_kernel(self) -> Callable[..., tuple[Tensor, ...]]:
+        """The ``torch._VF`` function computing this layer (``rnn_tanh``, ``gru``, ``lstm``...)."""
+
+    def _fused_unsupported(self) -> str | None:
+        """Why PyTorch's fused kernel cannot compute this configuration, or None if it can."""
+        return None
+
+    def _fast_step(self, layer: int, x: Tensor, state: State) -> State:
+        """One step of one layer for ``step()``: x (B, D or H), state -> new state."""
+        project, step = self._direction(layer, 0)
+        return step(project(x), state)
+
+    # --- parameters and state ----------------------------------------------------------------
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    @staticmethod
+    def _name(base: str, layer: int, direction: int) -> str:
+        """torch's parameter name, e.g. ``weight_hh_l1_reverse``."""
+        return f"{base}_l{layer}{'_reverse' if direction else ''}"
+
+    def _param(self, base: str, layer: int, direction: int = 0) -> Tensor | None:
+        """The parameter ``base`` of one layer and direction, or None if it has none."""
+        return self._parameters.get(self._name(base, layer, direction))
+
+    def reset_parameters(self) -> None:
+        """Every parameter ~ U(−1/√H, 1/√H), as torch initialises its recurrent layers."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for weight in self.parameters():
+            nn.init.uniform_(weight, -bound, bound)
+
+    @property
+    def all_weights(self) -> list[list[nn.Parameter]]:
+        """torch's per-layer-and-direction lists of the fused kernel's weights."""
+        per_direction = len(self._fused_weight_names) // (self.num_layers * self.num_directions)
+        names = self._fused_weight_names
+        return [
+            [getattr(self, n) for n in names[i : i + per_direction]]
+            for i in range(0, len(names), per_direction)
+        ]
+
+    def _state_sizes(self) -> tuple[int, ...]:
+        """Feature sizes of the state's parts: (H,), or (P or H, H) for an LSTM's (h, c)."""
+        return (self.hidden_size,)
+
+    def _initial_state(
+        self, hx: StackState | None, batch_size: int, batched: bool, like: Tensor
+    ) -> tuple[Tensor, ...]:
+        """hx checked against the input and returned batched, as a tuple of (L·dirs, B, size)."""
+        stack = self.num_layers * self.num_directions
+        sizes = self._state_sizes()
+        if hx is None:
+            zeros = [like.new_zeros(stack, batch_size, size) for size in sizes]  # (L·dirs, B, ·)
+            return tuple(zeros)
+        parts = hx if isinstance(hx, tuple) else (hx,)
+        expected = [(stack, batch_size, size) if batched else (stack, size) for size in sizes]
+        got = [tuple(part.shape) for part in parts]
+        if got != expected:
+            raise ValueError(
+                f"{type(self).__name__}: expected the initial state of shape "
+                f"{expected if len(sizes) > 1 else expected[0]} for this input; "
+                f"got {got if len(sizes) > 1 else got[0]}"
+            )
+        return parts if batched else tuple(part.unsqueeze(1) for part in parts)  # (L·dirs, B, ·)
+
+    @staticmethod
+    def _user_state(parts: tuple[Tensor, ...]) -> StackState:
+        return parts if len(parts) > 1 else parts[0]
+
+    @staticmethod
+    def _state_at(parts: tuple[Tensor, ...], index: int) -> State:
+        """The state of layer-and-direction ``index``: (B, H) or an (h, c) pair."""
+        return tuple(part[index] for part in parts) if len(parts) > 1 else parts[0][index]
+
+    @staticmethod
+    def _stack_states(states: list[State]) -> tuple[Tensor, ...]:
+        """Per layer-and-direction states -> a tuple of (L·dirs, B, size)."""
+        if isinstance(states[0], tuple):
+            parts = zip(*states, strict=True)  # all h, then all c
+            return tuple(torch.stack(part) for part in parts)  # (L·dirs, B, ·) each
+        return (torch.stack(states),)  # (L·dirs, B, H)
+
+    def _check_input(self, x: Tensor) -> None:
+        """x (..., D) must have input_size features and, outside autocast, the weights' dtype."""
+        name = type(self).__name__
+        if x.shape[-1] != self.input_size:
+            raise ValueError(
+                f"{name}(input_size={self.input_size}) got input with {x.shape[-1]} features "
+                f"per step (x.shape={tuple(x.shape)}); check that the input's last dimension "
+                "matches input_size"
+            )
+        dtype = self.weight_ih_l0.dtype
+        if x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
+            raise ValueError(
+                f"{name} has {dtype} weights but got input of dtype {x.dtype}; convert the "
+                f"input with x.to({dtype}) or the layer with .to({x.dtype})"
+            )
+
+    # --- forward -------------------------------------------------------------------------------
+
+    @property
+    def resolved_impl(self) -> Literal["fused", "loop"]:
+        """What ``forward`` runs: ``"fused"`` or ``"loop"`` (what ``impl="auto"`` chose)."""
+        return "fused" if self._uses_fused() else "loop"
+
+    def _uses_fused(self) -> bool:
+        """Whether forward runs PyTorch's fused kernel; raises if impl='fused' cannot."""
+        reason = self._fused_unsupported()
+        if self.impl == "fused" and reason is not None:
+            raise ValueError(
+                f"{type(self).__name__}: impl='fused' runs PyTorch's own kernel, which does not "
+                f"support {reason}; use impl='loop' or impl='auto'"
+            )
+        return self.impl == "fused" or (self.impl == "auto" and reason is None)
+
+    def forward(
+        self,
+        input: Tensor | PackedSequence,
+        hx: StackState | None = None,
+        *,
+        lengths: Tensor | Sequence[int] | None = None,
+    ) -> tuple[Tensor | PackedSequence, StackState]:
+        """Run the stack over a sequence, as ``torch.nn.RNN / GRU / LSTM`` do.
+
+        Args:
+            input: (T, B, D), or (B, T, D) if ``batch_first``, or unbatched (T, D), or a
+                ``PackedSequence``.
+            hx: initial state in torch's layout, h (L·num_directions, B, H) or for an LSTM
+                (h, c); unbatched input takes (L·num_directions, H). Zeros if None.
+            lengths: (B,) real length of each padded sequence (not with a PackedSequence):
+                states freeze after each sequence's end and outputs there are zero.
+
+        Returns:
+            (output, h_n): output (T, B, num_directions·H) in the input's layout (a
+            PackedSequence for packed input); h_n like hx. With ``proj_size`` P, H above is P
+            for the output and h.
+        """
+        if isinstance(input, PackedSequence):
+            if lengths is not None:
+                raise ValueError("a PackedSequence carries its own lengths; do not pass lengths")
+            return self._forward_packed(input, hx)
+        if input.dim() not in (2, 3):
+            raise ValueError(
+                f"{type(self).__name__} expects input of 3 dimensions (batched) or 2 "
+                f"(unbatched); got input.shape={tuple(input.shape)}"
+            )
+        self._check_input(input)
+        batched = input.dim() == 3
+        batch_dim = 0 if self.batch_first else 1
+        x = input if batched else input.unsqueeze(batch_dim)  # (T, B, D) or (B, T, D)
+        batch_size, num_steps = x.shape[batch_dim], x.shape[1 - batch_dim]
+        state = self._initial_state(hx, batch_size, batched, x)
+        if lengths is not None:
+            lengths = self._check_lengths(lengths, batch_size, num_steps)
+        if self._uses_fused():
+            out, state = self._run_fused_padded(x, state, lengths)
+        else:
+            x_bt = x if self.batch_first else x.transpose(0, 1)  # (B, T, D)
+            lengths = None if lengths is None else lengths.to(x.device)
+            out, state = self._run_loop(x_bt, state, lengths)  # (B, T, dirs·H)
+            out = out if self.batch_first else out.transpose(0, 1).contiguous()
+        if not batched:
+            out = out.squeeze(batch_dim)  # (T, dirs·H)
+            state = tuple(part.squeeze(1) for part in state)  # (L·dirs, ·)
+        return out, self._user_state(state)
+
+    def _check_lengths(
+        self, lengths: Tensor | Sequence[int], batch_size: int, steps: int
+    ) -> Tensor:
+        lengths = torch.as_tensor(lengths, dtype=torch.long)  # (B,)
+        if lengths.shape != (batch_size,) or lengths.min() < 0 or lengths.max() > steps:
+            raise ValueError(
+                f"{type(self).__name__}: lengths must hold {batch_size} values in [0, {steps}] "
+                f"for input of {batch_size} sequences of {steps} steps; got {lengths.tolist()}"
+            )
+        return lengths
+
+    def _forward_packed(
+        self, packed: PackedSequence, hx: StackState | None
+    ) -> tuple[PackedSequence, StackState]:
+        batch_size = int(packed.batch_sizes[0])
+        self._check_input(packed.data)
+        state = self._initial_state(hx, batch_size, True, packed.data)  # original batch order
+        if self._uses_fused():
+            out, state = run_packed(self._run_fused, packed, state)
+            return out, self._user_state(state)
+        x, lengths = pad_packed_sequence(packed, batch_first=True)  # (B, T, D), (B,)
+        out, state = self._run_loop(x, state, lengths.to(x.device))  # (B, T, dirs·H)
+        return pack_like(out, packed), self._user_state(state)
+
+    def _run_loop(
+        self, x: Tensor, state: tuple[Tensor, ...], lengths: Tensor | None
+    ) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """Our cells over time, layer by layer. x (B, T, D) -> (B, T, dirs·H), final state."""
+        finals: list[State] = []
+        for layer in range(self.num_layers):
+            outputs = []
+            for direction in range(self.num_directions):
+                project, step = self._direction(layer, direction)
+                index = layer * self.num_directions + direction
+                out, final = run_direction(
+                    step, project(x), self._state_at(state, index), lengths, reverse=direction == 1
+                )  # (B, T, H)
+                outputs.append(out)
+                finals.append(final)
+            x = torch.cat(outputs, dim=2) if self.bidirectional else outputs[0]  # (B, T, dirs·H)
+            if layer < self.num_layers - 1 and self.dropout > 0 and self.training:
+                x = F.dropout(x, self.dropout, training=True)  # (B, T, dirs·H)
+        return x, self._stack_states(finals)
+
+    def _run_fused(
+        self, x: Tensor, state: tuple[Tensor, ...], batch_sizes: Tensor | None = None
+    ) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """PyTorch's kernel on padded x (``batch_first`` layout) or on packed data."""
+        hx = state if len(state) > 1 else state[0]
+        weights = [getattr(self, name) for name in self._fused_weight_names]
+        options = (self.bias, self.num_layers, self.dropout, self.training, self.bidirectional)
+        if batch_sizes is None:
+            result = self._fused_kernel()(x, hx, weights, *options, self.batch_first)
+        else:
+            result = self._fused_kernel()(x, batch_sizes, hx, weights, *options)
+        return result[0], tuple(result[1:])
+
+    def _run_fused_padded(
+        self, x: Tensor, state: tuple[Tensor, ...], lengths: Tensor | None
+    ) -> tuple[Tensor, tuple[Tensor, ...]]:
+        if lengths is None:
+            return self._run_fused(x, state)
+        if lengths.min() == 0:
+            raise ValueError(
+                f"{type(self).__name__}: impl='fused' packs the batch, which needs every length "
+                f"to be at least 1; got {lengths.tolist()}; use impl='loop' for empty sequences"
+            )
+        return run_padded(self._run_fused, x, state, lengths, self.batch_first)
+
+    # --- one step, for sampling --------------------------------------------------------------
+
+    @torch.no_grad()
+    def step(self, x: Tensor, hx: StackState | None = None) -> tuple[Tensor, StackState]:
+        """One time step through every layer, without autograd: the fast path for sampling.
+
+        Equals ``forward`` on a one-step sequence, at a fraction of its per-call overhead:
+        summed-gate layers (RNN, LSTM, one-gate GRU) accumulate both products and both biases
+        in one buffer with two in-place ``addmm``, then apply the cell's update.
+
+        Args:
+            x: (B, D), one step of input.
+            hx: state in torch's layout, h (L, B, H) or (h, c); zeros if None.
+
+        Returns:
+            (y, hx'): y (B, H) the last layer's output (P with ``proj_size``), hx' like hx.
+        """
+        if self.bidirectional:
+            raise ValueError(
+                f"{type(self).__name__}.step() runs one step forward in time, but a bidirectional "
+                "layer needs the whole sequence; use forward() instead"
+            )
+        if x.dim() != 2:
+            raise ValueError(f"step() expects x of shape (B, D); got x.shape={tuple(x.shape)}")
+        self._check_input(x)
+        state = self._initial_state(hx, x.shape[0], True, x)
+        finals = []
+        for layer in range(self.num_layers):
+            if layer > 0 and self.dropout > 0 and self.training:
+                x = F.dropout(x, self.dropout, training=True)  # (B, H)
+            final = self._fast_step(layer, x, self._state_at(state, layer))
+            finals.append(final)
+            x = hidden_of(final)  # (B, H)
+        return x, self._user_state(self._stack_states(finals))
+
+    def _summed_gates(self, layer: int, x: Tensor, h: Tensor) -> Tensor:
+        """W_ih x + b_ih + W_hh h + b_hh accumulated in one buffer.  x (B, D), h (B, H) -> (B, G·H).
+
+        Nothing is cached, so weights changed in any way (even through ``.data``) are seen.
+        """
+        weight_ih, weight_hh = self._param("weight_ih", layer), self._param("weight_hh", layer)
+        if not self.bias:
+            return (x @ weight_ih.t()).addmm_(h, weight_hh.t())  # (B, G·H)
+        gates = torch.addmm(self._param("bias_ih", layer), x, weight_ih.t())  # (B, G·H)
+        return gates.addmm_(h, weight_hh.t()).add_(self._param("bias_hh", layer))  # (B, G·H)
+
+    def extra_repr(self) -> str:
+        text = f"{self.input_size}, {self.hidden_size}"
+        defaults = {
+            "num_layers": 1,
+            "bias": True,
+            "batch_first": False,
+            "dropout": 0.0,
+            "bidirectional": False,
+            "proj_size": 0,
+            "impl": "auto",
+        }
+        for name, default in defaults.items():
+            if getattr(self, name) != default:
+                text += f", {name}={getattr(self, name)!r}"
+        return text

@@ -1,0 +1,262 @@
+"""Layers: shapes, stacking and bidirection against a hand-written loop over the cells, padding,
+packing, dropout, step(), impl choice, gradients of the variants torch lacks, and error messages."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from rnnkit.cells import GRUCell, LSTMCell, RNNCell
+from rnnkit.layers import GRU, LSTM, RNN
+from tests.conftest import B, D, H, T
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+P = 2  # projection size
+LENGTHS = [5, 2, 4]
+# name -> (layer class, keywords, matching cell class and keywords)
+VARIANTS = {
+    "rnn_relu": (RNN, {"nonlinearity": "relu"}, RNNCell, {"nonlinearity": "relu"}),
+    "gru": (GRU, {}, GRUCell, {}),
+    "gru_reset_before": (GRU, {"reset_after": False}, GRUCell, {"reset_after": False}),
+    "gru_one_gate": (GRU, {"reset_gate": False}, GRUCell, {"reset_gate": False}),
+    "lstm_proj": (LSTM, {"proj_size": P}, LSTMCell, {"proj_size": P}),
+    "lstm_peephole": (LSTM, {"peephole": True}, LSTMCell, {"peephole": True}),
+}
+F64 = {"rtol": 1e-10, "atol": 1e-10}
+
+
+def make(variant: str, **options) -> nn.Module:
+    layer_cls, keywords, _, _ = VARIANTS[variant]
+    return layer_cls(D, H, **keywords, **options, dtype=torch.float64)
+
+
+def as_tuple(state):
+    return state if isinstance(state, tuple) else (state,)
+
+
+def out_size(layer) -> int:
+    return layer.proj_size or layer.hidden_size
+
+
+def hand_written_stack(layer, variant: str, x: torch.Tensor):
+    """The stack computed with cells and plain Python loops. x (T, B, D) -> (out, finals)."""
+    _, _, cell_cls, cell_keywords = VARIANTS[variant]
+    directions = 2 if layer.bidirectional else 1
+    finals = []
+    for index in range(layer.num_layers):
+        outputs = []
+        for direction in range(directions):
+            suffix = f"_l{index}" + ("_reverse" if direction else "")
+            cell = cell_cls(x.shape[-1], H, **cell_keywords, dtype=torch.float64)
+            cell.load_state_dict(
+                {
+                    k.removesuffix(suffix): v
+                    for k, v in layer.state_dict().items()
+                    if k.endswith(suffix)
+                }
+            )
+            state, steps = None, list(range(x.shape[0]))
+            outs = [None] * len(steps)
+            for t in reversed(steps) if direction else steps:
+                state = cell(x[t], state)
+                outs[t] = as_tuple(state)[0]
+            outputs.append(torch.stack(outs))
+            finals.append(state)
+        x = torch.cat(outputs, dim=-1)
+    return x, finals
+
+
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_loop_equals_hand_written_loop_over_cells(variant, bidirectional):
+    layer = make(variant, num_layers=2, bidirectional=bidirectional, impl="loop")
+    x = torch.randn(T, B, D, dtype=torch.float64)
+    out, final = layer(x)
+    expected_out, expected_finals = hand_written_stack(layer, variant, x)
+    torch.testing.assert_close(out, expected_out, **F64)
+    for got, expected in zip(
+        as_tuple(final), zip(*map(as_tuple, expected_finals), strict=True), strict=True
+    ):
+        torch.testing.assert_close(got, torch.stack(expected), **F64)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+@pytest.mark.parametrize("batch_first", [False, True], ids=["tb", "bt"])
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_output_and_state_shapes(variant, batch_first, bidirectional):
+    layer = make(variant, num_layers=2, batch_first=batch_first, bidirectional=bidirectional)
+    stack = 2 * (2 if bidirectional else 1)
+    features = (2 if bidirectional else 1) * out_size(layer)
+    x = torch.randn((B, T, D) if batch_first else (T, B, D), dtype=torch.float64)
+    out, state = layer(x)
+    assert out.shape == ((B, T, features) if batch_first else (T, B, features))
+    assert as_tuple(state)[0].shape == (stack, B, out_size(layer))
+    out, state = layer(x[0] if batch_first else x[:, 0])
+    assert out.shape == (T, features)
+    assert as_tuple(state)[-1].shape == (stack, H)
+
+
+@pytest.mark.parametrize("impl", ["loop", "auto"])
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_padded_sequences_end_as_if_run_alone(variant, impl):
+    layer = make(variant, num_layers=2, bidirectional=True, batch_first=True, impl=impl)
+    x = torch.randn(B, T, D, dtype=torch.float64)
+    out, final = layer(x, lengths=torch.tensor(LENGTHS))
+    for b, length in enumerate(LENGTHS):
+        alone_out, alone_final = layer(x[b : b + 1, :length])
+        torch.testing.assert_close(out[b : b + 1, :length], alone_out, **F64)
+        assert not out[b, length:].any()  # zero at padded steps
+        for got, expected in zip(as_tuple(final), as_tuple(alone_final), strict=True):
+            torch.testing.assert_close(got[:, b : b + 1], expected, **F64)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_packed_input_equals_lengths(variant):
+    layer = make(variant, num_layers=2, bidirectional=True)
+    x = torch.randn(T, B, D, dtype=torch.float64)
+    state = tuple(torch.randn_like(s) for s in as_tuple(layer(x)[1]))
+    state = state if len(state) == 2 else state[0]
+    packed = pack_padded_sequence(x, LENGTHS, enforce_sorted=False)
+    packed_out, packed_final = layer(packed, state)
+    out, final = layer(x, state, lengths=LENGTHS)
+    torch.testing.assert_close(pad_packed_sequence(packed_out)[0], out, **F64)
+    for got, expected in zip(as_tuple(packed_final), as_tuple(final), strict=True):
+        torch.testing.assert_close(got, expected, **F64)
+
+
+def test_empty_sequence_keeps_its_initial_state():
+    layer = make("lstm_peephole", impl="loop")
+    h0, c0 = torch.randn(1, B, H, dtype=torch.float64), torch.randn(1, B, H, dtype=torch.float64)
+    out, (h, c) = layer(torch.randn(T, B, D, dtype=torch.float64), (h0, c0), lengths=[5, 0, 3])
+    torch.testing.assert_close(h[:, 1], h0[:, 1], rtol=0, atol=0)
+    torch.testing.assert_close(c[:, 1], c0[:, 1], rtol=0, atol=0)
+    assert not out[:, 1].any()
+
+
+@pytest.mark.parametrize("variant", ["lstm_peephole", "gru_reset_before", "gru_one_gate"])
+def test_variant_layers_pass_gradcheck(variant):
+    layer = make(variant, num_layers=2, bidirectional=True, batch_first=True)
+    names = [name for name, _ in layer.named_parameters()]
+    x = torch.randn(B, T - 2, D, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([3, 1, 2])
+
+    def run(x, *params):
+        out, final = torch.func.functional_call(
+            layer, dict(zip(names, params, strict=True)), (x,), {"lengths": lengths}
+        )
+        return out, *as_tuple(final)
+
+    assert torch.autograd.gradcheck(run, (x, *layer.parameters()), fast_mode=True)
+
+
+def test_dropout_acts_between_layers_in_train_mode_only():
+    layer = make("lstm_peephole", num_layers=2, dropout=0.5)
+    x = torch.randn(T, B, D, dtype=torch.float64)
+    layer.eval()
+    evaluated = layer(x)[0]
+    torch.testing.assert_close(layer(x)[0], evaluated, rtol=0, atol=0)
+    layer.train()
+    first, second = layer(x)[0], layer(x)[0]
+    assert not torch.allclose(first, evaluated)
+    assert not torch.allclose(first, second)
+    layer.dropout = 0.0
+    torch.testing.assert_close(layer(x)[0], evaluated, rtol=0, atol=0)
+
+
+def test_dropout_with_one_layer_warns():
+    with pytest.warns(UserWarning, match="dropout=0.5 acts between layers"):
+        GRU(D, H, dropout=0.5)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_step_equals_forward(variant):
+    layer = make(variant, num_layers=2).eval()
+    x = torch.randn(T, B, D, dtype=torch.float64)
+    state = tuple(torch.randn_like(s) for s in as_tuple(layer(x)[1]))
+    state = state if len(state) == 2 else state[0]
+    expected_out, expected_final = layer(x, state)
+    for t in range(T):
+        y, state = layer.step(x[t], state)
+        torch.testing.assert_close(y, expected_out[t], **F64)
+    for got, expected in zip(as_tuple(state), as_tuple(expected_final), strict=True):
+        torch.testing.assert_close(got, expected, **F64)
+    assert not y.requires_grad
+
+
+def test_step_sees_changed_weights():
+    layer = make("lstm_proj", num_layers=2)
+    x = torch.randn(B, D, dtype=torch.float64)
+    optimizer = torch.optim.SGD(layer.parameters(), lr=0.5)
+    layer(x.unsqueeze(0))[0].sum().backward()
+    optimizer.step()
+    torch.testing.assert_close(layer.step(x)[0], layer(x.unsqueeze(0))[0][0], **F64)
+    layer.load_state_dict(make("lstm_proj", num_layers=2).state_dict())
+    torch.testing.assert_close(layer.step(x)[0], layer(x.unsqueeze(0))[0][0], **F64)
+    layer.weight_hh_l1.data.mul_(2)  # writes through .data bypass the version counter
+    torch.testing.assert_close(layer.step(x)[0], layer(x.unsqueeze(0))[0][0], **F64)
+
+
+def test_auto_chooses_fused_where_torch_computes_it():
+    chosen = {name: make(name).resolved_impl for name in VARIANTS}
+    assert chosen == {
+        "rnn_relu": "fused",
+        "gru": "fused",
+        "gru_reset_before": "loop",
+        "gru_one_gate": "loop",
+        "lstm_proj": "fused",
+        "lstm_peephole": "loop",
+    }
+    assert make("gru", impl="loop").resolved_impl == "loop"
+
+
+@pytest.mark.parametrize(
+    ("variant", "reason"),
+    [
+        ("lstm_peephole", "peephole=True"),
+        ("gru_reset_before", "reset_after=False"),
+        ("gru_one_gate", "reset_gate=False"),
+    ],
+)
+def test_fused_refuses_what_torch_lacks(variant, reason):
+    with pytest.raises(ValueError, match=f"impl='fused'.*does not support {reason}"):
+        make(variant, impl="fused")
+
+
+def test_clear_errors():
+    layer = LSTM(D, H, num_layers=2)
+    with pytest.raises(ValueError, match=r"input_size=4\) got input with 5 features per step"):
+        layer(torch.randn(T, B, D + 1))
+    with pytest.raises(ValueError, match=r"float32 weights but got input of dtype torch.float64"):
+        layer(torch.randn(T, B, D, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"expected the initial state of shape \[\(2, 3, 6\)"):
+        layer(torch.randn(T, B, D), (torch.zeros(1, B, H), torch.zeros(1, B, H)))
+    with pytest.raises(ValueError, match=r"3 dimensions \(batched\) or 2"):
+        layer(torch.randn(T, B, 1, D))
+    with pytest.raises(ValueError, match=r"lengths must hold 3 values in \[0, 5\]"):
+        layer(torch.randn(T, B, D), lengths=[1, 2, 6])
+    packed = pack_padded_sequence(torch.randn(T, B, D), LENGTHS, enforce_sorted=False)
+    with pytest.raises(ValueError, match="carries its own lengths"):
+        layer(packed, lengths=LENGTHS)
+    with pytest.raises(ValueError, match="every length to be at least 1"):
+        GRU(D, H, impl="fused")(torch.randn(T, B, D), lengths=[1, 0, 2])
+    with pytest.raises(ValueError, match="impl must be one of"):
+        RNN(D, H, impl="cudnn")
+    with pytest.raises(ValueError, match="bidirectional layer needs the whole sequence"):
+        GRU(D, H, bidirectional=True).step(torch.randn(B, D))
+    with pytest.raises(ValueError, match=r"step\(\) expects x of shape \(B, D\)"):
+        layer.step(torch.randn(D))
+
+
+def test_bench_quick_smoke(tmp_path: Path):
+    out = tmp_path / "layers.json"
+    script = Path(__file__).parents[2] / "bench" / "layers.py"
+    subprocess.run([sys.executable, str(script), "--quick", "--out", str(out)], check=True)
+    rows = json.loads(out.read_text())["results"]
+    assert {row["impl"] for row in rows} >= {"fused", "loop", "auto", "torch.nn", "naive"}
+    assert all(row["tokens_per_s"] > 0 for row in rows)
