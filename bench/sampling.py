@@ -1,0 +1,409 @@
+"""Sampling speed of a character LM at batch 1: `python bench/sampling.py [--quick]`.
+
+The model is embedding (65 -> 64) -> 2-layer LSTM (hidden 512) -> linear head (512 -> 65), fp32,
+random weights; every row uses the same weights and the same sampling step (softmax, then the
+exponential race that ``torch.multinomial`` runs for one draw, as ``generate_tokens`` does).
+Rows, in characters per second:
+
+  nn.LSTM per step   ``torch.nn.LSTM`` called on one-step sequences (its default path)
+  cell loop          one ``torch.nn.LSTMCell`` per layer
+  bare matmuls       per layer one ``addmm`` on a pre-concatenated [W_ih | W_hh] and the gate
+                     arithmetic, inlined in one loop with minimal Python: the practical limit
+  bare + generate    the same arithmetic as a model's ``step()``, driven by
+                     ``rnnkit.sampling.generate_tokens``: the cost of the sampler itself
+  rnnkit             ``rnnkit.layers.LSTM.step()`` driven by ``generate_tokens`` (the row is
+                     there once ``rnnkit.layers`` imports)
+  rnnkit LM          the product: ``rnnkit.tasks.lm.LanguageModel`` (one layer object per
+                     layer, dropout 0.25 in eval mode) driven by ``generate_tokens``
+
+then batched sampling (``num_samples`` = 1, 8, 32) through ``generate_tokens``. Each figure is
+the median of several timed runs after a warm-up, the rows timed in interleaved rounds, with a
+ratio against the bare-matmul limit. ``torch.set_num_threads`` is every core unless
+``--threads`` says otherwise; on a machine that other processes keep busy, several threads
+spend most of each step waiting for each other at OpenMP barriers, so compare ``--threads 1``
+there (the load average is recorded with the results). ``run(quick)`` returns the results as
+a dict (``bench/lm.py`` calls it); the script prints a table and writes
+bench/results/sampling.json (sampling.quick.json with ``--quick``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from rnnkit.sampling import generate_tokens
+
+RESULTS = Path(__file__).resolve().parent / "results"
+VOCAB, EMBEDDING = 65, 64
+GOAL = 0.75  # the project's goal for rnnkit, as a fraction of the bare-matmul limit
+
+LSTMState = tuple[list[Tensor], list[Tensor]]
+
+
+class TorchLM(nn.Module):
+    """Embedding -> ``torch.nn.LSTM`` -> head; ``step`` runs the LSTM on a one-step sequence."""
+
+    def __init__(self, hidden_size: int, num_layers: int) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(VOCAB, EMBEDDING)
+        self.rnn = nn.LSTM(EMBEDDING, hidden_size, num_layers, batch_first=True)
+        self.head = nn.Linear(hidden_size, VOCAB)
+
+    def forward(self, tokens: Tensor, state: Any = None) -> tuple[Tensor, Any]:
+        out, state = self.rnn(self.embedding(tokens), state)  # (N, T, H)
+        return self.head(out), state  # (N, T, V)
+
+    def step(self, tokens: Tensor, state: Any) -> tuple[Tensor, Any]:
+        out, state = self.rnn(self.embedding(tokens)[:, None], state)  # (N, 1, H)
+        return self.head(out[:, 0]), state  # (N, V)
+
+
+class CellLM(nn.Module):
+    """The same weights as one ``torch.nn.LSTMCell`` per layer; state is per-layer lists."""
+
+    def __init__(self, reference: TorchLM) -> None:
+        super().__init__()
+        self.embedding, self.head = reference.embedding, reference.head
+        lstm = reference.rnn
+        self.cells = nn.ModuleList()
+        for layer in range(lstm.num_layers):
+            in_size = lstm.input_size if layer == 0 else lstm.hidden_size
+            cell = nn.LSTMCell(in_size, lstm.hidden_size)
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                getattr(cell, name).data = getattr(lstm, f"{name}_l{layer}").data
+            self.cells.append(cell)
+
+    def step(self, tokens: Tensor, state: LSTMState) -> tuple[Tensor, LSTMState]:
+        x = self.embedding(tokens)  # (N, E)
+        hs, cs = [], []
+        for cell, h, c in zip(self.cells, *state, strict=True):
+            x, c = cell(x, (h, c))  # (N, H), (N, H)
+            hs.append(x)
+            cs.append(c)
+        return self.head(x), (hs, cs)  # (N, V)
+
+
+class BareLM(nn.Module):
+    """The same weights as plain tensors: per layer ``[W_ih | W_hh]`` (4H, D + H), b (4H,)."""
+
+    def __init__(self, reference: TorchLM) -> None:
+        super().__init__()
+        lstm = reference.rnn
+        self.embedding_weight = reference.embedding.weight.detach()  # (V, E)
+        self.head_weight_t = reference.head.weight.detach().t()  # (H, V)
+        self.head_bias = reference.head.bias.detach()  # (V,)
+        self.weights_t = []  # L × (D + H, 4H), transposed views for addmm
+        self.biases = []  # L × (4H,)
+        for layer in range(lstm.num_layers):
+            w_ih, w_hh = (
+                getattr(lstm, f"{n}_l{layer}").detach() for n in ("weight_ih", "weight_hh")
+            )
+            b_ih, b_hh = (getattr(lstm, f"{n}_l{layer}").detach() for n in ("bias_ih", "bias_hh"))
+            self.weights_t.append(torch.cat([w_ih, w_hh], dim=1).t())  # (D + H, 4H)
+            self.biases.append(b_ih + b_hh)  # (4H,)
+
+    def forward(self, tokens: Tensor, state: LSTMState | None = None) -> tuple[Tensor, LSTMState]:
+        """A prime of T steps, one ``step`` at a time: (N, T) -> (N, T, V)."""
+        if state is None:
+            zeros = torch.zeros(tokens.shape[0], self.head_weight_t.shape[0])  # (N, H)
+            state = ([zeros] * len(self.biases), [zeros] * len(self.biases))  # L × (N, H)
+        outputs = []
+        for t in range(tokens.shape[1]):
+            logits, state = self.step(tokens[:, t], state)  # (N, V)
+            outputs.append(logits)
+        return torch.stack(outputs, dim=1), state  # (N, T, V)
+
+    def step(self, tokens: Tensor, state: LSTMState) -> tuple[Tensor, LSTMState]:
+        x = self.embedding_weight[tokens]  # (N, E)
+        hs, cs = [], []
+        for weight_t, bias, h, c in zip(self.weights_t, self.biases, *state, strict=True):
+            x, c = _lstm_update(torch.addmm(bias, torch.cat([x, h], 1), weight_t), c)
+            hs.append(x)
+            cs.append(c)
+        return torch.addmm(self.head_bias, x, self.head_weight_t), (hs, cs)  # (N, V)
+
+
+def _lstm_update(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    """Gate arithmetic in few ops: gates (N, 4H) packed (i, f, g, o), c (N, H) -> h', c'."""
+    hidden = c.shape[1]
+    i, f, _, o = gates.sigmoid().chunk(4, 1)  # 4 × (N, H); g's sigmoid goes unused
+    g = gates[:, 2 * hidden : 3 * hidden].tanh()  # (N, H)
+    c = torch.addcmul(f * c, i, g)  # (N, H)
+    return o * c.tanh(), c  # (N, H), (N, H)
+
+
+class RnnkitLM(nn.Module):
+    """Embedding -> ``rnnkit.layers.LSTM`` -> head, stepping with the layer's ``step()``.
+
+    The embedding and the head are the same plain tensor ops as ``BareLM``'s, so that this row
+    differs from "bare + generate" only in the recurrent layer.
+    """
+
+    def __init__(self, reference: TorchLM, lstm_class: type[nn.Module]) -> None:
+        super().__init__()
+        lstm = reference.rnn
+        self.embedding_weight = reference.embedding.weight.detach()  # (V, E)
+        self.head_weight_t = reference.head.weight.detach().t()  # (H, V)
+        self.head_bias = reference.head.bias.detach()  # (V,)
+        self.rnn = lstm_class(lstm.input_size, lstm.hidden_size, lstm.num_layers, batch_first=True)
+        self.rnn.load_state_dict(lstm.state_dict())
+
+    def forward(self, tokens: Tensor, state: Any = None) -> tuple[Tensor, Any]:
+        out, state = self.rnn(self.embedding_weight[tokens], state)  # (N, T, H)
+        return out @ self.head_weight_t + self.head_bias, state  # (N, T, V)
+
+    def step(self, tokens: Tensor, state: Any) -> tuple[Tensor, Any]:
+        y, state = self.rnn.step(self.embedding_weight[tokens], state)  # (N, H)
+        return torch.addmm(self.head_bias, y, self.head_weight_t), state  # (N, V)
+
+
+def _zero_lists(model: TorchLM, batch: int) -> LSTMState:
+    zeros = torch.zeros(batch, model.rnn.hidden_size)  # (N, H)
+    return [zeros] * model.rnn.num_layers, [zeros] * model.rnn.num_layers
+
+
+def _draw(probs: Tensor, generator: torch.Generator) -> Tensor:
+    """probs (N, V) -> (N,): the draw of ``torch.multinomial(probs, 1)`` (its exponential race),
+    as ``generate_tokens`` samples, so that every row pays the same for sampling."""
+    race = torch.empty_like(probs).exponential_(generator=generator)  # (N, V)
+    return torch.div(probs, race, out=race).argmax(dim=-1)  # (N,)
+
+
+def _sample_with_step(
+    step: Callable[[Tensor, Any], tuple[Tensor, Any]], state: Any, length: int
+) -> Callable[[], None]:
+    """A loop that samples ``length`` tokens by calling ``step`` (rows i and ii)."""
+
+    def sample() -> None:
+        generator = torch.Generator().manual_seed(0)
+        token, carried = torch.zeros(1, dtype=torch.long), state  # (1,)
+        for _ in range(length):
+            logits, carried = step(token, carried)  # (1, V)
+            token = _draw(logits.softmax(-1), generator)  # (1,)
+
+    return sample
+
+
+def _sample_bare(bare: BareLM, length: int) -> Callable[[], None]:
+    """Row iii: the whole sampling loop in one function, minimal Python per token."""
+    layers = list(zip(bare.weights_t, bare.biases, strict=True))
+    embedding, head_w, head_b = bare.embedding_weight, bare.head_weight_t, bare.head_bias
+
+    def sample() -> None:
+        generator = torch.Generator().manual_seed(0)
+        token = torch.zeros(1, dtype=torch.long)  # (1,)
+        hs = [torch.zeros(1, head_w.shape[0])] * len(layers)  # L × (1, H)
+        cs = list(hs)  # L × (1, H)
+        for _ in range(length):
+            x = embedding[token]  # (1, E)
+            for layer, (weight_t, bias) in enumerate(layers):
+                gates = torch.addmm(bias, torch.cat([x, hs[layer]], 1), weight_t)  # (1, 4H)
+                x, cs[layer] = _lstm_update(gates, cs[layer])  # (1, H), (1, H)
+                hs[layer] = x
+            token = _draw(torch.addmm(head_b, x, head_w).softmax(-1), generator)  # (1,)
+
+    return sample
+
+
+def _sample_generate(model: nn.Module, num_samples: int, length: int) -> Callable[[], None]:
+    """Rows driven by ``generate_tokens``: a one-token prime, then ``length - 1`` steps."""
+
+    def sample() -> None:
+        generator = torch.Generator().manual_seed(0)
+        for _ in generate_tokens(model, [0], length, num_samples=num_samples, generator=generator):
+            pass
+
+    return sample
+
+
+def _seconds(fn: Callable[[], None]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _steps_per_second(
+    makers: dict[str, Callable[[int], Callable[[], None]]], repeats: int, seconds: float
+) -> dict[str, float]:
+    """Median sampling steps per second of each ``makers[name](length)``.
+
+    ``length`` is chosen per row so that one timed run lasts about ``seconds`` (the rows differ
+    in speed by 10x and more). Each run is warmed up once, then the rows are timed in
+    interleaved rounds, so that a change in the machine's load hits every row alike.
+    """
+    probe = 20
+    loops, lengths = {}, {}
+    for name, make in makers.items():
+        _seconds(make(probe))  # warm-up: first-call allocations, oneDNN primitives, caches
+        rate = probe / _seconds(make(probe))
+        lengths[name] = max(probe, min(5000, round(rate * seconds)))
+        loops[name] = make(lengths[name])
+    times: dict[str, list[float]] = {name: [] for name in makers}
+    for _ in range(repeats):
+        for name, loop in loops.items():
+            times[name].append(_seconds(loop))
+    return {name: lengths[name] / statistics.median(times[name]) for name in makers}
+
+
+def _check_same_numbers(torch_lm: TorchLM, others: dict[str, nn.Module]) -> None:
+    """Every model's ``step`` gives nn.LSTM's logits over a few steps (guards the bench)."""
+    tokens = torch.randint(VOCAB, (3, 6))  # (N, T)
+    expected, _ = torch_lm(tokens)  # (N, T, V)
+    for name, model in others.items():
+        state = _zero_lists(torch_lm, 3) if isinstance(model, (CellLM, BareLM)) else None
+        for t in range(tokens.shape[1]):
+            logits, state = model.step(tokens[:, t], state)  # (N, V)
+            torch.testing.assert_close(logits, expected[:, t], atol=1e-4, rtol=1e-4, msg=name)
+
+
+def _language_model(reference: TorchLM) -> nn.Module | None:
+    """``rnnkit.tasks.lm.LanguageModel`` holding the reference's weights; None if absent."""
+    try:
+        from rnnkit.config import ModelConfig
+        from rnnkit.tasks.lm import LanguageModel
+    except ImportError:
+        return None
+    lstm = reference.rnn
+    config = ModelConfig(
+        cell="lstm",
+        num_layers=lstm.num_layers,
+        hidden_size=lstm.hidden_size,
+        embedding_size=EMBEDDING,
+    )
+    model = LanguageModel(config, VOCAB)
+    weights = {"embedding.weight": reference.embedding.weight}
+    weights.update({f"head.{name}": value for name, value in reference.head.state_dict().items()})
+    for name, value in lstm.state_dict().items():  # weight_ih_l1 -> layers.1.weight_ih_l0
+        base, layer = name.rsplit("_l", 1)
+        weights[f"layers.{layer}.{base}_l0"] = value
+    model.load_state_dict(weights)
+    return model.eval()
+
+
+def _rnnkit_lstm() -> tuple[type[nn.Module] | None, str]:
+    try:
+        from rnnkit.layers import LSTM
+    except ImportError as error:
+        return None, f"rnnkit.layers does not import: {error}"
+    if not hasattr(LSTM, "step"):
+        return None, "rnnkit.layers.LSTM has no step()"
+    return LSTM, ""
+
+
+@torch.no_grad()
+def run(quick: bool, threads: int | None = None) -> dict[str, Any]:
+    """Measure every row; returns the settings, the rows and the batched figures.
+
+    ``threads`` (default: every core of the machine) is passed to ``torch.set_num_threads``.
+    """
+    threads = threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    hidden, layers = (64, 2) if quick else (512, 2)
+    seconds, repeats = (0.2, 1) if quick else (0.5, 7)  # per timed run; timed runs per row
+    torch.manual_seed(0)
+    torch_lm = TorchLM(hidden, layers).eval()
+    bare = BareLM(torch_lm)
+    cells = CellLM(torch_lm)
+    lstm_class, missing = _rnnkit_lstm()
+    rnnkit_lm = RnnkitLM(torch_lm, lstm_class).eval() if lstm_class is not None else None
+    language_model = _language_model(torch_lm) if lstm_class is not None else None
+    models = {"cell loop": cells, "bare": bare}
+    if rnnkit_lm is not None:
+        models["rnnkit"] = rnnkit_lm
+    if language_model is not None:
+        models["rnnkit LM"] = language_model
+    _check_same_numbers(torch_lm, models)
+
+    loops: dict[str, Callable[[int], Callable[[], None]]] = {
+        "nn.LSTM per step": partial(_sample_with_step, torch_lm.step, None),
+        "cell loop (nn.LSTMCell)": partial(_sample_with_step, cells.step, _zero_lists(torch_lm, 1)),
+        "bare matmuls (limit)": partial(_sample_bare, bare),
+        "bare + generate_tokens": partial(_sample_generate, bare, 1),
+    }
+    if rnnkit_lm is not None:
+        loops["rnnkit LSTM.step + generate_tokens"] = partial(_sample_generate, rnnkit_lm, 1)
+    if language_model is not None:
+        loops["rnnkit.tasks.lm model + generate_tokens"] = partial(
+            _sample_generate, language_model, 1
+        )
+    load_before = os.getloadavg()[0]
+    rows = _steps_per_second(loops, repeats, seconds)
+    limit = rows["bare matmuls (limit)"]
+
+    batched_model, batched_name = (rnnkit_lm, "rnnkit") if rnnkit_lm is not None else (bare, "bare")
+    sizes = (1, 8, 32)
+    steps = _steps_per_second(
+        {str(n): partial(_sample_generate, batched_model, n) for n in sizes}, repeats, seconds
+    )
+    batched = {
+        n: {"chars_per_s": n * steps[str(n)], "chars_per_s_per_sample": steps[str(n)]}
+        for n in sizes
+    }
+    return {
+        "model": {"vocab": VOCAB, "embedding": EMBEDDING, "hidden": hidden, "layers": layers},
+        "dtype": "float32",
+        "quick": quick,
+        "threads": threads,
+        "torch": torch.__version__,
+        "machine": platform.processor() or platform.machine(),
+        "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]},
+        "seconds_per_timed_run": seconds,
+        "repeats": repeats,
+        "rows": {
+            name: {"chars_per_s": value, "ratio_to_limit": value / limit}
+            for name, value in rows.items()
+        },
+        "rnnkit_missing": missing,
+        "goal_ratio": GOAL,
+        "batched_model": batched_name,
+        "batched": batched,
+    }
+
+
+def _print_table(results: dict[str, Any]) -> None:
+    model = results["model"]
+    print(
+        f"sampling, batch 1: char LM V={model['vocab']} E={model['embedding']} "
+        f"{model['layers']}-layer LSTM H={model['hidden']}, {results['dtype']}, "
+        f"{results['threads']} threads (torch.set_num_threads), torch {results['torch']}, "
+        f"load average {results['load_average_1min']['before']:.1f} -> "
+        f"{results['load_average_1min']['after']:.1f}"
+    )
+    print(f"{'row':40s} {'chars/s':>10s} {'x limit':>8s}")
+    for name, row in results["rows"].items():
+        print(f"{name:40s} {row['chars_per_s']:10.0f} {row['ratio_to_limit']:8.2f}")
+    if results["rnnkit_missing"]:
+        print(f"(no rnnkit row: {results['rnnkit_missing']})")
+    print(f"goal: rnnkit >= {results['goal_ratio']:.2f} x limit")
+    print(f"\nbatched sampling through generate_tokens ({results['batched_model']} model)")
+    print(f"{'num_samples':>12s} {'chars/s total':>14s} {'per sample':>11s}")
+    for num_samples, row in results["batched"].items():
+        print(f"{num_samples:12d} {row['chars_per_s']:14.0f} {row['chars_per_s_per_sample']:11.0f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny model, one repeat (smoke test)")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: all cores)")
+    args = parser.parse_args()
+    results = run(args.quick, args.threads)
+    _print_table(results)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / ("sampling.quick.json" if args.quick else "sampling.json")
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()
