@@ -65,7 +65,8 @@ def linear_scan(
     Args:
         a: (B, T, H) coefficients that multiply the previous state.
         b: (B, T, H) terms added at each step.
-        h0: (B, H) state before the first step; None means zeros.
+        h0: (B, H) state before the first step; None means zeros. The recurrence runs in the
+            promoted dtype of ``a``, ``b`` and ``h0``.
         impl: ``"scan"`` (chunked parallel scan with its own backward) or ``"loop"`` (one step at a
             time, differentiated by autograd). Both give the same numbers up to rounding.
         chunk_size: C, steps per chunk of the ``"scan"`` implementation.
@@ -88,6 +89,10 @@ def linear_scan(
             f"h0 must have shape (B, H) = {(batch, hidden)} to match a and b; "
             f"got h0.shape={tuple(h0.shape)}"
         )
+    # One dtype for all three, the one torch's own arithmetic would give: under autocast, bf16
+    # coefficients with an fp32 state make an fp32 recurrence (as in the loop), not a bf16 one.
+    dtype = torch.promote_types(torch.promote_types(a.dtype, b.dtype), h0.dtype)
+    a, b, h0 = a.to(dtype), b.to(dtype), h0.to(dtype)
     if impl == "loop":
         return _loop_scan(a, b, h0)
     if chunk_size < 1:

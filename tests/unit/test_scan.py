@@ -71,6 +71,16 @@ def test_time_major_memory_layout() -> None:
     )
 
 
+def test_mixed_dtypes_run_in_the_promoted_dtype() -> None:
+    """bf16 coefficients (from autocast) with an fp32 state: both give the same fp32 states."""
+    a, b, h0 = (t.detach() for t in _inputs(B, T, H, torch.float32))
+    a, b = a.bfloat16(), b.bfloat16()
+    want = linear_scan(a, b, h0, impl="loop")  # (B, T, H)
+    got = linear_scan(a, b, h0, impl="scan", chunk_size=2)  # (B, T, H)
+    assert want.dtype == got.dtype == torch.float32
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
 def test_gradcheck() -> None:
     a, b, h0 = _inputs(2, 7, 3, torch.float64)
     assert torch.autograd.gradcheck(lambda a, b, h0: LinearScan.apply(a, b, h0, 3), (a, b, h0))
