@@ -15,3 +15,7 @@ class DataError(RnnkitError, ValueError):
 
 class CheckpointError(RnnkitError):
     """A model folder is missing files, has corrupted ones, or does not match the request."""
+
+
+class TrainingError(RnnkitError):
+    """Training cannot go on (the loss became NaN or diverged); the last good model is kept."""

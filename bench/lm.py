@@ -1,0 +1,213 @@
+"""Language modelling end to end: `python bench/lm.py [--quick] [--quality MINUTES ...]`.
+
+(a) Training speed: tokens/s of ``rnnkit.training.train`` (the loop behind ``rnnkit train``:
+    TBPTT streams, schedule, clipping, logging, metrics.jsonl, checkpoints) beside a bare
+    PyTorch loop training the same model (same layer, same batch, same optimizer, same
+    clipping, no logging, no checkpoints) in the same process; the difference is the
+    overhead of the loop, in %.
+(b) Sampling speed: bench/sampling.py's ``run()`` (batch-1 characters/s), when that file is
+    there.
+(c) Quality: the validation loss that the default preset reaches on Tiny Shakespeare (first
+    90% train, last 10% validation, from ../shared/data relative to the repository root)
+    after each of the given numbers of minutes, with its curve (time, step, val loss).
+    Skipped with a message when the file is absent.
+
+Results are printed and written to bench/results/lm.json (lm.quick.json with --quick).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import json
+import logging
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rnnkit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from rnnkit.data.text import TokenStreams, load_lm_data
+from rnnkit.tasks.lm import LanguageModel, lm_loss
+from rnnkit.training import train
+from rnnkit.training.optim import make_optimizer
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+SHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
+
+
+def _speed_config(quick: bool, data: str | None, steps: int, out: str) -> RunConfig:
+    """The default preset (or a small model with --quick) for ``steps`` steps, no evaluation."""
+    model = ModelConfig(hidden_size=128, embedding_size=32) if quick else ModelConfig()
+    train_cfg = TrainConfig(
+        batch_size=16 if quick else TrainConfig.batch_size,
+        seq_len=32 if quick else TrainConfig.seq_len,
+        max_steps=steps,
+        eval_every=10**9,  # only the final evaluation, after the last timed step
+        log_every=max(1, steps // 4),
+        device="auto",
+    )
+    return RunConfig(out=out, model=model, data=DataConfig(path=data), train=train_cfg)
+
+
+def _bare_loop_tokens_per_s(run: RunConfig, warmup: int) -> float:
+    """Tokens/s of a plain loop over the same model, streams, optimizer and clipping."""
+    cfg = run.train
+    torch.manual_seed(cfg.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    data = load_lm_data(run.data)
+    streams = TokenStreams(data.train, cfg.batch_size, cfg.seq_len)
+    model = LanguageModel(run.model, len(data.vocab)).to(device).train()
+    optimizer = make_optimizer(model.parameters(), cfg)
+    state = None
+    start = 0.0
+    for step in range(cfg.max_steps):
+        if step == warmup:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+        inputs, targets = (t.to(device) for t in streams.chunk(step % len(streams)))  # (B, T)
+        logits, state = model(inputs, state)  # (B, T, V)
+        loss = lm_loss(logits, targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        state = [
+            tuple(h.detach() for h in s) if isinstance(s, tuple) else s.detach() for s in state
+        ]
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    timed_steps = cfg.max_steps - warmup
+    return timed_steps * cfg.batch_size * cfg.seq_len / (time.perf_counter() - start)
+
+
+def _rnnkit_tokens_per_s(run: RunConfig) -> float:
+    """Tokens/s of ``train()`` from its own metrics, leaving out the first log interval."""
+    train(run, force=True)
+    records = [json.loads(line) for line in (Path(run.out) / "metrics.jsonl").open()]
+    rates = [r["tokens_per_s"] for r in records if "tokens_per_s" in r][1:]
+    return statistics.median(rates)
+
+
+def speed(quick: bool, data: str | None, rounds: int = 3) -> dict[str, Any]:
+    """(a): rnnkit's loop against the bare loop, same model and batch, in this process.
+
+    The two alternate for ``rounds`` rounds and the best round of each counts, so that a
+    burst of load from elsewhere does not decide the comparison.
+    """
+    steps = 12 if quick else 40
+    bare, ours = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        run = _speed_config(quick, data, steps, str(Path(tmp) / "run"))
+        for _ in range(rounds):
+            bare.append(_bare_loop_tokens_per_s(run, warmup=steps // 3))
+            ours.append(_rnnkit_tokens_per_s(run))
+    return {
+        "model": dataclasses.asdict(run.model),
+        "batch_size": run.train.batch_size,
+        "seq_len": run.train.seq_len,
+        "steps": steps,
+        "data": data or "the Python standard library",
+        "bare_tokens_per_s_rounds": [round(x, 1) for x in bare],
+        "rnnkit_tokens_per_s_rounds": [round(x, 1) for x in ours],
+        "bare_tokens_per_s": round(max(bare), 1),
+        "rnnkit_tokens_per_s": round(max(ours), 1),
+        "overhead_pct": round(100 * (max(bare) / max(ours) - 1), 1),
+    }
+
+
+def sampling(quick: bool) -> dict[str, Any] | None:
+    """(b): bench/sampling.py's ``run(quick)``, or None when that file is absent."""
+    path = Path(__file__).resolve().parent / "sampling.py"
+    if not path.exists():
+        return None
+    spec = importlib.util.spec_from_file_location("bench_sampling", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.run(quick)
+
+
+def quality(minutes: list[float], eval_every: int) -> dict[str, Any] | None:
+    """(c): val loss of the default preset on Tiny Shakespeare after each budget, with curves."""
+    if not SHAKESPEARE.exists():
+        print(f"quality: skipped, {SHAKESPEARE} is absent")
+        return None
+    results = {}
+    for budget in minutes:
+        with tempfile.TemporaryDirectory() as tmp:
+            run = RunConfig(
+                out=str(Path(tmp) / "run"),
+                data=DataConfig(path=str(SHAKESPEARE), val_frac=0.1),
+                train=TrainConfig(max_time=60 * budget, eval_every=eval_every, epochs=None),
+            )
+            result = train(run, force=True)
+            records = [json.loads(line) for line in (Path(run.out) / "metrics.jsonl").open()]
+        curve = [(r["time"], r["step"], r["val_loss"]) for r in records if "val_loss" in r]
+        results[f"{budget:g} min"] = {
+            "steps": result.steps,
+            "best_val_loss": result.best_val_loss,
+            "final_val_loss": curve[-1][2] if curve else None,
+            "curve": curve,
+        }
+        print(
+            f"\nquality after {budget:g} min: {result.steps} steps, best val loss "
+            f"{result.best_val_loss:.4f} nats/char ({result.best_val_loss / 0.6931:.3f} bpc)"
+        )
+        print(f"{'time s':>8} {'step':>6} {'val loss':>9}")
+        for t, step, val in curve:
+            print(f"{t:8.1f} {step:6d} {val:9.4f}")
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small model, few steps")
+    parser.add_argument(
+        "--quality",
+        nargs="*",
+        type=float,
+        default=[],
+        metavar="MINUTES",
+        help="training budgets for (c), e.g. 3 10 20 (none: skip)",
+    )
+    parser.add_argument("--eval-every", type=int, default=100, help="(c): steps between evals")
+    parser.add_argument("--data", help="(a): text to train on (default: the stdlib corpus)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    results: dict[str, Any] = {
+        "machine": {
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        }
+    }
+    results["speed"] = speed(args.quick, args.data, rounds=2 if args.quick else 3)
+    s = results["speed"]
+    print(f"(a) training, B={s['batch_size']} T={s['seq_len']} H={s['model']['hidden_size']}:")
+    print(f"    bare PyTorch loop {s['bare_tokens_per_s']:>10.0f} tokens/s")
+    print(f"    rnnkit train      {s['rnnkit_tokens_per_s']:>10.0f} tokens/s")
+    print(f"    overhead          {s['overhead_pct']:>10.1f} %")
+    results["sampling"] = sampling(args.quick)
+    if results["sampling"] is None:
+        print("(b) sampling: bench/sampling.py is absent; skipped")
+    else:
+        print(f"(b) sampling: {json.dumps(results['sampling'])[:2000]}")
+    results["quality"] = quality(args.quality, args.eval_every) if args.quality else None
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / ("lm.quick.json" if args.quick else "lm.json")
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwrote {path.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""``python -m rnnkit`` runs the ``rnnkit`` command."""
+
+from rnnkit.cli import main
+
+raise SystemExit(main())

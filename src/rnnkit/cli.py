@@ -1,0 +1,260 @@
+"""The ``rnnkit`` command: argparse subcommands, the only module that prints or exits.
+
+Flags are generated from the config dataclasses (one per field, help from the field's
+metadata), so they cannot drift from the defaults. Each command parses, builds its config,
+calls one library function and reports. Exit codes: 0 success, 2 a usage, configuration, data
+or model-folder error (one line ``rnnkit <cmd>: error: ...`` on stderr, also for a NaN loss),
+130 interrupted by Ctrl-C (the run's state is saved first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+import typing
+from collections.abc import Sequence
+from typing import Any, Literal, NoReturn
+
+from tqdm import tqdm
+
+from rnnkit.config import (
+    SECTIONS,
+    EvalConfig,
+    RunConfig,
+    SampleConfig,
+    field_types,
+    merge,
+    read_toml,
+    to_toml,
+)
+from rnnkit.errors import RnnkitError
+from rnnkit.training import evaluate_folder, load, train
+from rnnkit.training.checkpoint import read_run_config
+from rnnkit.training.loop import pick_device
+
+EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 2, 130
+
+_TRAIN_EXAMPLES = """examples:
+  rnnkit train --out runs/stdlib --max-time 180          # the Python standard library
+  rnnkit train input.txt --out runs/shakespeare --hidden-size 256 --max-time 600
+  rnnkit train input.txt --out runs/shakespeare --resume --max-steps 5000
+  rnnkit train input.txt --config run.toml --print-config
+"""
+_SAMPLE_EXAMPLES = """examples:
+  rnnkit sample runs/shakespeare --prime "ROMEO:" --length 300 --temperature 0.8
+  rnnkit sample runs/stdlib --prime "def " --temperature 0 --length 200
+"""
+_EVAL_EXAMPLES = """examples:
+  rnnkit eval runs/shakespeare held-out.txt --json
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line: ``rnnkit <cmd>: error: ...``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class _TqdmHandler(logging.Handler):
+    """Log records on stderr through tqdm, so that they do not tear the progress bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        tqdm.write(self.format(record), file=sys.stderr)
+
+
+def _add_flags(parser: argparse.ArgumentParser, cls: type, prefix: str, title: str) -> None:
+    """One flag per field of the dataclass ``cls``; the value lands in ``prefix.field``.
+
+    Defaults are not set on the parser (``SUPPRESS``), so that only the flags given on the
+    command line override the config file and the saved run.
+    """
+    group = parser.add_argument_group(title)
+    defaults = cls()
+    for f in dataclasses.fields(cls):
+        if "help" not in f.metadata or not f.metadata.get("cli", True):  # sections, DATA
+            continue
+        kind = field_types(cls)[f.name]
+        args = typing.get_args(kind)
+        if type(None) in args:
+            kind = next(a for a in args if a is not type(None))
+        default = getattr(defaults, f.name)
+        options: dict[str, Any] = {
+            "dest": f"{prefix}.{f.name}",
+            "default": argparse.SUPPRESS,
+            "help": f"{f.metadata['help']} (default: {'not set' if default is None else default})",
+        }
+        if typing.get_origin(kind) is Literal:
+            options |= {
+                "choices": typing.get_args(kind),
+                "metavar": "{" + ",".join(typing.get_args(kind)) + "}",
+            }
+        elif kind is bool:
+            options["action"] = argparse.BooleanOptionalAction
+        else:
+            options |= {"type": kind, "metavar": f.name.upper()}
+        group.add_argument("--" + f.name.replace("_", "-"), **options)
+
+
+def _given(args: argparse.Namespace, prefix: str) -> dict[str, Any]:
+    """The fields given on the command line for the dataclass behind ``prefix``."""
+    return {
+        key.split(".", 1)[1]: value
+        for key, value in vars(args).items()
+        if key.startswith(prefix + ".")
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``rnnkit`` parser with its ``train``, ``sample`` and ``eval`` subcommands."""
+    parser = _Parser(prog="rnnkit", description="Recurrent neural networks on PyTorch.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    train = commands.add_parser(
+        "train",
+        help="train a model on text and write its model folder",
+        description="Train a language model on a text file or folder (default: the Python "
+        "standard library's own source) and write the model folder --out.",
+        epilog=_TRAIN_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    train.add_argument("data", nargs="?", metavar="DATA", help="text file or folder of them")
+    train.add_argument("--config", metavar="FILE", help="TOML run file, read before the flags")
+    train.add_argument("--print-config", action="store_true", help="show the config and exit")
+    train.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    train.add_argument(
+        "--force", action="store_true", help="replace a model already in --out (else refused)"
+    )
+    _add_flags(train, RunConfig, "run", "run")
+    for name, cls in SECTIONS.items():
+        _add_flags(train, cls, name, name)
+    train.set_defaults(func=_train)
+
+    sample = commands.add_parser(
+        "sample",
+        help="generate text from a trained model",
+        description="Generate text from the model in MODEL_DIR; one sample streams to stdout.",
+        epilog=_SAMPLE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sample.add_argument("model_dir", metavar="MODEL_DIR", help="folder written by rnnkit train")
+    _add_flags(sample, SampleConfig, "sample", "sampling")
+    sample.set_defaults(func=_sample)
+
+    evaluate = commands.add_parser(
+        "eval",
+        help="loss, bits per character and perplexity on held-out text",
+        description="Evaluate the model in MODEL_DIR on the text DATA, every token, with the "
+        "state carried.",
+        epilog=_EVAL_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    evaluate.add_argument("model_dir", metavar="MODEL_DIR", help="folder written by rnnkit train")
+    evaluate.add_argument("data", metavar="DATA", help="text file or folder of them")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_flags(evaluate, EvalConfig, "eval", "evaluation")
+    evaluate.set_defaults(func=_eval)
+    return parser
+
+
+def _run_config(args: argparse.Namespace) -> RunConfig:
+    """Defaults (or the saved run with --resume) <- the --config file <- the flags."""
+    flags = {name: _given(args, name) for name in ("run", *SECTIONS)}
+    if args.data is not None:
+        flags["data"]["path"] = args.data
+    toml = read_toml(args.config) if args.config else {}
+    out = flags["run"].get("out", toml.get("run", {}).get("out", RunConfig().out))
+    base = read_run_config(out) if args.resume else RunConfig()
+    return merge(merge(base, toml), flags)
+
+
+def _train(args: argparse.Namespace) -> int:
+    run = _run_config(args)
+    if args.print_config:
+        print(to_toml(run), end="")
+        return EXIT_OK
+    result = train(run, resume=args.resume, force=args.force, show_progress=sys.stderr.isatty())
+    if result.stopped_by == "interrupt":
+        print(
+            f"rnnkit train: interrupted at step {result.steps}; saved {result.out}", file=sys.stderr
+        )
+        return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def _sample(args: argparse.Namespace) -> int:
+    cfg = SampleConfig(**_given(args, "sample"))
+    model = load(args.model_dir, device=pick_device(cfg.device))
+    pieces = model.generate_pieces(
+        cfg.prime,
+        cfg.length,
+        temperature=cfg.temperature,
+        top_k=cfg.top_k,
+        top_p=cfg.top_p,
+        seed=cfg.seed,
+        num_samples=cfg.num_samples,
+    )
+    if cfg.num_samples == 1:
+        text = cfg.prime
+        sys.stdout.write(cfg.prime)
+        for (piece,) in pieces:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+            text += piece
+        if not text.endswith("\n"):
+            sys.stdout.write("\n")
+        return EXIT_OK
+    texts = [cfg.prime] * cfg.num_samples
+    for step in pieces:
+        texts = [text + piece for text, piece in zip(texts, step, strict=True)]
+    for i, text in enumerate(texts):
+        print(f"--- sample {i + 1} ---")
+        print(text, end="" if text.endswith("\n") else "\n")
+    return EXIT_OK
+
+
+def _eval(args: argparse.Namespace) -> int:
+    metrics = evaluate_folder(args.model_dir, args.data, EvalConfig(**_given(args, "eval")))
+    if args.json:
+        print(json.dumps(metrics.to_dict()))
+        return EXIT_OK
+    values = metrics.to_dict()
+    bpc = f" | bpc {values['bpc']:.4f}" if "bpc" in values else ""
+    print(
+        f"loss {metrics.loss:.4f} nats/token{bpc} | perplexity {metrics.perplexity:.3f} "
+        f"| {metrics.tokens} tokens"
+    )
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``rnnkit`` with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help (0) or a usage error (2), already printed
+        return exit_.code if isinstance(exit_.code, int) else EXIT_ERROR
+    handler = _TqdmHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    package_logger = logging.getLogger("rnnkit")
+    package_logger.addHandler(handler)
+    package_logger.setLevel(logging.INFO)
+    prog = f"rnnkit {args.command}"
+    try:
+        return args.func(args)
+    except RnnkitError as err:
+        message = " ".join(str(err).split())
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # e.g. `rnnkit sample ... | head`: the reader has had enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    finally:
+        package_logger.removeHandler(handler)

@@ -1,0 +1,330 @@
+"""Configuration as frozen dataclasses: the one source of truth for every default.
+
+A run is described by a :class:`RunConfig`, which gathers :class:`ModelConfig`,
+:class:`DataConfig` and :class:`TrainConfig`; ``rnnkit sample`` reads a :class:`SampleConfig`
+and ``rnnkit eval`` an :class:`EvalConfig`. Every field carries its help text in its metadata,
+and ``cli.py`` turns each field into a flag (``hidden_size`` -> ``--hidden-size``), so the
+flags, the TOML files and the defaults cannot drift apart.
+
+Values are validated in ``__post_init__``; a bad value raises :class:`ConfigError` with a
+message that names the option and the value received. Configs are frozen: derive new ones
+with :func:`dataclasses.replace` or :func:`merge`.
+"""
+
+from __future__ import annotations
+
+import codecs
+import dataclasses
+import json
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import tomllib
+
+from rnnkit.errors import ConfigError
+
+CELLS = ("rnn", "gru", "lstm", "mingru", "minlstm")
+
+
+def _opt(default: Any, help: str, **extra: Any) -> Any:
+    """A dataclass field with its CLI help text (``extra`` e.g. ``cli=False``) in the metadata."""
+    return field(default=default, metadata={"help": help, **extra})
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def known_encoding(name: str) -> bool:
+    """Whether Python has a codec called ``name`` (e.g. ``utf-8``, ``latin-1``)."""
+    try:
+        codecs.lookup(name)
+    except LookupError:
+        return False
+    return True
+
+
+def _check(ok: bool, name: str, expected: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{_flag(name)} must be {expected}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture: embedding -> recurrent layers -> dropout -> linear head.
+
+    Saved in every model folder so that ``rnnkit sample`` can rebuild the model.
+    """
+
+    cell: Literal["rnn", "gru", "lstm", "mingru", "minlstm"] = _opt("lstm", "recurrent cell")
+    num_layers: int = _opt(2, "L, stacked recurrent layers")
+    hidden_size: int = _opt(512, "H, features of the hidden state")
+    embedding_size: int = _opt(64, "E, token embedding size; 0 feeds one-hot vectors")
+    dropout: float = _opt(0.25, "dropout between layers and before the head, in [0, 1)")
+    bidirectional: bool = _opt(False, "read the sequence both ways (not for --task lm)")
+    tie_weights: bool = _opt(False, "share the embedding and head weights (needs E == H)")
+
+    def __post_init__(self) -> None:
+        _check(self.cell in CELLS, "cell", f"one of {', '.join(CELLS)}", self.cell)
+        _check(self.num_layers >= 1, "num_layers", "at least 1", self.num_layers)
+        _check(self.hidden_size >= 1, "hidden_size", "at least 1", self.hidden_size)
+        _check(self.embedding_size >= 0, "embedding_size", "0 or more", self.embedding_size)
+        _check(0.0 <= self.dropout < 1.0, "dropout", "in [0, 1)", self.dropout)
+        if self.tie_weights and self.embedding_size != self.hidden_size:
+            raise ConfigError(
+                f"--tie-weights needs --embedding-size equal to --hidden-size, "
+                f"got {self.embedding_size} and {self.hidden_size}"
+            )
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the text comes from, how it is cut into tokens and split for validation."""
+
+    path: str | None = _opt(
+        None, "text file or folder of them; none: the Python standard library", cli=False
+    )
+    level: Literal["char", "word"] = _opt("char", "tokens are characters or words")
+    min_freq: int = _opt(1, "rarer tokens become <unk>")
+    val_frac: float = _opt(0.1, "fraction at the end of the text held out for validation")
+    val: str | None = _opt(None, "validation text (file or folder) instead of --val-frac")
+    encoding: str = _opt("utf-8", "text encoding of the data files")
+
+    def __post_init__(self) -> None:
+        _check(self.min_freq >= 1, "min_freq", "at least 1", self.min_freq)
+        _check(0.0 < self.val_frac < 1.0, "val_frac", "in (0, 1)", self.val_frac)
+        _check(known_encoding(self.encoding), "encoding", "a known text encoding", self.encoding)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training loop: batching, optimiser, schedule, stopping, logging, device.
+
+    The LR schedule is linear warmup over ``warmup_steps`` steps, then ``schedule`` as a
+    function of progress in [0, 1]: the largest of step/max_steps, epoch fraction/epochs and
+    elapsed/max_time, so a time-limited run decays with the clock.
+    """
+
+    batch_size: int = _opt(64, "B, parallel text streams per batch")
+    seq_len: int = _opt(100, "T, time steps per chunk (truncated backprop through time)")
+    optimizer: Literal["adam", "adamw", "rmsprop", "sgd", "adagrad"] = _opt("adamw", "optimiser")
+    lr: float = _opt(4e-3, "peak learning rate")
+    weight_decay: float = _opt(0.01, "decoupled for adamw, L2 for the other optimisers")
+    schedule: Literal["cosine", "step", "constant"] = _opt("cosine", "decay after warmup")
+    warmup_steps: int = _opt(100, "steps of linear warmup from lr/warmup to lr")
+    min_lr_frac: float = _opt(0.1, "cosine ends at lr × this")
+    step_gamma: float = _opt(0.5, "step schedule: multiply lr by this ...")
+    step_every: float = _opt(0.25, "... every this fraction of the run")
+    grad_clip: float = _opt(1.0, "clip the gradient norm to this; 0 turns it off")
+    grad_clip_value: float = _opt(0.0, "clip each gradient value to ±this; 0 turns it off")
+    max_steps: int | None = _opt(None, "stop after this many steps (counted from the start)")
+    max_time: float | None = _opt(None, "stop after this many seconds of training")
+    epochs: int | None = _opt(10, "stop after this many passes over the training text")
+    eval_every: int = _opt(200, "evaluate and checkpoint every this many steps")
+    log_every: int = _opt(20, "log the training loss every this many steps")
+    seed: int = _opt(0, "random seed for initialisation and dropout")
+    precision: Literal["fp32", "bf16"] = _opt("fp32", "bf16 runs under torch.autocast")
+    device: Literal["auto", "cpu", "cuda"] = _opt("auto", "auto: cuda when available")
+    engine: Literal["torch", "numpy"] = _opt("torch", "torch, or the NumPy reference engine")
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "seq_len", "eval_every", "log_every"):
+            _check(getattr(self, name) >= 1, name, "at least 1", getattr(self, name))
+        _check(math.isfinite(self.lr) and self.lr > 0, "lr", "positive", self.lr)
+        _check(self.weight_decay >= 0, "weight_decay", "0 or more", self.weight_decay)
+        _check(self.warmup_steps >= 0, "warmup_steps", "0 or more", self.warmup_steps)
+        _check(0 <= self.min_lr_frac <= 1, "min_lr_frac", "in [0, 1]", self.min_lr_frac)
+        _check(0 < self.step_gamma <= 1, "step_gamma", "in (0, 1]", self.step_gamma)
+        _check(0 < self.step_every <= 1, "step_every", "in (0, 1]", self.step_every)
+        _check(self.grad_clip >= 0, "grad_clip", "0 or more", self.grad_clip)
+        _check(self.grad_clip_value >= 0, "grad_clip_value", "0 or more", self.grad_clip_value)
+        for name in ("max_steps", "epochs"):
+            value = getattr(self, name)
+            _check(value is None or value >= 1, name, "at least 1", value)
+        _check(self.max_time is None or self.max_time > 0, "max_time", "positive", self.max_time)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything ``rnnkit train`` needs; ``asdict`` of it is the model folder's config.json."""
+
+    task: Literal["lm"] = _opt("lm", "what to learn")
+    out: str = _opt("runs/lm", "model folder to write")
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if self.task == "lm" and self.model.bidirectional:
+            raise ConfigError(
+                "--bidirectional cannot be used with --task lm: a language model predicts the "
+                "next token and must not read the future"
+            )
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """How ``rnnkit sample`` and ``LanguageModel.generate`` draw text."""
+
+    length: int = _opt(300, "tokens to generate")
+    temperature: float = _opt(0.8, "softmax temperature; 0 picks the most likely token")
+    top_k: int | None = _opt(None, "sample only among the k most likely tokens")
+    top_p: float | None = _opt(None, "sample only among the most likely tokens of mass p")
+    prime: str = _opt("", "text the model reads before generating")
+    seed: int = _opt(1, "random seed: the same seed gives the same text")
+    num_samples: int = _opt(1, "independent samples to draw")
+    device: Literal["auto", "cpu", "cuda"] = _opt("cpu", "auto: cuda when available")
+
+    def __post_init__(self) -> None:
+        _check(self.length >= 0, "length", "0 or more", self.length)
+        _check(self.temperature >= 0, "temperature", "0 or more", self.temperature)
+        _check(self.top_k is None or self.top_k >= 1, "top_k", "at least 1", self.top_k)
+        _check(self.top_p is None or 0 < self.top_p <= 1, "top_p", "in (0, 1]", self.top_p)
+        _check(self.num_samples >= 1, "num_samples", "at least 1", self.num_samples)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How ``rnnkit eval`` reads the held-out text."""
+
+    batch_size: int = _opt(16, "parallel streams; each carries its state through its part")
+    seq_len: int = _opt(100, "time steps per chunk")
+    encoding: str = _opt("utf-8", "text encoding of the data files")
+    device: Literal["auto", "cpu", "cuda"] = _opt("auto", "auto: cuda when available")
+
+    def __post_init__(self) -> None:
+        _check(self.batch_size >= 1, "batch_size", "at least 1", self.batch_size)
+        _check(self.seq_len >= 1, "seq_len", "at least 1", self.seq_len)
+        _check(known_encoding(self.encoding), "encoding", "a known text encoding", self.encoding)
+
+
+SECTIONS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    """The resolved annotation of every field of the dataclass ``cls``."""
+    return typing.get_type_hints(cls)
+
+
+def _coerce(cls: type, name: str, value: Any) -> Any:
+    """Check a value read from TOML or JSON against the field's annotation."""
+    kind = field_types(cls)[name]
+    args = typing.get_args(kind)
+    if type(None) in args:
+        if value is None:
+            return None
+        kind = next(a for a in args if a is not type(None))
+    if typing.get_origin(kind) is Literal:
+        choices = typing.get_args(kind)
+        _check(value in choices, name, f"one of {', '.join(map(str, choices))}", value)
+    elif kind is bool:
+        _check(isinstance(value, bool), name, "true or false", value)
+    elif kind is int:
+        _check(isinstance(value, int) and not isinstance(value, bool), name, "an integer", value)
+    elif kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        _check(ok, name, "a number", value)
+        return float(value)
+    elif kind is str:
+        _check(isinstance(value, str), name, "a string", value)
+    return value
+
+
+def overrides_from_dict(values: dict[str, Any], where: str) -> dict[str, dict[str, Any]]:
+    """Check nested dicts (TOML tables, config.json) against :class:`RunConfig`.
+
+    Returns:
+        ``{"run": {...}, "model": {...}, "data": {...}, "train": {...}}`` with the values
+        present, each checked against its field's type; feed it to :func:`merge`.
+
+    Raises:
+        ConfigError: an unknown key (the message lists the valid ones) or a value of the wrong
+            type.
+    """
+    plain = {"task", "out"}
+    valid = plain | set(SECTIONS) | {"rnnkit_version"}
+    unknown = sorted(set(values) - valid)
+    if unknown:
+        raise ConfigError(
+            f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} in "
+            f"{where}; valid keys: {', '.join(sorted(valid - {'rnnkit_version'}))}"
+        )
+    overrides = {"run": {k: _coerce(RunConfig, k, values[k]) for k in plain if k in values}}
+    for name, cls in SECTIONS.items():
+        table = values.get(name, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"[{name}] in {where} must be a table, got {table!r}")
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(table) - set(names))
+        if unknown:
+            raise ConfigError(
+                f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
+                f"in {where} [{name}]; valid keys: {', '.join(names)}"
+            )
+        overrides[name] = {k: _coerce(cls, k, v) for k, v in table.items()}
+    return overrides
+
+
+def run_from_dict(values: dict[str, Any], where: str) -> RunConfig:
+    """Build a :class:`RunConfig` from nested dicts; missing keys take their defaults."""
+    return merge(RunConfig(), overrides_from_dict(values, where))
+
+
+def run_to_dict(run: RunConfig) -> dict[str, Any]:
+    """Nested plain dict of a run, as written to config.json."""
+    return dataclasses.asdict(run)
+
+
+def merge(run: RunConfig, overrides: dict[str, dict[str, Any]]) -> RunConfig:
+    """Return ``run`` with the given fields replaced (and validated again).
+
+    ``overrides`` maps ``"run"`` and the section names to ``{field: value}`` dicts, e.g.
+    ``{"model": {"hidden_size": 128}, "run": {"out": "runs/x"}}``.
+    """
+    sections = {
+        name: dataclasses.replace(getattr(run, name), **overrides.get(name, {}))
+        for name in SECTIONS
+    }
+    return dataclasses.replace(run, **overrides.get("run", {}), **sections)
+
+
+def read_toml(path: str | Path) -> dict[str, dict[str, Any]]:
+    """Read the overrides of a TOML run file, whose tables mirror the dataclasses.
+
+    Example::
+
+        out = "runs/shakespeare"
+        [model]
+        hidden_size = 256
+        [train]
+        max_time = 600
+
+    Returns:
+        Overrides for :func:`merge`.
+    """
+    path = Path(path)
+    try:
+        values = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(f"config file {path} cannot be read: {err}") from None
+    return overrides_from_dict(values, str(path))
+
+
+def to_toml(run: RunConfig) -> str:
+    """The run configuration as TOML text that :func:`read_toml` reads back."""
+    lines = [f"task = {json.dumps(run.task)}", f"out = {json.dumps(run.out)}"]
+    for name in SECTIONS:
+        lines += ["", f"[{name}]"]
+        for key, value in dataclasses.asdict(getattr(run, name)).items():
+            if value is None:
+                lines.append(f"# {key} is not set")
+            elif isinstance(value, bool):
+                lines.append(f"{key} = {str(value).lower()}")
+            else:
+                lines.append(f"{key} = {json.dumps(value)}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,294 @@
+"""Language modelling: embedding -> recurrent layers -> dropout -> vocabulary head.
+
+The model predicts the next token at every step. Its state is a list with one entry per
+layer, each in torch's layout for one layer: ``h`` (1, B, H), or ``(h, c)`` for an LSTM.
+``forward`` reads whole chunks (training, evaluation, the prime); ``step`` reads one token
+(sampling), using the layers' fast one-step path.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import rnnkit.layers as recurrent_layers
+from rnnkit.config import ModelConfig, SampleConfig
+from rnnkit.data.text import IGNORE_INDEX, Level, eval_chunks, token_text, tokenize
+from rnnkit.data.vocab import Vocab
+from rnnkit.errors import ConfigError
+from rnnkit.sampling import generate_tokens
+
+State = list[Any]
+"""One entry per layer: (1, B, H), or ((1, B, H), (1, B, H)) for an LSTM."""
+
+_LAYER_CLASSES = {
+    "rnn": "RNN",
+    "gru": "GRU",
+    "lstm": "LSTM",
+    "mingru": "MinGRU",
+    "minlstm": "MinLSTM",
+}
+
+_SAMPLE = SampleConfig()
+
+
+class LanguageModel(nn.Module):
+    """Next-token model: ``logits[:, t]`` scores the token that follows ``tokens[:, t]``.
+
+    Embedding (or one-hot vectors when ``embedding_size`` is 0) -> ``num_layers`` recurrent
+    layers of ``cell`` with dropout between them -> dropout -> linear head. With
+    ``tie_weights`` the head reuses the embedding matrix (Press & Wolf 2017).
+
+    Args:
+        config: the architecture.
+        vocab_size: V, number of tokens.
+
+    Attributes:
+        vocab: the vocabulary, attached by :meth:`attach_vocab` (``rnnkit.load`` does it);
+            ``generate`` needs it.
+        level: ``"char"`` or ``"word"``, how text is cut into tokens.
+
+    Shapes:
+        forward: tokens (B, T) int64, state -> logits (B, T, V), state
+        step: tokens (B,) int64, state -> logits (B, V), state
+    """
+
+    def __init__(self, config: ModelConfig, vocab_size: int) -> None:
+        super().__init__()
+        if config.bidirectional:
+            raise ConfigError("a language model cannot be bidirectional: it would read the future")
+        self.config = config
+        self.vocab_size = vocab_size
+        embedding_size, hidden_size = config.embedding_size, config.hidden_size
+        self.embedding = nn.Embedding(vocab_size, embedding_size) if embedding_size else None
+        layer = getattr(recurrent_layers, _LAYER_CLASSES[config.cell])
+        input_size = embedding_size or vocab_size
+        self.layers = nn.ModuleList(
+            layer(input_size if i == 0 else hidden_size, hidden_size, batch_first=True)
+            for i in range(config.num_layers)
+        )
+        self.dropout = nn.Dropout(config.dropout)
+        self.head = nn.Linear(hidden_size, vocab_size)
+        if config.tie_weights:
+            self.head.weight = self.embedding.weight
+        self.vocab: Vocab | None = None
+        self.level: Level = "char"
+
+    def attach_vocab(self, vocab: Vocab, level: Level) -> None:
+        """Give the model the vocabulary (and tokenisation) it was trained with."""
+        if len(vocab) != self.vocab_size:
+            raise ValueError(
+                f"vocabulary has {len(vocab)} tokens but the model was built for {self.vocab_size}"
+            )
+        self.vocab, self.level = vocab, level
+
+    def embed(self, tokens: Tensor) -> Tensor:
+        """Input vectors of the tokens: (...) int64 -> (..., E), or (..., V) one-hot."""
+        if self.embedding is not None:
+            return self.embedding(tokens)  # (..., E)
+        return F.one_hot(tokens, self.vocab_size).to(self.head.weight.dtype)  # (..., V)
+
+    def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """Next-token logits of every step: tokens (B, T) -> logits (B, T, V), new state."""
+        x = self.embed(tokens)  # (B, T, E)
+        states = state if state is not None else [None] * len(self.layers)
+        new_states = []
+        for i, layer in enumerate(self.layers):
+            if i > 0:
+                x = self.dropout(x)  # (B, T, H)
+            x, layer_state = layer(x, states[i])  # (B, T, H)
+            new_states.append(layer_state)
+        return self.head(self.dropout(x)), new_states  # (B, T, V)
+
+    def step(self, tokens: Tensor, state: State | None) -> tuple[Tensor, State]:
+        """Logits after one more token: tokens (B,) -> logits (B, V), new state."""
+        x = self.embed(tokens)  # (B, E)
+        states = state if state is not None else [None] * len(self.layers)
+        new_states = []
+        for i, layer in enumerate(self.layers):
+            if i > 0:
+                x = self.dropout(x)  # (B, H)
+            x, layer_state = layer.step(x, states[i])  # (B, H)
+            new_states.append(layer_state)
+        return self.head(self.dropout(x)), new_states  # (B, V)
+
+    def prime_ids(self, prime: str) -> list[int]:
+        """Token ids of a prime text; an empty prime starts as after a line break.
+
+        Raises:
+            ConfigError: the prime has characters (or words) not in the vocabulary.
+        """
+        vocab = self._vocab()
+        tokens = tokenize(prime, self.level) if prime else []
+        if self.level == "word" and tokens and not prime.endswith("\n"):
+            tokens.pop()  # the last line of the prime is not finished: no <eos> yet
+        unknown = vocab.unknown(tokens)
+        if unknown:
+            kind = "characters" if self.level == "char" else "words"
+            raise ConfigError(
+                f"the prime has {kind} that the model never saw in training: "
+                f"{', '.join(map(repr, unknown))}"
+            )
+        if tokens:
+            return vocab.encode(tokens)
+        return vocab.encode(["\n"]) if "\n" in vocab else [vocab.eos_id]
+
+    def generate_pieces(
+        self,
+        prime: str = _SAMPLE.prime,
+        length: int = _SAMPLE.length,
+        *,
+        temperature: float = _SAMPLE.temperature,
+        top_k: int | None = _SAMPLE.top_k,
+        top_p: float | None = _SAMPLE.top_p,
+        seed: int = _SAMPLE.seed,
+        num_samples: int = _SAMPLE.num_samples,
+    ) -> Iterator[list[str]]:
+        """Sample text token by token: yields, per generated step, each sample's new text.
+
+        The prime is checked now (not at the first token); the model is put in eval mode.
+        """
+        vocab = self._vocab()
+        ids = self.prime_ids(prime)
+        previous = [vocab.tokens[ids[-1]] if prime else None] * num_samples
+        generator = torch.Generator(self.head.weight.device).manual_seed(seed)
+        self.eval()
+        banned = [vocab.pad_id, vocab.bos_id]
+        if self.level == "char":  # newlines are characters, and <unk> would print as U+FFFD
+            banned += [vocab.eos_id, vocab.unk_id]
+        steps = generate_tokens(
+            _Unbanned(self, banned),
+            ids,
+            length,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            num_samples=num_samples,
+            generator=generator,
+        )
+
+        def pieces() -> Iterator[list[str]]:
+            for chosen in steps:  # (N,)
+                tokens = vocab.decode(chosen.tolist())
+                yield [token_text(t, p, self.level) for t, p in zip(tokens, previous, strict=True)]
+                previous[:] = tokens
+
+        return pieces()
+
+    def generate(
+        self,
+        prime: str = _SAMPLE.prime,
+        length: int = _SAMPLE.length,
+        temperature: float = _SAMPLE.temperature,
+        top_k: int | None = _SAMPLE.top_k,
+        top_p: float | None = _SAMPLE.top_p,
+        seed: int = _SAMPLE.seed,
+    ) -> str:
+        """The prime followed by ``length`` sampled tokens, as text.
+
+        ``temperature`` 0 is greedy; ``top_k`` / ``top_p`` restrict the choice; the same
+        ``seed`` gives the same text.
+        """
+        pieces = self.generate_pieces(
+            prime, length, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed
+        )
+        return prime + "".join(piece[0] for piece in pieces)
+
+    def _vocab(self) -> Vocab:
+        if self.vocab is None:
+            raise ValueError("this model has no vocabulary; load it with rnnkit.load(folder)")
+        return self.vocab
+
+
+class _Unbanned(nn.Module):
+    """A view of the model whose logits never pick the ``banned`` tokens (set to -inf).
+
+    Sampling uses it to keep out the tokens that are not text: ``<pad>``, ``<bos>`` and, at
+    char level, ``<eos>`` and ``<unk>``; so every sampled character is a real one.
+    """
+
+    def __init__(self, model: LanguageModel, banned: list[int]) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("banned", torch.tensor(banned, device=model.head.weight.device))
+
+    def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        logits, state = self.model(tokens, state)  # (B, T, V)
+        return logits.index_fill(-1, self.banned, -math.inf), state  # (B, T, V)
+
+    def step(self, tokens: Tensor, state: State | None) -> tuple[Tensor, State]:
+        logits, state = self.model.step(tokens, state)  # (B, V)
+        return logits.index_fill(-1, self.banned, -math.inf), state  # (B, V)
+
+
+def lm_loss(logits: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
+    """Cross-entropy of the next token in nats, skipping ``IGNORE_INDEX`` targets.
+
+    Args:
+        logits: (B, T, V); computed in float32 whatever the autocast dtype.
+        targets: (B, T) int64.
+        reduction: ``"mean"`` per counted token, or ``"sum"``.
+    """
+    flat = logits.reshape(-1, logits.shape[-1]).float()  # (B·T, V)
+    return F.cross_entropy(
+        flat, targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction=reduction
+    )
+
+
+@dataclass(frozen=True)
+class LMMetrics:
+    """Loss of a language model over a text.
+
+    Attributes:
+        loss: mean cross-entropy in nats per token.
+        tokens: number of predicted tokens.
+        level: ``"char"`` or ``"word"``.
+    """
+
+    loss: float
+    tokens: int
+    level: Level
+
+    @property
+    def bpc(self) -> float:
+        """Bits per character (char level): loss / ln 2."""
+        return self.loss / math.log(2)
+
+    @property
+    def perplexity(self) -> float:
+        """exp(loss); inf when it overflows."""
+        return math.exp(self.loss) if self.loss < 700 else math.inf
+
+    def to_dict(self) -> dict[str, float | int]:
+        """``loss``, ``bpc`` (char level only), ``perplexity``, ``tokens``."""
+        values: dict[str, float | int] = {"loss": self.loss}
+        if self.level == "char":
+            values["bpc"] = self.bpc
+        return values | {"perplexity": self.perplexity, "tokens": self.tokens}
+
+
+@torch.no_grad()
+def evaluate(model: LanguageModel, ids: Tensor, batch_size: int, seq_len: int) -> LMMetrics:
+    """Loss over every next-token prediction of ``ids`` (N,), state carried along each stream.
+
+    The text is split into up to ``batch_size`` contiguous streams read ``seq_len`` steps at
+    a time (see :func:`rnnkit.data.text.eval_chunks`). Runs in eval mode and restores the
+    model's mode afterwards; call it under ``torch.autocast`` to evaluate in bf16.
+    """
+    was_training = model.training
+    model.eval()
+    device = model.head.weight.device
+    total, count, state = 0.0, 0, None
+    for inputs, targets in eval_chunks(ids, batch_size, seq_len):
+        inputs, targets = inputs.to(device), targets.to(device)  # (B, t), (B, t)
+        logits, state = model(inputs, state)  # (B, t, V)
+        total += lm_loss(logits, targets, reduction="sum").item()
+        count += int((targets != IGNORE_INDEX).sum())
+    model.train(was_training)
+    return LMMetrics(loss=total / count, tokens=count, level=model.level)

@@ -1,0 +1,353 @@
+"""The model folder: what ``rnnkit train`` writes and everything else reads.
+
+    DIR/config.json        asdict(RunConfig) + rnnkit_version
+    DIR/vocab.json         Vocab.to_dict()
+    DIR/model.safetensors  weights of the best model by validation loss
+    DIR/metrics.jsonl      one JSON object per log line or evaluation
+    DIR/state/             everything for an exact resume:
+        trainer.json           counters, data position, optimizer hyper-parameters, schedule
+        weights.safetensors    the current (not the best) weights
+        optimizer.safetensors  the optimizer's per-parameter tensors
+        loop.safetensors       torch RNG states (CPU and CUDA: dropout's) and the carried state
+
+Nothing is pickled. Every file is written under a temporary name and renamed over the old one
+(``os.replace``), and ``state/`` is written as ``state.tmp/`` and then swapped in, so a process
+killed at any moment leaves the previous complete version of every file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, load_model, save_file, save_model
+from torch import Tensor, nn
+
+import rnnkit
+from rnnkit.config import RunConfig, run_from_dict, run_to_dict
+from rnnkit.data.vocab import Vocab
+from rnnkit.errors import CheckpointError, ConfigError
+from rnnkit.tasks.lm import LanguageModel, State
+
+CONFIG_FILE = "config.json"
+VOCAB_FILE = "vocab.json"
+WEIGHTS_FILE = "model.safetensors"
+METRICS_FILE = "metrics.jsonl"
+STATE_DIR = "state"
+_OWN_NAMES = (CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE, METRICS_FILE, STATE_DIR)
+
+
+# --- atomic writes ---------------------------------------------------------------------------
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` on a temporary name beside ``path``, then rename it to ``path``."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as JSON, atomically."""
+    text = json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_weights(model: nn.Module, path: Path) -> None:
+    """Write the model's parameters and buffers as safetensors (tied weights once), atomically."""
+    atomic_write(path, lambda tmp: save_model(model, str(tmp)))
+
+
+def _one_line(err: Exception) -> str:
+    text = " ".join(str(err).split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+# --- reading a model folder ------------------------------------------------------------------
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(
+            f"{path.parent} has no {path.name}; was it written by `rnnkit train`?"
+        ) from None
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise CheckpointError(f"{path} is corrupted: {_one_line(err)}") from None
+
+
+def read_run_config(folder: str | Path) -> RunConfig:
+    """The :class:`RunConfig` saved in ``folder/config.json``."""
+    path = Path(folder) / CONFIG_FILE
+    values = _read_json(path)
+    if not isinstance(values, dict):
+        raise CheckpointError(f"{path} is corrupted: expected a JSON object")
+    try:
+        return run_from_dict(values, str(path))
+    except ConfigError as err:
+        raise CheckpointError(f"{path} is not a valid rnnkit configuration: {err}") from None
+
+
+def read_vocab(folder: str | Path) -> Vocab:
+    """The vocabulary saved in ``folder/vocab.json``."""
+    return Vocab.load(Path(folder) / VOCAB_FILE)
+
+
+def load_weights(model: nn.Module, path: Path) -> None:
+    """Load safetensors weights into ``model``; missing or mismatched: CheckpointError."""
+    if not path.is_file():
+        raise CheckpointError(
+            f"{path.parent} has no {path.name}; was it written by `rnnkit train`?"
+        )
+    try:
+        load_model(model, str(path), strict=True)
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path} is corrupted: {_one_line(err)}") from None
+    except RuntimeError as err:
+        raise CheckpointError(
+            f"{path} does not fit the model of {CONFIG_FILE} and {VOCAB_FILE}: {_one_line(err)}"
+        ) from None
+
+
+def _check_folder(folder: Path) -> None:
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise CheckpointError(f"model folder {folder} {what}")
+
+
+def load(path: str | Path, *, device: str | torch.device = "cpu") -> LanguageModel:
+    """The trained model of a model folder, in eval mode, with its vocabulary attached.
+
+    Example::
+
+        lm = rnnkit.load("runs/shakespeare")
+        print(lm.generate(prime="ROMEO:", length=300, temperature=0.8, seed=1))
+
+    Raises:
+        CheckpointError: the folder or one of its files is missing, corrupted or inconsistent.
+    """
+    folder = Path(path)
+    _check_folder(folder)
+    run = read_run_config(folder)
+    vocab = read_vocab(folder)
+    model = LanguageModel(run.model, len(vocab))
+    load_weights(model, folder / WEIGHTS_FILE)
+    model.attach_vocab(vocab, run.data.level)
+    return model.to(device).eval()
+
+
+# --- starting, resuming and replacing a run's folder -----------------------------------------
+
+
+def check_new_folder(out: Path, *, force: bool) -> None:
+    """Refuse to start a run in a folder that holds a model, unless ``force``.
+
+    Raises:
+        ConfigError: ``out`` is a file, or holds rnnkit files and ``force`` is False.
+    """
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder")
+    present = [name for name in _OWN_NAMES if (out / name).exists()]
+    if present and not force:
+        raise ConfigError(
+            f"--out {out} already holds a model ({', '.join(present)}); continue it with "
+            f"--resume, or replace it with --force"
+        )
+
+
+def start_folder(out: Path, run: RunConfig, vocab: Vocab) -> None:
+    """Remove any previous run's files from ``out``, then write config.json and vocab.json."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (WEIGHTS_FILE, METRICS_FILE, CONFIG_FILE, VOCAB_FILE):
+        (out / name).unlink(missing_ok=True)
+    for name in (STATE_DIR, f"{STATE_DIR}.tmp", f"{STATE_DIR}.old"):
+        shutil.rmtree(out / name, ignore_errors=True)
+    write_config(out, run)
+    write_json(out / VOCAB_FILE, vocab.to_dict())
+
+
+def write_config(out: Path, run: RunConfig) -> None:
+    """Write config.json: the run configuration and the rnnkit version."""
+    write_json(out / CONFIG_FILE, {"rnnkit_version": rnnkit.__version__, **run_to_dict(run)})
+
+
+def read_metrics(out: Path, up_to_step: int) -> list[dict[str, Any]]:
+    """The metrics records of ``out`` with ``step <= up_to_step`` (a resumed run rewrites the
+    rest); unreadable lines are dropped."""
+    records = []
+    path = out / METRICS_FILE
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("step", math.inf) <= up_to_step:
+            records.append(record)
+    return records
+
+
+def write_metrics(out: Path, records: list[dict[str, Any]]) -> None:
+    """Write metrics.jsonl, one JSON object per line, atomically."""
+    text = "".join(json.dumps(r) + "\n" for r in records)
+    atomic_write(out / METRICS_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+# --- trainer state ---------------------------------------------------------------------------
+
+
+@dataclass
+class TrainerState:
+    """The loop's counters: with the tensors in ``state/`` they make a resume exact.
+
+    Attributes:
+        step: optimizer steps taken since the run started.
+        epoch: completed passes over the training streams.
+        chunk: index of the next chunk within the epoch (the data position).
+        elapsed: seconds of training so far, across resumes.
+        tokens: training tokens seen so far.
+        first_loss: the loss of step 1, the yardstick for divergence.
+        loss_sum: sum of the training losses since the last log line ...
+        loss_count: ... and how many there are.
+        best_val_loss: lowest validation loss so far (the one in model.safetensors).
+        best_step: the step of that evaluation.
+        last_eval_step: the step of the last evaluation.
+    """
+
+    step: int = 0
+    epoch: int = 0
+    chunk: int = 0
+    elapsed: float = 0.0
+    tokens: int = 0
+    first_loss: float | None = None
+    loss_sum: float = 0.0
+    loss_count: int = 0
+    best_val_loss: float | None = None
+    best_step: int | None = None
+    last_eval_step: int | None = None
+
+
+def _flatten_state(state: Any, prefix: str) -> dict[str, Tensor]:
+    if isinstance(state, Tensor):
+        return {prefix: state.detach().cpu().contiguous()}
+    flat: dict[str, Tensor] = {}
+    for i, part in enumerate(state):
+        flat |= _flatten_state(part, f"{prefix}.{i}")
+    return flat
+
+
+def _unflatten_state(flat: dict[str, Tensor], prefix: str, device: torch.device) -> Any:
+    if prefix in flat:
+        return flat[prefix].to(device)
+    parts = []
+    while any(
+        k == f"{prefix}.{len(parts)}" or k.startswith(f"{prefix}.{len(parts)}.") for k in flat
+    ):
+        parts.append(_unflatten_state(flat, f"{prefix}.{len(parts)}", device))
+    return parts if prefix == "hidden" else tuple(parts)
+
+
+def _optimizer_parts(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict]:
+    """Split ``optimizer.state_dict()`` into tensors and a JSON-ready rest."""
+    saved = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for index, entries in saved["state"].items():
+        for name, value in entries.items():
+            key = f"{index}.{name}"
+            if isinstance(value, Tensor):
+                tensors[key] = value.detach().cpu().contiguous()
+            else:
+                scalars[key] = value
+    return tensors, {"param_groups": saved["param_groups"], "scalars": scalars}
+
+
+def _optimizer_state_dict(tensors: dict[str, Tensor], rest: dict) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in [*tensors.items(), *rest["scalars"].items()]:
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    groups = [
+        {k: tuple(v) if k == "betas" else v for k, v in group.items()}
+        for group in rest["param_groups"]
+    ]
+    return {"state": state, "param_groups": groups}
+
+
+def save_state(
+    out: Path,
+    trainer: TrainerState,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    hidden: State | None,
+) -> None:
+    """Write ``out/state/`` for an exact resume: a complete new folder, then swapped in."""
+    tmp, final, old = out / f"{STATE_DIR}.tmp", out / STATE_DIR, out / f"{STATE_DIR}.old"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    optimizer_tensors, optimizer_rest = _optimizer_parts(optimizer)
+    loop_tensors = {"rng.cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, rng in enumerate(torch.cuda.get_rng_state_all()):
+            loop_tensors[f"rng.cuda.{i}"] = rng
+    if hidden is not None:
+        loop_tensors |= _flatten_state(hidden, "hidden")
+    save_model(model, str(tmp / "weights.safetensors"))
+    save_file(optimizer_tensors, str(tmp / "optimizer.safetensors"))
+    save_file(loop_tensors, str(tmp / "loop.safetensors"))
+    trainer_json = {"trainer": dataclasses.asdict(trainer), "optimizer": optimizer_rest}
+    (tmp / "trainer.json").write_text(json.dumps(trainer_json, indent=2), encoding="utf-8")
+    for path in tmp.iterdir():
+        with open(path, "rb") as f:
+            os.fsync(f.fileno())
+    if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_state(
+    out: Path, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device
+) -> tuple[TrainerState, State | None]:
+    """Restore the current weights, the optimizer and the RNG states saved by :func:`save_state`.
+
+    Returns:
+        The trainer's counters and the carried hidden state (None at an epoch start).
+    """
+    folder = out / STATE_DIR
+    if not folder.is_dir() and (out / f"{STATE_DIR}.old").is_dir():
+        folder = out / f"{STATE_DIR}.old"  # killed between the two renames of save_state
+    if not (folder / "trainer.json").is_file():
+        raise CheckpointError(
+            f"{out} has no saved trainer state ({STATE_DIR}/trainer.json) to resume from"
+        )
+    saved = _read_json(folder / "trainer.json")
+    try:
+        trainer = TrainerState(**saved["trainer"])
+        load_weights(model, folder / "weights.safetensors")
+        optimizer_tensors = load_file(str(folder / "optimizer.safetensors"))
+        optimizer.load_state_dict(_optimizer_state_dict(optimizer_tensors, saved["optimizer"]))
+        loop = load_file(str(folder / "loop.safetensors"))
+    except (KeyError, TypeError, ValueError, RuntimeError, SafetensorError, OSError) as err:
+        raise CheckpointError(f"{folder} is corrupted: {_one_line(err)}") from None
+    torch.set_rng_state(loop["rng.cpu"])
+    cuda_states = [loop[f"rng.cuda.{i}"] for i in range(len(loop)) if f"rng.cuda.{i}" in loop]
+    if cuda_states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda_states)
+    hidden = {k: v for k, v in loop.items() if k.startswith("hidden.")}
+    return trainer, _unflatten_state(hidden, "hidden", device) if hidden else None
