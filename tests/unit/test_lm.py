@@ -39,7 +39,7 @@ def test_forward_shapes_and_step_matches_forward(cell: str) -> None:
 def test_one_hot_input_when_embedding_size_is_zero() -> None:
     model = LanguageModel(_config(embedding_size=0), 7)
     assert model.embedding is None
-    assert model.layers[0].input_size == 7
+    assert model.rnn.input_size == 7
     logits, _ = model(torch.randint(0, 7, (B, T)))
     assert logits.shape == (B, T, 7)
 

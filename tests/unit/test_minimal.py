@@ -257,3 +257,18 @@ def test_bad_arguments_are_explained() -> None:
         model(torch.randn(T, B, D), torch.randn(1, B, H))
     with pytest.raises(ValueError, match=r"step expects x of shape \(B, D\) with D=4"):
         model.step(torch.randn(B, D + 1))
+
+
+@pytest.mark.parametrize("layer_class", [MinGRU, MinLSTM])
+def test_dropout_acts_between_layers_in_train_mode_only(layer_class: type) -> None:
+    layer = layer_class(4, 6, num_layers=2, dropout=0.5, batch_first=True)
+    x = torch.randn(3, 5, 4)  # (B, T, D)
+    layer.eval()
+    torch.testing.assert_close(layer(x)[0], layer(x)[0])
+    plain = layer_class(4, 6, num_layers=2, batch_first=True)
+    plain.load_state_dict(layer.state_dict())
+    torch.testing.assert_close(layer(x)[0], plain(x)[0])
+    layer.train()
+    assert not torch.allclose(layer(x)[0], plain(x)[0])
+    with pytest.raises(ValueError, match="dropout must be in"):
+        layer_class(4, 6, dropout=1.0)

@@ -94,9 +94,9 @@ def test_state_round_trip_is_exact(tmp_path) -> None:
         a, b = optimizer.state[p], restored_opt.state[q]
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert restored_opt.param_groups[0]["betas"] == optimizer.param_groups[0]["betas"]
-    assert len(loaded_hidden) == 2 and isinstance(loaded_hidden[0], tuple)
-    for (h, c), (h2, c2) in zip(hidden, loaded_hidden, strict=True):
-        assert torch.equal(h, h2) and torch.equal(c, c2)
+    assert isinstance(loaded_hidden, tuple) and len(loaded_hidden) == 2  # the LSTM's (h, c)
+    for saved, restored_part in zip(hidden, loaded_hidden, strict=True):
+        assert torch.equal(saved, restored_part)
     assert not (tmp_path / "state.tmp").exists() and not (tmp_path / "state.old").exists()
 
 

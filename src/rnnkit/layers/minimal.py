@@ -34,6 +34,7 @@ class _MinimalRNN(nn.Module, ABC):
         batch_first: bool = False,
         impl: str = "auto",
         bias: bool = True,
+        dropout: float = 0.0,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -48,12 +49,15 @@ class _MinimalRNN(nn.Module, ABC):
         ):
             if value < 1:
                 raise ValueError(f"{name}: {arg} must be a positive integer; got {value}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"{name}: dropout must be in [0, 1); got {dropout}")
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.batch_first = batch_first
         self.impl = impl
         self.bias = bias
+        self.dropout = dropout  # between layers, in train mode only (torch's meaning)
         factory = {"device": device, "dtype": dtype}
         rows = self._num_projections * hidden_size
         for layer in range(num_layers):
@@ -73,7 +77,8 @@ class _MinimalRNN(nn.Module, ABC):
     def extra_repr(self) -> str:
         return (
             f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
-            f"batch_first={self.batch_first}, impl={self.impl!r}, bias={self.bias}"
+            f"batch_first={self.batch_first}, impl={self.impl!r}, bias={self.bias}, "
+            f"dropout={self.dropout}"
         )
 
     @abstractmethod
@@ -123,6 +128,8 @@ class _MinimalRNN(nn.Module, ABC):
 
         finals = []
         for layer in range(self.num_layers):
+            if layer > 0:
+                x = F.dropout(x, self.dropout, self.training)  # as the input's layout
             weight, bias = self._layer_parameters(layer)
             # One matmul for all steps, on x as laid out (T- or B-major): no transposed copy.
             projections = F.linear(x, weight, bias)  # (T, B, G·H) or (B, T, G·H), G = 2 or 3
@@ -156,6 +163,8 @@ class _MinimalRNN(nn.Module, ABC):
             h = x.new_zeros(self.num_layers, x.shape[0], self.hidden_size)  # (L, B, H)
         states = []
         for layer in range(self.num_layers):
+            if layer > 0 and self.training:
+                x = F.dropout(x, self.dropout)  # (B, H)
             a, b = self._coefficients(F.linear(x, *self._layer_parameters(layer)))  # 2 × (B, H)
             x = torch.addcmul(b, a, h[layer])  # (B, H): a ⊙ h + b
             states.append(x)
@@ -185,6 +194,8 @@ class MinGRU(_MinimalRNN):
         impl: ``"scan"`` (parallel over time, :func:`rnnkit.scan.linear_scan`), ``"loop"`` (one
             step at a time), or ``"auto"`` (scan when T > 1). All give the same numbers.
         bias: if False, the layers have no ``bias_ih_l{l}``.
+        dropout: probability of dropout on each layer's output except the last's, in
+            train mode only (as in torch.nn.GRU).
         device, dtype: where and in what type to create the parameters.
 
     Shapes:

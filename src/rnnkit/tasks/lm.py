@@ -1,7 +1,7 @@
 """Language modelling: embedding -> recurrent layers -> dropout -> vocabulary head.
 
-The model predicts the next token at every step. Its state is a list with one entry per
-layer, each in torch's layout for one layer: ``h`` (1, B, H), or ``(h, c)`` for an LSTM.
+The model predicts the next token at every step. Its state is the recurrent layer's, in
+torch's layout: ``h`` (L, B, H), or ``(h, c)`` for an LSTM.
 ``forward`` reads whole chunks (training, evaluation, the prime); ``step`` reads one token
 (sampling), using the layers' fast one-step path.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -24,8 +23,8 @@ from rnnkit.data.vocab import Vocab
 from rnnkit.errors import ConfigError
 from rnnkit.sampling import generate_tokens
 
-State = list[Any]
-"""One entry per layer: (1, B, H), or ((1, B, H), (1, B, H)) for an LSTM."""
+State = Tensor | tuple[Tensor, Tensor]
+"""The recurrent layer's state: (L, B, H), or ((L, B, H), (L, B, H)) for an LSTM."""
 
 _LAYER_CLASSES = {
     "rnn": "RNN",
@@ -69,9 +68,12 @@ class LanguageModel(nn.Module):
         self.embedding = nn.Embedding(vocab_size, embedding_size) if embedding_size else None
         layer = getattr(recurrent_layers, _LAYER_CLASSES[config.cell])
         input_size = embedding_size or vocab_size
-        self.layers = nn.ModuleList(
-            layer(input_size if i == 0 else hidden_size, hidden_size, batch_first=True)
-            for i in range(config.num_layers)
+        self.rnn = layer(
+            input_size,
+            hidden_size,
+            num_layers=config.num_layers,
+            dropout=config.dropout if config.num_layers > 1 else 0.0,
+            batch_first=True,
         )
         self.dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(hidden_size, vocab_size)
@@ -97,26 +99,15 @@ class LanguageModel(nn.Module):
     def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """Next-token logits of every step: tokens (B, T) -> logits (B, T, V), new state."""
         x = self.embed(tokens)  # (B, T, E)
-        states = state if state is not None else [None] * len(self.layers)
-        new_states = []
-        for i, layer in enumerate(self.layers):
-            if i > 0:
-                x = self.dropout(x)  # (B, T, H)
-            x, layer_state = layer(x, states[i])  # (B, T, H)
-            new_states.append(layer_state)
-        return self.head(self.dropout(x)), new_states  # (B, T, V)
+        x, state = self.rnn(x, state)  # (B, T, H); dropout between layers happens inside
+        return self.head(self.dropout(x)), state  # (B, T, V)
 
     def step(self, tokens: Tensor, state: State | None) -> tuple[Tensor, State]:
         """Logits after one more token: tokens (B,) -> logits (B, V), new state."""
-        x = self.embed(tokens)  # (B, E)
-        states = state if state is not None else [None] * len(self.layers)
-        new_states = []
-        for i, layer in enumerate(self.layers):
-            if i > 0:
-                x = self.dropout(x)  # (B, H)
-            x, layer_state = layer.step(x, states[i])  # (B, H)
-            new_states.append(layer_state)
-        return self.head(self.dropout(x)), new_states  # (B, V)
+        x, state = self.rnn.step(self.embed(tokens), state)  # (B, H)
+        if self.training:
+            x = self.dropout(x)
+        return self.head(x), state  # (B, V)
 
     def prime_ids(self, prime: str) -> list[int]:
         """Token ids of a prime text; an empty prime starts as after a line break.

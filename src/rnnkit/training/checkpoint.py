@@ -259,7 +259,7 @@ def _unflatten_state(flat: dict[str, Tensor], prefix: str, device: torch.device)
         k == f"{prefix}.{len(parts)}" or k.startswith(f"{prefix}.{len(parts)}.") for k in flat
     ):
         parts.append(_unflatten_state(flat, f"{prefix}.{len(parts)}", device))
-    return parts if prefix == "hidden" else tuple(parts)
+    return tuple(parts)
 
 
 def _optimizer_parts(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict]:
