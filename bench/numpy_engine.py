@@ -1,4 +1,4 @@
-"""Training speed of the NumPy reference engine against the same model in plain torch.
+"""Training speed of the NumPy engine against the torch engine, for the same model.
 
     python bench/numpy_engine.py [--quick] [--out bench/results/numpy_engine.json]
 
@@ -7,8 +7,10 @@ linear → softmax, sequence length 25, cross-entropy summed over steps and batc
 lr 0.1 after clipping every gradient element to ±5, state carried between windows. One "step"
 is forward + backward + clip + optimiser update on one window of B × T characters.
 
-The NumPy engine (``rnnkit.reference.Trainer``) computes in float64; the torch baseline is
-``torch.nn.RNN / GRU / LSTM`` + ``torch.nn.Linear`` in float32, as torch users train. After a
+The NumPy engine (``rnnkit.reference.Trainer``, what ``rnnkit train --engine numpy`` runs)
+computes in float64; the torch engine is the same model as ``rnnkit train --engine torch`` builds
+it, rnnkit's own ``LanguageModel`` (one-hot input, one layer, the same H), in float32 with
+``torch.optim.Adagrad`` and element-wise clipping. After a
 warm-up, each repeat times a run of steps; the figure is the median of the repeats, in training
 characters per second. The table's ratio is numpy / torch (below 1: NumPy is slower).
 
@@ -33,10 +35,10 @@ os.environ["MKL_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"]
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
+from rnnkit.config import ModelConfig
 from rnnkit.reference import Trainer
+from rnnkit.tasks.lm import LanguageModel, lm_loss
 
 THREADS = int(os.environ["OMP_NUM_THREADS"])
 CELLS = ("rnn", "gru", "lstm")
@@ -46,7 +48,6 @@ HIDDEN_SIZE = 100
 SEQ_LEN = 25
 LR = 0.1
 CLIP = 5.0
-TORCH_LAYERS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 
 
 def median_chars_per_s(step, chars_per_step: int, warmup: int, steps: int, repeats: int) -> float:
@@ -70,11 +71,13 @@ def numpy_step_fn(cell: str, batch_size: int, text: np.ndarray):
 
 
 def torch_step_fn(cell: str, batch_size: int, text: np.ndarray):
-    """One training step of the plain torch model on ``text`` (N,), as a closure."""
+    """One training step of the torch engine's model on ``text`` (N,), as a closure."""
     torch.manual_seed(0)
-    rnn = TORCH_LAYERS[cell](VOCAB_SIZE, HIDDEN_SIZE, batch_first=True)
-    head = nn.Linear(HIDDEN_SIZE, VOCAB_SIZE)
-    params = [*rnn.parameters(), *head.parameters()]
+    config = ModelConfig(
+        cell=cell, num_layers=1, hidden_size=HIDDEN_SIZE, embedding_size=0, dropout=0.0
+    )
+    model = LanguageModel(config, VOCAB_SIZE)
+    params = list(model.parameters())
     optimizer = torch.optim.Adagrad(params, lr=LR)
     stream_len = text.size // batch_size
     streams = torch.from_numpy(text[: batch_size * stream_len].reshape(batch_size, stream_len))
@@ -86,10 +89,8 @@ def torch_step_fn(cell: str, batch_size: int, text: np.ndarray):
             position, state = 0, None
         inputs = streams[:, position : position + SEQ_LEN]  # (B, T)
         targets = streams[:, position + 1 : position + SEQ_LEN + 1]  # (B, T)
-        x = F.one_hot(inputs, VOCAB_SIZE).float()  # (B, T, V)
-        out, state = rnn(x, state)  # (B, T, H)
-        logits = head(out)  # (B, T, V)
-        loss = F.cross_entropy(logits.reshape(-1, VOCAB_SIZE), targets.reshape(-1), reduction="sum")
+        logits, state = model(inputs, state)  # (B, T, V), one-hot input inside
+        loss = lm_loss(logits, targets, reduction="sum")
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_value_(params, CLIP)

@@ -2,6 +2,11 @@
 
 import pytest
 import torch
+from hypothesis import settings
+
+# The same examples on every run, so CI cannot fail on a draw nobody has seen.
+settings.register_profile("rnnkit", derandomize=True, deadline=None)
+settings.load_profile("rnnkit")
 
 # Distinct small sizes, so that swapped axes fail loudly.
 B, T, D, H = 3, 5, 4, 6

@@ -26,12 +26,15 @@ from rnnkit.config import (
     EvalConfig,
     RunConfig,
     SampleConfig,
+    TrainConfig,
+    engine_preset,
     field_types,
     merge,
     read_toml,
     to_toml,
 )
-from rnnkit.errors import RnnkitError
+from rnnkit.errors import ConfigError, RnnkitError
+from rnnkit.reference import generate, load_model
 from rnnkit.training import evaluate_folder, load, train
 from rnnkit.training.checkpoint import read_run_config
 from rnnkit.training.loop import pick_device
@@ -43,10 +46,12 @@ _TRAIN_EXAMPLES = """examples:
   rnnkit train input.txt --out runs/shakespeare --hidden-size 256 --max-time 600
   rnnkit train input.txt --out runs/shakespeare --resume --max-steps 5000
   rnnkit train input.txt --config run.toml --print-config
+  rnnkit train input.txt --out runs/minchar --engine numpy --cell rnn --max-steps 2000
 """
 _SAMPLE_EXAMPLES = """examples:
   rnnkit sample runs/shakespeare --prime "ROMEO:" --length 300 --temperature 0.8
   rnnkit sample runs/stdlib --prime "def " --temperature 0 --length 200
+  rnnkit sample runs/minchar --engine numpy --prime "ROMEO:" --length 200
 """
 _EVAL_EXAMPLES = """examples:
   rnnkit eval runs/shakespeare held-out.txt --json
@@ -162,13 +167,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_config(args: argparse.Namespace) -> RunConfig:
-    """Defaults (or the saved run with --resume) <- the --config file <- the flags."""
+    """Defaults and the engine's preset (or the saved run with --resume) <- the --config file
+    <- the flags."""
     flags = {name: _given(args, name) for name in ("run", *SECTIONS)}
     if args.data is not None:
         flags["data"]["path"] = args.data
     toml = read_toml(args.config) if args.config else {}
     out = flags["run"].get("out", toml.get("run", {}).get("out", RunConfig().out))
-    base = read_run_config(out) if args.resume else RunConfig()
+    if args.resume:
+        base = read_run_config(out)
+    else:
+        toml_engine = toml.get("train", {}).get("engine", TrainConfig().engine)
+        engine = flags["train"].get("engine", toml_engine)
+        base = merge(RunConfig(), engine_preset(engine))
     return merge(merge(base, toml), flags)
 
 
@@ -186,8 +197,30 @@ def _train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _sample_numpy(model_dir: str, cfg: SampleConfig) -> int:
+    if cfg.top_k is not None or cfg.top_p is not None:
+        raise ConfigError("--engine numpy samples with --temperature only, not --top-k / --top-p")
+    model, tokens = load_model(model_dir)
+    texts = generate(
+        model,
+        tokens,
+        cfg.prime,
+        cfg.length,
+        temperature=cfg.temperature,
+        seed=cfg.seed,
+        num_samples=cfg.num_samples,
+    )
+    for i, text in enumerate(texts):
+        if cfg.num_samples > 1:
+            print(f"--- sample {i + 1} ---")
+        print(text, end="" if text.endswith("\n") else "\n")
+    return EXIT_OK
+
+
 def _sample(args: argparse.Namespace) -> int:
     cfg = SampleConfig(**_given(args, "sample"))
+    if cfg.engine == "numpy":
+        return _sample_numpy(args.model_dir, cfg)
     model = load(args.model_dir, device=pick_device(cfg.device))
     pieces = model.generate_pieces(
         cfg.prime,

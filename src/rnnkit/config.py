@@ -15,16 +15,17 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
+import inspect
 import json
 import math
+import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import tomllib
-
 from rnnkit.errors import ConfigError
+from rnnkit.reference.training import Trainer
 
 CELLS = ("rnn", "gru", "lstm", "mingru", "minlstm")
 
@@ -128,7 +129,9 @@ class TrainConfig:
     seed: int = _opt(0, "random seed for initialisation and dropout")
     precision: Literal["fp32", "bf16"] = _opt("fp32", "bf16 runs under torch.autocast")
     device: Literal["auto", "cpu", "cuda"] = _opt("auto", "auto: cuda when available")
-    engine: Literal["torch", "numpy"] = _opt("torch", "torch, or the NumPy reference engine")
+    engine: Literal["torch", "numpy"] = _opt(
+        "torch", "torch, or the NumPy reference engine (min-char-rnn's defaults)"
+    )
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "seq_len", "eval_every", "log_every"):
@@ -177,6 +180,9 @@ class SampleConfig:
     seed: int = _opt(1, "random seed: the same seed gives the same text")
     num_samples: int = _opt(1, "independent samples to draw")
     device: Literal["auto", "cpu", "cuda"] = _opt("cpu", "auto: cuda when available")
+    engine: Literal["torch", "numpy"] = _opt(
+        "torch", "numpy samples with the NumPy engine (one-layer, one-hot char models)"
+    )
 
     def __post_init__(self) -> None:
         _check(self.length >= 0, "length", "0 or more", self.length)
@@ -202,6 +208,40 @@ class EvalConfig:
 
 
 SECTIONS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+
+
+def engine_preset(engine: str) -> dict[str, dict[str, Any]]:
+    """The defaults an engine puts in place of the dataclasses' own, as overrides for :func:`merge`.
+
+    ``rnnkit train`` applies them under the config file and the flags, so they change only the
+    fields the user did not set. The torch engine has none. The NumPy engine's model is
+    min-char-rnn's (one layer, one-hot input, no dropout) and its training defaults are those
+    of :class:`rnnkit.reference.Trainer`, read from its signature so that they live in one
+    place: hidden size, sequence length, batch size, learning rate, optimiser and element-wise
+    clip. Its learning rate is constant, without weight decay or norm clipping.
+    """
+    if engine != "numpy":
+        return {}
+    trainer = {name: p.default for name, p in inspect.signature(Trainer).parameters.items()}
+    return {
+        "model": {
+            "hidden_size": trainer["hidden_size"],
+            "num_layers": 1,
+            "embedding_size": 0,
+            "dropout": 0.0,
+        },
+        "train": {
+            "batch_size": trainer["batch_size"],
+            "seq_len": trainer["seq_len"],
+            "lr": trainer["lr"],
+            "optimizer": trainer["optimizer"],
+            "grad_clip_value": trainer["clip"],
+            "grad_clip": 0.0,
+            "weight_decay": 0.0,
+            "schedule": "constant",
+            "warmup_steps": 0,
+        },
+    }
 
 
 def field_types(cls: type) -> dict[str, Any]:

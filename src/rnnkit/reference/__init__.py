@@ -12,9 +12,11 @@ means zeros. The loss is summed over the steps and the sequences of a batch.
 
 Modules: ``cells`` (one forward and one backward step per cell), ``model`` (the sequence loops
 and ``CharRNN``), ``optim`` (Adagrad, SGD, clipping), ``sampling``, ``training`` (the resumable
-min-char-rnn loop) and ``gradcheck`` (finite differences).
+min-char-rnn loop), ``gradcheck`` (finite differences) and ``folder`` (model folders of either
+engine: ``load_model(path) -> (CharRNN, tokens)``, ``text_loss``, ``generate``).
 """
 
+from rnnkit.reference.folder import generate, load_model, text_loss, torch_weights
 from rnnkit.reference.gradcheck import gradient_check, numerical_gradient, relative_error
 from rnnkit.reference.model import BPTTResult, CharRNN, PublicState
 from rnnkit.reference.optim import SGD, Adagrad, clip_gradients
@@ -29,8 +31,12 @@ __all__ = [
     "PublicState",
     "Trainer",
     "clip_gradients",
+    "generate",
     "gradient_check",
+    "load_model",
     "numerical_gradient",
     "relative_error",
     "sample",
+    "text_loss",
+    "torch_weights",
 ]

@@ -9,6 +9,9 @@
         weights.safetensors    the current (not the best) weights
         optimizer.safetensors  the optimizer's per-parameter tensors
         loop.safetensors       torch RNG states (CPU and CUDA: dropout's) and the carried state
+      or, for ``--engine numpy`` (see :mod:`rnnkit.training.numpy_engine`):
+        trainer.json           counters and the NumPy Trainer's meta
+        trainer.safetensors    the Trainer's float64 arrays
 
 Nothing is pickled. Every file is written under a temporary name and renamed over the old one
 (``os.replace``), and ``state/`` is written as ``state.tmp/`` and then swapped in, so a process
@@ -288,29 +291,13 @@ def _optimizer_state_dict(tensors: dict[str, Tensor], rest: dict) -> dict[str, A
     return {"state": state, "param_groups": groups}
 
 
-def save_state(
-    out: Path,
-    trainer: TrainerState,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    hidden: State | None,
-) -> None:
-    """Write ``out/state/`` for an exact resume: a complete new folder, then swapped in."""
+def write_state_folder(out: Path, write: Callable[[Path], None]) -> None:
+    """Replace ``out/state/`` atomically: ``write(folder)`` fills a new folder, which is then
+    synced and swapped in (a crash leaves the previous state, as ``state/`` or ``state.old/``)."""
     tmp, final, old = out / f"{STATE_DIR}.tmp", out / STATE_DIR, out / f"{STATE_DIR}.old"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    optimizer_tensors, optimizer_rest = _optimizer_parts(optimizer)
-    loop_tensors = {"rng.cpu": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        for i, rng in enumerate(torch.cuda.get_rng_state_all()):
-            loop_tensors[f"rng.cuda.{i}"] = rng
-    if hidden is not None:
-        loop_tensors |= _flatten_state(hidden, "hidden")
-    save_model(model, str(tmp / "weights.safetensors"))
-    save_file(optimizer_tensors, str(tmp / "optimizer.safetensors"))
-    save_file(loop_tensors, str(tmp / "loop.safetensors"))
-    trainer_json = {"trainer": dataclasses.asdict(trainer), "optimizer": optimizer_rest}
-    (tmp / "trainer.json").write_text(json.dumps(trainer_json, indent=2), encoding="utf-8")
+    write(tmp)
     for path in tmp.iterdir():
         with open(path, "rb") as f:
             os.fsync(f.fileno())
@@ -321,6 +308,48 @@ def save_state(
     shutil.rmtree(old, ignore_errors=True)
 
 
+def read_state_folder(out: Path) -> tuple[Path, dict[str, Any]]:
+    """The folder of the state saved by :func:`write_state_folder` and its trainer.json.
+
+    Raises:
+        CheckpointError: there is no saved state, or its trainer.json is corrupted.
+    """
+    folder = out / STATE_DIR
+    if not folder.is_dir() and (out / f"{STATE_DIR}.old").is_dir():
+        folder = out / f"{STATE_DIR}.old"  # killed between the two renames of write_state_folder
+    if not (folder / "trainer.json").is_file():
+        raise CheckpointError(
+            f"{out} has no saved trainer state ({STATE_DIR}/trainer.json) to resume from"
+        )
+    return folder, _read_json(folder / "trainer.json")
+
+
+def save_state(
+    out: Path,
+    trainer: TrainerState,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    hidden: State | None,
+) -> None:
+    """Write ``out/state/`` for an exact resume: a complete new folder, then swapped in."""
+    optimizer_tensors, optimizer_rest = _optimizer_parts(optimizer)
+    loop_tensors = {"rng.cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, rng in enumerate(torch.cuda.get_rng_state_all()):
+            loop_tensors[f"rng.cuda.{i}"] = rng
+    if hidden is not None:
+        loop_tensors |= _flatten_state(hidden, "hidden")
+    trainer_json = {"trainer": dataclasses.asdict(trainer), "optimizer": optimizer_rest}
+
+    def write(folder: Path) -> None:
+        save_model(model, str(folder / "weights.safetensors"))
+        save_file(optimizer_tensors, str(folder / "optimizer.safetensors"))
+        save_file(loop_tensors, str(folder / "loop.safetensors"))
+        (folder / "trainer.json").write_text(json.dumps(trainer_json, indent=2), encoding="utf-8")
+
+    write_state_folder(out, write)
+
+
 def load_state(
     out: Path, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device
 ) -> tuple[TrainerState, State | None]:
@@ -329,14 +358,7 @@ def load_state(
     Returns:
         The trainer's counters and the carried hidden state (None at an epoch start).
     """
-    folder = out / STATE_DIR
-    if not folder.is_dir() and (out / f"{STATE_DIR}.old").is_dir():
-        folder = out / f"{STATE_DIR}.old"  # killed between the two renames of save_state
-    if not (folder / "trainer.json").is_file():
-        raise CheckpointError(
-            f"{out} has no saved trainer state ({STATE_DIR}/trainer.json) to resume from"
-        )
-    saved = _read_json(folder / "trainer.json")
+    folder, saved = read_state_folder(out)
     try:
         trainer = TrainerState(**saved["trainer"])
         load_weights(model, folder / "weights.safetensors")

@@ -82,7 +82,7 @@ def check_resumable(saved: RunConfig, run: RunConfig) -> None:
         )
 
 
-class _StopOnInterrupt:
+class StopOnInterrupt:
     """While active, the first Ctrl-C (SIGINT) asks the loop to stop after the current step;
     a second one raises KeyboardInterrupt at once. Outside the main thread it does nothing."""
 
@@ -90,7 +90,7 @@ class _StopOnInterrupt:
         self.requested = False
         self._previous: Any = None
 
-    def __enter__(self) -> _StopOnInterrupt:
+    def __enter__(self) -> StopOnInterrupt:
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._handle)
         return self
@@ -112,7 +112,7 @@ def _detach(state: Any) -> Any:
     return type(state)(_detach(part) for part in state)
 
 
-def _stop_reason(run: RunConfig, st: checkpoint.TrainerState) -> StopReason | None:
+def stop_reason(run: RunConfig, st: checkpoint.TrainerState) -> StopReason | None:
     cfg = run.train
     if cfg.max_steps is not None and st.step >= cfg.max_steps:
         return "max_steps"
@@ -136,7 +136,7 @@ def _load_data(run: RunConfig, resume: bool) -> LMData:
     return data
 
 
-def _format_line(record: dict[str, Any]) -> str:
+def format_line(record: dict[str, Any]) -> str:
     """``step 200 | loss 1.834 | val 1.901 | lr 2.0e-03 | 12.3 ms/step`` (present parts only)."""
     parts = [f"step {record['step']}"]
     if "loss" in record:
@@ -170,7 +170,9 @@ def train(
     """
     cfg = run.train
     if cfg.engine == "numpy":
-        raise ConfigError("--engine numpy is not wired to `rnnkit train` yet; use --engine torch")
+        from rnnkit.training.numpy_engine import train_numpy  # it imports this module's helpers
+
+        return train_numpy(run, resume=resume, force=force)
     out = Path(run.out)
     if resume:
         check_resumable(checkpoint.read_run_config(out), run)
@@ -233,8 +235,8 @@ def train(
     )
     bar_info: dict[str, str] = {}
     stopped_by: StopReason | None = None
-    with _StopOnInterrupt() as interrupt, contextlib.closing(bar):
-        while (stopped_by := _stop_reason(run, st)) is None:
+    with StopOnInterrupt() as interrupt, contextlib.closing(bar):
+        while (stopped_by := stop_reason(run, st)) is None:
             if st.chunk == 0:
                 hidden = None  # each epoch starts every stream from a zero state
             inputs, targets = (t.to(device) for t in streams.chunk(st.chunk))  # (B, T), (B, T)
@@ -246,7 +248,7 @@ def train(
                 logits, new_hidden = model(inputs, hidden)  # (B, T, V)
                 loss = lm_loss(logits, targets)
             loss_value = loss.item()
-            _check_loss(loss_value, st, out)
+            check_loss(loss_value, st, out)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:
@@ -285,7 +287,7 @@ def train(
             if record:
                 records.append(record)
                 checkpoint.write_metrics(out, records)
-                logger.info(_format_line(record))
+                logger.info(format_line(record))
                 bar.set_postfix_str(_bar_text(bar_info, record, st, run_progress))
             bar.n = int(1000 * progress(cfg, st.step, len(streams), st.elapsed))
             bar.refresh()
@@ -301,7 +303,7 @@ def train(
             record = save_checkpoint(with_eval=True)
             records.append(record)
             checkpoint.write_metrics(out, records)
-            logger.info(_format_line(record))
+            logger.info(format_line(record))
     logger.info(
         "stopped by %s at step %d; best val loss %s (step %s) in %s",
         stopped_by,
@@ -315,7 +317,7 @@ def train(
     )
 
 
-def _check_loss(value: float, st: checkpoint.TrainerState, out: Path) -> None:
+def check_loss(value: float, st: checkpoint.TrainerState, out: Path) -> None:
     """Stop the run on a NaN/inf loss or one past DIVERGENCE_FACTOR × the first loss."""
     kept = (
         f"{out / checkpoint.WEIGHTS_FILE} keeps the model of step {st.best_step}"
