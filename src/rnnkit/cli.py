@@ -43,18 +43,18 @@ EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 2, 130
 
 _TRAIN_EXAMPLES = """examples:
   rnnkit train --out runs/stdlib --max-time 180          # the Python standard library
-  rnnkit train input.txt --out runs/shakespeare --hidden-size 256 --max-time 600
-  rnnkit train input.txt --out runs/shakespeare --resume --max-steps 5000
-  rnnkit train input.txt --config run.toml --print-config
-  rnnkit train input.txt --out runs/minchar --engine numpy --cell rnn --max-steps 2000
+  rnnkit train examples/tiny.txt --out runs/tiny --hidden-size 128 --max-time 60
+  rnnkit train examples/tiny.txt --out runs/tiny --resume --max-steps 2000
+  rnnkit train examples/tiny.txt --config examples/run.toml --print-config
+  rnnkit train examples/tiny.txt --out runs/minchar --engine numpy --cell rnn --max-steps 2000
 """
 _SAMPLE_EXAMPLES = """examples:
-  rnnkit sample runs/shakespeare --prime "ROMEO:" --length 300 --temperature 0.8
+  rnnkit sample runs/tiny --prime "ROMEO:" --length 300 --temperature 0.8
   rnnkit sample runs/stdlib --prime "def " --temperature 0 --length 200
   rnnkit sample runs/minchar --engine numpy --prime "ROMEO:" --length 200
 """
 _EVAL_EXAMPLES = """examples:
-  rnnkit eval runs/shakespeare held-out.txt --json
+  rnnkit eval runs/tiny examples/tiny.txt --json
 """
 
 
