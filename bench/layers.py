@@ -1,13 +1,17 @@
-"""Training throughput of rnnkit's layers beside torch.nn and a naive per-step loop.
+"""Training throughput of rnnkit's layers beside torch.nn and a naive per-step loop, fp32 and bf16.
 
     python bench/layers.py [--quick] [--device cpu|cuda] [--out bench/results/layers.json]
 
 For each cell type and (num_layers, hidden_size), measures forward + backward tokens/s of
-``impl="fused" | "loop" | "auto"``, of ``torch.nn``'s module and of a naive loop (our cells
-stepped with ``x[t]``, nothing hoisted): warm-up runs, then the median of several. The ratio
-column compares with torch.nn's module of the same (or, for the variants, the base) cell.
-A second table times ``step()`` at batch 1, as sampling uses it, beside the bare matrix
-products of one step. ``--quick`` uses tiny sizes and one repeat (a smoke run for the tests).
+``torch.nn``'s module, ``impl="fused"`` (PyTorch's kernels), ``impl="loop"`` (the whole-sequence
+Functions with hand-written BPTT of ``rnnkit.layers.bptt``) and a naive loop (our cells stepped
+with ``x[t]``, nothing hoisted), in float32; then torch.nn, fused and loop again under
+``torch.autocast(dtype=torch.bfloat16)``. Every ratio is to float32 torch.nn of the same size in
+the same run (for the variants torch lacks, torch.nn's module of the base cell, timed in the same
+round). The modules of one cell are timed in turn, round after round, and each figure is the
+median of its rounds, so a burst of load from elsewhere touches all of them alike. A second table
+times ``step()`` at batch 1, as sampling uses it, beside the bare matrix products of one step.
+``--quick`` uses tiny sizes and one round (a smoke run for the tests).
 """
 
 import argparse
@@ -33,6 +37,16 @@ CELLS = {
 }
 TORCH_LAYERS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 OUR_CELLS = {"rnn": cells.RNNCell, "gru": cells.GRUCell, "lstm": cells.LSTMCell}
+# (row label, precision) in table order; "torch.nn" of the base cell is always timed.
+ROWS = [
+    ("torch.nn", "fp32"),
+    ("fused", "fp32"),
+    ("loop", "fp32"),
+    ("naive", "fp32"),
+    ("torch.nn", "bf16"),
+    ("fused", "bf16"),
+    ("loop", "bf16"),
+]
 
 
 class NaiveStack(nn.Module):
@@ -67,25 +81,48 @@ def median_seconds(run: Callable[[], object], warmup: int, repeats: int) -> floa
     return statistics.median(times)
 
 
-def training_tokens_per_s(module: nn.Module, x: torch.Tensor, warmup: int, repeats: int) -> float:
-    def forward_backward() -> None:
-        module.zero_grad(set_to_none=True)
-        module(x)[0].sum().backward()
+def forward_backward(module: nn.Module, x: torch.Tensor, precision: str) -> Callable[[], float]:
+    """A closure that runs one training step's forward + backward and returns its seconds."""
 
-    return x.shape[0] * x.shape[1] / median_seconds(forward_backward, warmup, repeats)
+    def run() -> float:
+        module.zero_grad(set_to_none=True)
+        start = time.perf_counter()
+        with torch.autocast(x.device.type, torch.bfloat16, enabled=precision == "bf16"):
+            out = module(x)[0]  # (T, B, H)
+        out.float().sum().backward()
+        if x.device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    return run
+
+
+def interleaved_tokens_per_s(
+    runs: dict[tuple[str, str], Callable[[], float]], tokens: int, warmup: int, repeats: int
+) -> dict[tuple[str, str], float]:
+    """Tokens/s of each run: warm-ups, then ``repeats`` rounds timing every run once; medians."""
+    for run in runs.values():
+        for _ in range(warmup):
+            run()
+    times: dict[tuple[str, str], list[float]] = {key: [] for key in runs}
+    for _ in range(repeats):
+        for key, run in runs.items():
+            times[key].append(run())
+    return {key: tokens / statistics.median(seconds) for key, seconds in times.items()}
 
 
 def modules_to_time(name: str, num_layers: int, hidden: int, device: str) -> dict[str, nn.Module]:
+    """torch.nn's base layer, our fused (where it exists) and loop layers, and the naive loop."""
     layer_cls, base, options = CELLS[name]
     shape = (hidden, hidden, num_layers)
-    modules = {"torch.nn": TORCH_LAYERS[base](*shape)} if not options else {}
-    for impl in ("fused", "loop", "auto"):
+    modules = {"torch.nn": TORCH_LAYERS[base](*shape)}
+    for impl in ("fused", "loop"):
         try:
             modules[impl] = layer_cls(*shape, **options, impl=impl)
         except ValueError:  # impl="fused" for an option torch's kernels lack
             continue
     modules["naive"] = NaiveStack(base, *shape, **options)
-    return {impl: module.to(device) for impl, module in modules.items()}
+    return {label: module.to(device) for label, module in modules.items()}
 
 
 def step_microseconds(num_layers: int, hidden: int, device: str, warmup: int, repeats: int):
@@ -116,9 +153,15 @@ def step_microseconds(num_layers: int, hidden: int, device: str, warmup: int, re
     return result
 
 
+def layers_auto_choice(name: str, num_layers: int, hidden: int) -> str:
+    """What ``impl="auto"`` runs for this cell and size: "fused" or "loop"."""
+    layer_cls, _, options = CELLS[name]
+    return layer_cls(hidden, hidden, num_layers, **options).resolved_impl
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, one repeat")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, one round")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results/layers.json")
     args = parser.parse_args()
@@ -128,39 +171,42 @@ def main() -> None:
         shapes, batch, steps, warmup, repeats = [(1, 128), (2, 512)], 64, 100, 1, 3
 
     rows = []
-    print(f"{'cell':<17} {'L':>2} {'H':>4} {'impl':<9} {'tokens/s':>10} {'vs torch.nn':>11}")
+    header = f"{'cell':<17} {'L':>2} {'H':>4} {'impl':<9} {'precision':<9} {'tokens/s':>10}"
+    print(f"{header} {'vs torch.nn fp32':>16}")
     for num_layers, hidden in shapes:
-        x = torch.randn(steps, batch, hidden, device=args.device)
+        x = torch.randn(steps, batch, hidden, device=args.device)  # (T, B, D)
         for name in CELLS:
             modules = modules_to_time(name, num_layers, hidden, args.device)
-            chosen = modules["auto"].resolved_impl
-            speeds = {
-                impl: training_tokens_per_s(m, x, warmup, repeats) for impl, m in modules.items()
+            chosen = layers_auto_choice(name, num_layers, hidden)
+            runs = {
+                (label, precision): forward_backward(modules[label], x, precision)
+                for label, precision in ROWS
+                if label in modules and (label != "naive" or precision == "fp32")
             }
-            if "torch.nn" in speeds:
-                reference = speeds["torch.nn"]
-            else:  # the variants are compared with torch.nn's base cell, timed just before
-                reference = next(
-                    r["tokens_per_s"] for r in reversed(rows) if r["cell"] == CELLS[name][1]
-                )
-            for impl, speed in speeds.items():
+            speeds = interleaved_tokens_per_s(runs, steps * batch, warmup, repeats)
+            reference = speeds["torch.nn", "fp32"]
+            for (label, precision), speed in speeds.items():
+                if label == "torch.nn" and CELLS[name][2]:  # the variants' reference row
+                    continue
                 row = {
-                    "cell": name,
+                    "cell": name if label != "torch.nn" else CELLS[name][1],
                     "num_layers": num_layers,
                     "hidden_size": hidden,
-                    "impl": impl,
+                    "impl": label,
+                    "precision": precision,
                     "tokens_per_s": speed,
-                    "ratio_to_torch_nn": speed / reference,
+                    "ratio_to_torch_nn_fp32": speed / reference,
                     "auto_chose": chosen,
                 }
                 rows.append(row)
                 print(
-                    f"{name:<17} {num_layers:>2} {hidden:>4} {impl:<9} {speed:>10.0f} "
-                    f"{speed / reference:>10.2f}x"
+                    f"{row['cell']:<17} {num_layers:>2} {hidden:>4} {label:<9} {precision:<9} "
+                    f"{speed:>10.0f} {speed / reference:>15.2f}x",
+                    flush=True,
                 )
     print("\nimpl='auto' chose:")
     for row in rows:
-        if row["impl"] == "auto":
+        if row["impl"] == "loop" and row["precision"] == "fp32":
             where = f"L={row['num_layers']} H={row['hidden_size']}"
             print(f"  {row['cell']:<17} {where}: {row['auto_chose']}")
 

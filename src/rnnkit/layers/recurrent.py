@@ -10,7 +10,10 @@ options add parameters named in the same style (``weight_ci_l0``, ...).
 * ``"fused"``: PyTorch's own kernels (``torch._VF.rnn_tanh / rnn_relu / gru / lstm``, which use
   cuDNN on CUDA); a ValueError for options they lack (peephole, ``reset_after=False``,
   ``reset_gate=False``).
-* ``"loop"``: the step functions of :mod:`rnnkit.cells` in :func:`run_direction`'s time loop.
+* ``"loop"``: our own computation. Full-length batches run the whole-sequence functions of
+  :mod:`rnnkit.layers.bptt` (hand-written backward, same numbers); batches with ``lengths`` (and
+  packed input) and an LSTM with ``proj_size`` run the step functions of :mod:`rnnkit.cells` in
+  :func:`run_direction`'s time loop under autograd.
 * ``"auto"`` (default): ``"fused"`` where it computes the configuration, else ``"loop"``.
 """
 
@@ -33,7 +36,8 @@ from rnnkit.cells import (
     rnn_step,
     rnn_update,
 )
-from rnnkit.layers.stack import Direction, Impl, RecurrentStack
+from rnnkit.layers import bptt, bptt_gru
+from rnnkit.layers.stack import Direction, Impl, RecurrentStack, WholeSequence
 from rnnkit.layers.time_loop import State
 
 PEEPHOLE_NAMES = ("weight_ci", "weight_cf", "weight_co")
@@ -94,6 +98,13 @@ class RNN(RecurrentStack):
         )
         step = partial(rnn_step, weight_hh=weights("weight_hh"), nonlinearity=self.nonlinearity)
         return project, step
+
+    def _sequence(self, layer: int, direction: int) -> WholeSequence:
+        project, _ = self._direction(layer, direction)
+        weight_hh = self._param("weight_hh", layer, direction)
+        return project, partial(
+            bptt.rnn_sequence, weight_hh=weight_hh, nonlinearity=self.nonlinearity
+        )
 
     def _fused_kernel(self) -> Callable[..., tuple[Tensor, ...]]:
         return _VF.rnn_tanh if self.nonlinearity == "tanh" else _VF.rnn_relu
@@ -161,6 +172,18 @@ class GRU(RecurrentStack):
         step_fn = gru_step if self.reset_after else gru_reset_before_step
         step = partial(step_fn, weight_hh=weights("weight_hh"), bias_hh=bias_hh)
         return partial(F.linear, weight=weight_ih, bias=bias_ih), step
+
+    def _sequence(self, layer: int, direction: int) -> WholeSequence:
+        weights = partial(self._param, layer=layer, direction=direction)
+        weight_ih, bias_ih, bias_hh = weights("weight_ih"), weights("bias_ih"), weights("bias_hh")
+        weight_hh = weights("weight_hh")
+        if self.reset_gate and self.reset_after:  # b_hn stays inside the reset product
+            project = partial(F.linear, weight=weight_ih, bias=bias_ih)
+            return project, partial(bptt_gru.gru_sequence, weight_hh=weight_hh, bias_hh=bias_hh)
+        project = partial(input_gates, weight_ih=weight_ih, bias_ih=bias_ih, bias_hh=bias_hh)
+        if self.reset_gate:
+            return project, partial(bptt_gru.gru_reset_before_sequence, weight_hh=weight_hh)
+        return project, partial(bptt_gru.gru_one_gate_sequence, weight_hh=weight_hh)
 
     def _fused_kernel(self) -> Callable[..., tuple[Tensor, ...]]:
         return _VF.gru
@@ -257,6 +280,14 @@ class LSTM(RecurrentStack):
             peephole=self._peephole(layer, direction),
         )
         return project, step
+
+    def _sequence(self, layer: int, direction: int) -> WholeSequence | None:
+        if self.proj_size:  # the projection runs in the autograd loop
+            return None
+        project, _ = self._direction(layer, direction)
+        weight_hh = self._param("weight_hh", layer, direction)
+        peephole = self._peephole(layer, direction)
+        return project, partial(bptt.lstm_sequence, weight_hh=weight_hh, peephole=peephole)
 
     def _fused_kernel(self) -> Callable[..., tuple[Tensor, ...]]:
         return _VF.lstm

@@ -17,13 +17,22 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 from rnnkit.layers.packing import pack_like, run_packed, run_padded
-from rnnkit.layers.time_loop import State, StepFn, hidden_of, run_direction
+from rnnkit.layers.time_loop import (
+    SequenceFn,
+    State,
+    StepFn,
+    hidden_of,
+    run_direction,
+    run_sequence,
+)
 
 Impl = Literal["auto", "fused", "loop"]
 # A stack's state in torch's layout: h (L·num_directions, B, H), or (h, c) for an LSTM.
 StackState = Tensor | tuple[Tensor, Tensor]
 # How one direction of one layer is computed: the input projection of all steps, then the step.
 Direction = tuple[Callable[[Tensor], Tensor], StepFn]
+# The same as a whole-sequence function with a hand-written backward (rnnkit.layers.bptt).
+WholeSequence = tuple[Callable[[Tensor], Tensor], SequenceFn]
 
 IMPLS = ("auto", "fused", "loop")
 
@@ -32,8 +41,8 @@ class RecurrentStack(nn.Module, ABC):
     """Base of the drop-in layers; see :class:`rnnkit.layers.LSTM` for the public contract.
 
     Subclasses pass ``num_gates`` (and any per-unit ``cell_vectors`` such as peepholes) and
-    implement ``_direction`` and ``_fused_kernel``; they may override ``_fused_unsupported``,
-    ``_state_sizes`` and ``_fast_step``.
+    implement ``_direction``, ``_sequence`` and ``_fused_kernel``; they may override
+    ``_fused_unsupported``, ``_state_sizes`` and ``_fast_step``.
     """
 
     def __init__(
@@ -113,6 +122,11 @@ class RecurrentStack(nn.Module, ABC):
         """The input projection of all steps and the step function of one layer and direction."""
 
     @abstractmethod
+    def _sequence(self, layer: int, direction: int) -> WholeSequence | None:
+        """The input projection and the whole-sequence function with hand-written backward that
+        ``impl="loop"`` runs on full-length sequences, or None where it has none."""
+
+    @abstractmethod
     def _fused_kernel(self) -> Callable[..., tuple[Tensor, ...]]:
         """The ``torch._VF`` function computing this layer (``rnn_tanh``, ``gru``, ``lstm``...)."""
 
@@ -139,6 +153,14 @@ class RecurrentStack(nn.Module, ABC):
     def _param(self, base: str, layer: int, direction: int = 0) -> Tensor | None:
         """The parameter ``base`` of one layer and direction, or None if it has none."""
         return self._parameters.get(self._name(base, layer, direction))
+
+    def flatten_parameters(self) -> None:
+        """Does nothing; kept so that code written for ``torch.nn.RNN`` / ``GRU`` / ``LSTM`` runs.
+
+        On CUDA, torch copies the weights into one contiguous buffer for cuDNN. Our parameters
+        are separate tensors and the fused kernels receive them as a list, so there is nothing
+        to flatten, on CPU or elsewhere.
+        """
 
     def reset_parameters(self) -> None:
         """Every parameter ~ U(−1/√H, 1/√H), as torch initialises its recurrent layers."""
@@ -308,16 +330,24 @@ class RecurrentStack(nn.Module, ABC):
     def _run_loop(
         self, x: Tensor, state: tuple[Tensor, ...], lengths: Tensor | None
     ) -> tuple[Tensor, tuple[Tensor, ...]]:
-        """Our cells over time, layer by layer. x (B, T, D) -> (B, T, dirs·H), final state."""
+        """Our cells over time, layer by layer. x (B, T, D) -> (B, T, dirs·H), final state.
+
+        Full-length batches run the whole-sequence functions of :mod:`rnnkit.layers.bptt`
+        (hand-written backward); with ``lengths``, the autograd loop freezes finished sequences.
+        """
         finals: list[State] = []
         for layer in range(self.num_layers):
             outputs = []
             for direction in range(self.num_directions):
-                project, step = self._direction(layer, direction)
                 index = layer * self.num_directions + direction
-                out, final = run_direction(
-                    step, project(x), self._state_at(state, index), lengths, reverse=direction == 1
-                )  # (B, T, H)
+                initial, reverse = self._state_at(state, index), direction == 1
+                sequence = self._sequence(layer, direction) if lengths is None else None
+                if sequence is None:
+                    project, step = self._direction(layer, direction)
+                    out, final = run_direction(step, project(x), initial, lengths, reverse)
+                else:
+                    project, run = sequence
+                    out, final = run_sequence(run, project, x, initial, reverse)  # (B, T, H)
                 outputs.append(out)
                 finals.append(final)
             x = torch.cat(outputs, dim=2) if self.bidirectional else outputs[0]  # (B, T, dirs·H)

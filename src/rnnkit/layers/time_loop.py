@@ -13,6 +13,8 @@ from torch import Tensor
 # h (B, H) for RNN and GRU; (h (B, H), c (B, H)) for LSTM.
 State = Tensor | tuple[Tensor, Tensor]
 StepFn = Callable[[Tensor, State], State]
+# A whole sequence at once: gates_x (T, B, G·H) time-major, state -> outputs (T, B, H), final state.
+SequenceFn = Callable[[Tensor, State], tuple[Tensor, State]]
 
 
 def hidden_of(state: State) -> Tensor:
@@ -79,3 +81,27 @@ def run_direction(
     if reverse:
         out = reverse_padded(out, lengths)  # (B, T, H)
     return out, state
+
+
+def run_sequence(
+    run: SequenceFn,
+    project: Callable[[Tensor], Tensor],
+    x: Tensor,
+    state: State,
+    reverse: bool = False,
+) -> tuple[Tensor, State]:
+    """Run a whole-sequence function (:mod:`rnnkit.layers.bptt`) on full-length sequences.
+
+    The input projection is computed time-major, so each step's gates are one contiguous block
+    (and, for input that was time-major to begin with, no copy is made).
+
+    Shapes:
+        x: (B, T, D);  state: (B, H) or a pair  ->  outputs (B, T, H), final state
+    """
+    gates_x = project(x.transpose(0, 1))  # (T, B, G·H)
+    if reverse:
+        gates_x = gates_x.flip(0)  # (T, B, G·H)
+    out, state = run(gates_x, state)  # (T, B, H)
+    if reverse:
+        out = out.flip(0)  # (T, B, H)
+    return out.transpose(0, 1), state  # (B, T, H)
