@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: setup
-	$(PY) -m rnnkit train --out runs/demo --max-time 180 --force --hidden-size 256 --batch-size 32 --seq-len 64 --warmup-steps 20
+	$(PY) -m rnnkit train --out runs/demo --max-time 180 --force
 	$(PY) -m rnnkit sample runs/demo --length 600 --temperature 0.8 --prime "def "
 
 test: setup

@@ -51,12 +51,13 @@ DESIGN_FLAGS = [
 
 def test_default_preset() -> None:
     run = RunConfig()
-    assert (run.model.cell, run.model.num_layers, run.model.hidden_size) == ("lstm", 2, 512)
-    assert (run.model.embedding_size, run.model.dropout) == (64, 0.25)
-    assert (run.train.batch_size, run.train.seq_len) == (64, 100)
-    assert (run.train.optimizer, run.train.lr, run.train.warmup_steps) == ("adamw", 4e-3, 100)
+    assert (run.model.cell, run.model.num_layers, run.model.hidden_size) == ("lstm", 2, 256)
+    assert (run.model.embedding_size, run.model.dropout) == (64, 0.1)
+    assert (run.train.batch_size, run.train.seq_len) == (32, 100)
+    assert (run.train.optimizer, run.train.lr, run.train.warmup_steps) == ("adamw", 6e-3, 50)
     assert (run.train.schedule, run.train.min_lr_frac, run.train.grad_clip) == ("cosine", 0.1, 1.0)
     assert run.data.val_frac == 0.1 and run.data.level == "char"
+    assert run.train.precision == "auto"
 
 
 @pytest.mark.parametrize(
@@ -67,7 +68,7 @@ def test_default_preset() -> None:
         (lambda: ModelConfig(num_layers=0), "--num-layers must be at least 1, got 0"),
         (lambda: ModelConfig(cell="gru2"), "--cell must be one of rnn, gru, lstm.*got 'gru2'"),
         (lambda: ModelConfig(embedding_size=-1), "--embedding-size must be 0 or more, got -1"),
-        (lambda: ModelConfig(tie_weights=True), "--tie-weights needs .* got 64 and 512"),
+        (lambda: ModelConfig(tie_weights=True), "--tie-weights needs .* got 64 and 256"),
         (lambda: DataConfig(val_frac=1.0), r"--val-frac must be in \(0, 1\), got 1.0"),
         (lambda: DataConfig(encoding="klingon"), "--encoding must be a known .*'klingon'"),
         (lambda: TrainConfig(lr=-1.0), "--lr must be positive, got -1.0"),
@@ -147,6 +148,6 @@ def test_flags_carry_type_default_and_help() -> None:
     train = build_parser()._subparsers._group_actions[0].choices["train"]
     actions = {a.option_strings[0]: a for a in train._actions if a.option_strings}
     assert actions["--hidden-size"].type is int
-    assert "(default: 512)" in actions["--hidden-size"].help
+    assert "(default: 256)" in actions["--hidden-size"].help
     assert actions["--cell"].choices == ("rnn", "gru", "lstm", "mingru", "minlstm")
     assert actions["--dropout"].type is float

@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -137,3 +138,13 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path) -> None:
         checkpoint.atomic_write(tmp_path / "a.json", fail)
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
     assert "3.14159" in (tmp_path / "a.json").read_text()
+
+
+def test_precision_auto_follows_the_hardware() -> None:
+    from rnnkit.training.loop import pick_precision
+
+    cpu = torch.device("cpu")
+    assert pick_precision("fp32", cpu) == "fp32" and pick_precision("bf16", cpu) == "bf16"
+    flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else []
+    native = bool({"avx512_bf16", "amx_bf16"} & set(flags))
+    assert pick_precision("auto", cpu) == ("bf16" if native else "fp32")

@@ -68,7 +68,7 @@ def check_numpy_run(run: RunConfig) -> None:
         ("weight_decay", train.weight_decay == 0, "0", train.weight_decay),
         ("schedule", train.schedule == "constant", "constant", train.schedule),
         ("warmup_steps", train.warmup_steps == 0, "0", train.warmup_steps),
-        ("precision", train.precision == "fp32", "fp32 (it computes in float64)", train.precision),
+        ("precision", train.precision != "bf16", "fp32 (it computes in float64)", train.precision),
         ("device", train.device != "cuda", "cpu or auto (it runs on the CPU)", train.device),
     ]
     for name, ok, expected, value in checks:
