@@ -108,6 +108,9 @@ class DataConfig:
         _check(known_encoding(self.encoding), "encoding", "a known text encoding", self.encoding)
 
 
+FALLBACK_EPOCHS = 10  # the epoch limit of a run given no --epochs, --max-steps or --max-time
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """The training loop: batching, optimiser, schedule, stopping, logging, device.
@@ -131,7 +134,9 @@ class TrainConfig:
     grad_clip_value: float = _opt(0.0, "clip each gradient value to ±this; 0 turns it off")
     max_steps: int | None = _opt(None, "stop after this many steps (counted from the start)")
     max_time: float | None = _opt(None, "stop after this many seconds of training")
-    epochs: int | None = _opt(10, "stop after this many passes over the training text")
+    epochs: int | None = _opt(
+        None, f"stop after this many passes over the text ({FALLBACK_EPOCHS} if no limit is set)"
+    )
     eval_every: int = _opt(200, "evaluate and checkpoint every this many steps")
     log_every: int = _opt(20, "log the training loss every this many steps")
     seed: int = _opt(0, "random seed for initialisation and dropout")
@@ -158,6 +163,16 @@ class TrainConfig:
             value = getattr(self, name)
             _check(value is None or value >= 1, name, "at least 1", value)
         _check(self.max_time is None or self.max_time > 0, "max_time", "positive", self.max_time)
+
+    @property
+    def epoch_limit(self) -> int | None:
+        """``epochs``; or, when no limit at all is set, FALLBACK_EPOCHS, so that every run ends.
+
+        A run given only ``--max-time`` or ``--max-steps`` is not cut short by an epoch count.
+        """
+        if self.epochs is None and self.max_steps is None and self.max_time is None:
+            return FALLBACK_EPOCHS
+        return self.epochs
 
 
 @dataclass(frozen=True)

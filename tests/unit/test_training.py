@@ -148,3 +148,10 @@ def test_precision_auto_follows_the_hardware() -> None:
     flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else []
     native = bool({"avx512_bf16", "amx_bf16"} & set(flags))
     assert pick_precision("auto", cpu) == ("bf16" if native else "fp32")
+
+
+def test_epoch_default_applies_only_when_no_limit_is_set() -> None:
+    assert TrainConfig(epochs=None, max_steps=None, max_time=None).epoch_limit == 10
+    assert TrainConfig(max_time=600.0).epoch_limit is None  # --max-time alone is not cut short
+    assert TrainConfig(max_steps=50).epoch_limit is None
+    assert TrainConfig(epochs=3, max_time=600.0).epoch_limit == 3

@@ -134,7 +134,7 @@ def stop_reason(run: RunConfig, st: checkpoint.TrainerState) -> StopReason | Non
     cfg = run.train
     if cfg.max_steps is not None and st.step >= cfg.max_steps:
         return "max_steps"
-    if cfg.epochs is not None and st.epoch >= cfg.epochs:
+    if cfg.epoch_limit is not None and st.epoch >= cfg.epoch_limit:
         return "epochs"
     if cfg.max_time is not None and st.elapsed >= cfg.max_time:
         return "max_time"

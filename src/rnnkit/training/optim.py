@@ -48,8 +48,8 @@ def progress(cfg: TrainConfig, step: int, steps_per_epoch: int, elapsed: float) 
     fractions = [0.0]
     if cfg.max_steps is not None:
         fractions.append(step / cfg.max_steps)
-    if cfg.epochs is not None:
-        fractions.append(step / (cfg.epochs * steps_per_epoch))
+    if cfg.epoch_limit is not None:
+        fractions.append(step / (cfg.epoch_limit * steps_per_epoch))
     if cfg.max_time is not None:
         fractions.append(elapsed / cfg.max_time)
     return min(1.0, max(fractions))
