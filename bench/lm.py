@@ -35,6 +35,7 @@ from rnnkit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from rnnkit.data.text import TokenStreams, load_lm_data
 from rnnkit.tasks.lm import LanguageModel, lm_loss
 from rnnkit.training import train
+from rnnkit.training.loop import pick_precision
 from rnnkit.training.optim import make_optimizer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,6 +66,7 @@ def _bare_loop_tokens_per_s(run: RunConfig, warmup: int) -> float:
     streams = TokenStreams(data.train, cfg.batch_size, cfg.seq_len)
     model = LanguageModel(run.model, len(data.vocab)).to(device).train()
     optimizer = make_optimizer(model.parameters(), cfg)
+    precision = pick_precision(cfg.precision, device)  # as rnnkit train runs it
     state = None
     start = 0.0
     for step in range(cfg.max_steps):
@@ -73,15 +75,14 @@ def _bare_loop_tokens_per_s(run: RunConfig, warmup: int) -> float:
                 torch.cuda.synchronize()
             start = time.perf_counter()
         inputs, targets = (t.to(device) for t in streams.chunk(step % len(streams)))  # (B, T)
-        logits, state = model(inputs, state)  # (B, T, V)
-        loss = lm_loss(logits, targets)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            logits, state = model(inputs, state)  # (B, T, V)
+            loss = lm_loss(logits, targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
-        state = [
-            tuple(h.detach() for h in s) if isinstance(s, tuple) else s.detach() for s in state
-        ]
+        state = tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
     if device.type == "cuda":
         torch.cuda.synchronize()
     timed_steps = cfg.max_steps - warmup

@@ -284,9 +284,7 @@ def _language_model(reference: TorchLM) -> nn.Module | None:
     model = LanguageModel(config, VOCAB)
     weights = {"embedding.weight": reference.embedding.weight}
     weights.update({f"head.{name}": value for name, value in reference.head.state_dict().items()})
-    for name, value in lstm.state_dict().items():  # weight_ih_l1 -> layers.1.weight_ih_l0
-        base, layer = name.rsplit("_l", 1)
-        weights[f"layers.{layer}.{base}_l0"] = value
+    weights.update({f"rnn.{name}": value for name, value in lstm.state_dict().items()})
     model.load_state_dict(weights)
     return model.eval()
 

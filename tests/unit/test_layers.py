@@ -261,3 +261,9 @@ def test_bench_quick_smoke(tmp_path: Path):
     assert {row["impl"] for row in rows} >= {"fused", "loop", "torch.nn", "naive"}
     assert {row["precision"] for row in rows} == {"fp32", "bf16"}
     assert all(row["tokens_per_s"] > 0 for row in rows)
+
+
+def test_a_state_of_the_wrong_type_is_named() -> None:
+    lstm = LSTM(4, 6, num_layers=2)
+    with pytest.raises(TypeError, match=r"tuple \(h, c\) of Tensors; got list"):
+        lstm(torch.randn(5, 3, 4), [torch.zeros(2, 3, 6), torch.zeros(2, 3, 6)])

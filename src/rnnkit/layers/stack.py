@@ -192,6 +192,12 @@ class RecurrentStack(nn.Module, ABC):
             zeros = [like.new_zeros(stack, batch_size, size) for size in sizes]  # (L·dirs, B, ·)
             return tuple(zeros)
         parts = hx if isinstance(hx, tuple) else (hx,)
+        if not all(isinstance(part, Tensor) for part in parts):
+            raise TypeError(
+                f"{type(self).__name__}: the initial state must be a Tensor"
+                f"{' or a tuple (h, c) of Tensors' if len(sizes) > 1 else ''}; "
+                f"got {type(hx).__name__}"
+            )
         expected = [(stack, batch_size, size) if batched else (stack, size) for size in sizes]
         got = [tuple(part.shape) for part in parts]
         if got != expected:
