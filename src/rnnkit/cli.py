@@ -21,12 +21,15 @@ from typing import Any, Literal, NoReturn
 
 from tqdm import tqdm
 
+from rnnkit.benchmark import BenchResult, run_benchmark
 from rnnkit.config import (
     SECTIONS,
+    BenchConfig,
     EvalConfig,
     RunConfig,
     SampleConfig,
     TrainConfig,
+    bench_config,
     engine_preset,
     field_types,
     merge,
@@ -55,6 +58,11 @@ _SAMPLE_EXAMPLES = """examples:
 """
 _EVAL_EXAMPLES = """examples:
   rnnkit eval runs/tiny examples/tiny.txt --json
+"""
+_BENCH_EXAMPLES = """examples:
+  rnnkit bench                                 # L=2, H=256, B=32, T=100
+  rnnkit bench --num-layers 1 --hidden-size 512 --threads 1
+  rnnkit bench --quick --json                  # tiny sizes, one round: a smoke run
 """
 
 
@@ -115,7 +123,7 @@ def _given(args: argparse.Namespace, prefix: str) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``rnnkit`` parser with its ``train``, ``sample`` and ``eval`` subcommands."""
+    """The ``rnnkit`` parser with its ``train``, ``sample``, ``eval`` and ``bench`` subcommands."""
     parser = _Parser(prog="rnnkit", description="Recurrent neural networks on PyTorch.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -163,6 +171,20 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     _add_flags(evaluate, EvalConfig, "eval", "evaluation")
     evaluate.set_defaults(func=_eval)
+
+    bench = commands.add_parser(
+        "bench",
+        help="speed table of this machine: matmul peak, training and sampling beside torch.nn",
+        description="Measure this machine's fp32 and bf16 matrix-multiply peak, the forward +\n"
+        "backward tokens/s and model-FLOP utilisation of RNN, GRU and LSTM beside torch.nn,\n"
+        "and LSTM sampling chars/s at batch 1 beside the bare-matmul limit; print a table.",
+        epilog=_BENCH_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    bench.add_argument("--quick", action="store_true", help="tiny sizes, one round (smoke run)")
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_flags(bench, BenchConfig, "bench", "sizes")
+    bench.set_defaults(func=_bench)
     return parser
 
 
@@ -261,6 +283,47 @@ def _eval(args: argparse.Namespace) -> int:
         f"loss {metrics.loss:.4f} nats/token{bpc} | perplexity {metrics.perplexity:.3f} "
         f"| {metrics.tokens} tokens"
     )
+    return EXIT_OK
+
+
+def _bench_table(result: BenchResult) -> str:
+    """The readable table of ``rnnkit bench``."""
+    cfg, peak, sampling = result.config, result.matmul, result.sampling
+    size = f"L={cfg.num_layers}, H={cfg.hidden_size}"
+    lines = [
+        f"rnnkit bench: {result.machine}, torch {result.torch}, "
+        f"{result.threads} thread{'s' if result.threads != 1 else ''}",
+        "",
+        f"matrix multiply {peak.n}x{peak.n}",
+        f"  fp32 {peak.fp32_gflops:9.1f} GFLOP/s",
+        f"  bf16 {peak.bf16_gflops:9.1f} GFLOP/s",
+        "",
+        f"training, forward + backward, fp32, {size}, B={cfg.batch_size}, T={cfg.seq_len}",
+        f"  {'cell':<5} {'impl':<6} {'tokens/s':>10} {'torch.nn':>10} {'ratio':>6} "
+        f"{'MFU':>6} {'torch.nn MFU':>12}",
+    ]
+    for row in result.training:
+        lines.append(
+            f"  {row.cell:<5} {row.impl:<6} {row.tokens_per_s:10.0f} "
+            f"{row.torch_nn_tokens_per_s:10.0f} {row.ratio_to_torch_nn:5.2f}x "
+            f"{row.mfu:6.1%} {row.torch_nn_mfu:12.1%}"
+        )
+    limit = sampling.limit_chars_per_s
+    lines += [
+        "",
+        f"sampling, LSTM at batch 1, fp32, {size}",
+        f"  {'loop':<28} {'chars/s':>10} {'x limit':>8}",
+        f"  {'rnnkit LSTM.step':<28} {sampling.chars_per_s:10.0f} {sampling.ratio_to_limit:8.2f}",
+        f"  {'torch.nn.LSTM, one step':<28} {sampling.torch_nn_chars_per_s:10.0f} "
+        f"{sampling.torch_nn_chars_per_s / limit:8.2f}",
+        f"  {'bare matmuls (limit)':<28} {limit:10.0f} {1:8.2f}",
+    ]
+    return "\n".join(lines)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    result = run_benchmark(bench_config(args.quick, **_given(args, "bench")))
+    print(json.dumps(result.to_dict()) if args.json else _bench_table(result))
     return EXIT_OK
 
 

@@ -393,3 +393,41 @@ def to_toml(run: RunConfig) -> str:
             else:
                 lines.append(f"{key} = {json.dumps(value)}")
     return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Sizes and timing of ``rnnkit bench``; the training and sampling layers are L × H."""
+
+    num_layers: int = _opt(2, "recurrent layers L")
+    hidden_size: int = _opt(256, "hidden size H (also each layer's input size)")
+    batch_size: int = _opt(32, "sequences per training batch B")
+    seq_len: int = _opt(100, "time steps per training batch T")
+    threads: int | None = _opt(None, "torch.set_num_threads for the run; unset: torch's default")
+    matmul_size: int = _opt(1024, "n of the square matrix product", cli=False)
+    repeats: int = _opt(5, "timed rounds per figure; the median is reported", cli=False)
+    seconds_per_round: float = _opt(0.2, "least duration of one timed round", cli=False)
+
+    def __post_init__(self) -> None:
+        for name in ("num_layers", "hidden_size", "batch_size", "seq_len", "matmul_size"):
+            _check(getattr(self, name) >= 1, name, "at least 1", getattr(self, name))
+        _check(self.threads is None or self.threads >= 1, "threads", "at least 1", self.threads)
+        _check(self.repeats >= 1, "repeats", "at least 1", self.repeats)
+        _check(self.seconds_per_round > 0, "seconds_per_round", "positive", self.seconds_per_round)
+
+
+# ``--quick``: tiny sizes and one short round, a smoke run for the tests.
+BENCH_QUICK = {
+    "num_layers": 1,
+    "hidden_size": 16,
+    "batch_size": 4,
+    "seq_len": 8,
+    "matmul_size": 256,
+    "repeats": 1,
+    "seconds_per_round": 0.01,
+}
+
+
+def bench_config(quick: bool = False, **given: Any) -> BenchConfig:
+    """The defaults, or with ``quick`` the :data:`BENCH_QUICK` sizes, overridden by ``given``."""
+    return BenchConfig(**((BENCH_QUICK if quick else {}) | given))
