@@ -130,6 +130,32 @@ def _detach(state: Any) -> Any:
     return type(state)(_detach(part) for part in state)
 
 
+LogMark = tuple[float, int, int]
+"""(monotonic time, step, tokens) at the last log line."""
+
+
+def train_log_record(
+    st: checkpoint.TrainerState, last_log: LogMark, lr: float
+) -> tuple[dict[str, Any], LogMark]:
+    """The metrics record of a log step, and the new mark; resets the running training loss.
+
+    The record has ``step``, ``time`` (s), ``loss`` (mean nats/token since the last log),
+    ``tokens_per_s`` and ``ms_per_step`` over that interval, and ``lr``.
+    """
+    now = time.monotonic()
+    seconds = max(now - last_log[0], 1e-9)
+    record = {
+        "step": st.step,
+        "time": round(st.elapsed, 3),
+        "loss": st.loss_sum / st.loss_count,
+        "tokens_per_s": round((st.tokens - last_log[2]) / seconds, 1),
+        "lr": lr,
+        "ms_per_step": round(1000 * seconds / max(st.step - last_log[1], 1), 2),
+    }
+    st.loss_sum, st.loss_count = 0.0, 0
+    return record, (now, st.step, st.tokens)
+
+
 def stop_reason(run: RunConfig, st: checkpoint.TrainerState) -> StopReason | None:
     cfg = run.train
     if cfg.max_steps is not None and st.step >= cfg.max_steps:
@@ -290,18 +316,7 @@ def train(
 
             record: dict[str, Any] = {}
             if st.step % cfg.log_every == 0:
-                now = time.monotonic()
-                seconds = max(now - last_log[0], 1e-9)
-                record = {
-                    "step": st.step,
-                    "time": round(st.elapsed, 3),
-                    "loss": st.loss_sum / st.loss_count,
-                    "tokens_per_s": round((st.tokens - last_log[2]) / seconds, 1),
-                    "lr": lr,
-                    "ms_per_step": round(1000 * seconds / max(st.step - last_log[1], 1), 2),
-                }
-                st.loss_sum, st.loss_count = 0.0, 0
-                last_log = (now, st.step, st.tokens)
+                record, last_log = train_log_record(st, last_log, lr)
             if st.step % cfg.eval_every == 0:
                 record |= save_checkpoint(with_eval=True)
             if record:

@@ -37,6 +37,7 @@ from rnnkit.training.loop import (
     check_resumable,
     format_line,
     stop_reason,
+    train_log_record,
 )
 
 logger = logging.getLogger(__name__)
@@ -193,18 +194,7 @@ def train_numpy(run: RunConfig, *, resume: bool = False, force: bool = False) ->
 
             record: dict[str, Any] = {}
             if st.step % cfg.log_every == 0:
-                now = time.monotonic()
-                seconds = max(now - last_log[0], 1e-9)
-                record = {
-                    "step": st.step,
-                    "time": round(st.elapsed, 3),
-                    "loss": st.loss_sum / st.loss_count,
-                    "tokens_per_s": round((st.tokens - last_log[2]) / seconds, 1),
-                    "lr": cfg.lr,
-                    "ms_per_step": round(1000 * seconds / max(st.step - last_log[1], 1), 2),
-                }
-                st.loss_sum, st.loss_count = 0.0, 0
-                last_log = (now, st.step, st.tokens)
+                record, last_log = train_log_record(st, last_log, cfg.lr)
             if st.step % cfg.eval_every == 0:
                 record |= save_checkpoint()
             if record:
