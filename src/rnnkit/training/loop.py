@@ -275,7 +275,7 @@ def train(
     last_log = (time.monotonic(), st.step, st.tokens)
     bar = tqdm(
         total=1000,
-        bar_format="{percentage:3.0f}%|{bar:20}| {postfix}",
+        bar_format="{percentage:3.0f}%|{bar:20}| {desc}",
         disable=not show_progress,
         leave=False,
     )
@@ -323,7 +323,9 @@ def train(
                 records.append(record)
                 checkpoint.write_metrics(out, records)
                 logger.info(format_line(record))
-                bar.set_postfix_str(_bar_text(bar_info, record, st, run_progress))
+                bar.set_description_str(
+                    _bar_text(bar_info, record, st, run_progress), refresh=False
+                )
             bar.n = int(1000 * progress(cfg, st.step, len(streams), st.elapsed))
             bar.refresh()
             if interrupt.requested:
