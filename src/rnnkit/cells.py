@@ -196,6 +196,16 @@ class _Cell(nn.Module):
             )
         return (x, True) if x.dim() == 2 else (x.unsqueeze(0), False)  # (B, D)
 
+    def init_state(
+        self,
+        batch_size: int,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> Tensor | LSTMState:
+        """Zeros of shape (B, H), on the weights' device and dtype unless given (LSTM: a pair)."""
+        return self._zeros(batch_size, self.hidden_size, device, dtype)
+
     def _zeros(
         self,
         batch_size: int,
@@ -252,16 +262,6 @@ class RNNCell(_Cell):
         super().__init__(input_size, hidden_size, bias, 1, hidden_size, device, dtype)
         self.nonlinearity = nonlinearity
         self.reset_parameters()
-
-    def init_state(
-        self,
-        batch_size: int,
-        *,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> Tensor:
-        """Zeros of shape (B, H), on the weights' device and dtype unless given."""
-        return self._zeros(batch_size, self.hidden_size, device, dtype)
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
         """x (B, D) or (D,), h (B, H) or (H,) or None -> h' (B, H) or (H,)."""
@@ -327,16 +327,6 @@ class GRUCell(_Cell):
         self.reset_after = reset_after
         self.reset_gate = reset_gate
         self.reset_parameters()
-
-    def init_state(
-        self,
-        batch_size: int,
-        *,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> Tensor:
-        """Zeros of shape (B, H), on the weights' device and dtype unless given."""
-        return self._zeros(batch_size, self.hidden_size, device, dtype)
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
         """x (B, D) or (D,), h (B, H) or (H,) or None -> h' (B, H) or (H,)."""

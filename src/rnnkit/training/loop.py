@@ -156,6 +156,21 @@ def train_log_record(
     return record, (now, st.step, st.tokens)
 
 
+def finish_run(out: Path, st: checkpoint.TrainerState, stopped_by: StopReason) -> TrainResult:
+    """Log why and where the run stopped and what it kept; the result of ``train``."""
+    logger.info(
+        "stopped by %s at step %d; best val loss %s (step %s) in %s",
+        stopped_by,
+        st.step,
+        "n/a" if st.best_val_loss is None else f"{st.best_val_loss:.4f}",
+        st.best_step,
+        out / checkpoint.WEIGHTS_FILE,
+    )
+    return TrainResult(
+        out=out, steps=st.step, best_val_loss=st.best_val_loss, stopped_by=stopped_by
+    )
+
+
 def stop_reason(run: RunConfig, st: checkpoint.TrainerState) -> StopReason | None:
     cfg = run.train
     if cfg.max_steps is not None and st.step >= cfg.max_steps:
@@ -341,17 +356,7 @@ def train(
             records.append(record)
             checkpoint.write_metrics(out, records)
             logger.info(format_line(record))
-    logger.info(
-        "stopped by %s at step %d; best val loss %s (step %s) in %s",
-        stopped_by,
-        st.step,
-        "n/a" if st.best_val_loss is None else f"{st.best_val_loss:.4f}",
-        st.best_step,
-        out / checkpoint.WEIGHTS_FILE,
-    )
-    return TrainResult(
-        out=out, steps=st.step, best_val_loss=st.best_val_loss, stopped_by=stopped_by
-    )
+    return finish_run(out, st, stopped_by)
 
 
 def check_loss(value: float, st: checkpoint.TrainerState, out: Path) -> None:

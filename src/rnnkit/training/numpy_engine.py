@@ -35,6 +35,7 @@ from rnnkit.training.loop import (
     TrainResult,
     check_loss,
     check_resumable,
+    finish_run,
     format_line,
     stop_reason,
     train_log_record,
@@ -213,14 +214,4 @@ def train_numpy(run: RunConfig, *, resume: bool = False, force: bool = False) ->
             records.append(save_checkpoint())
             checkpoint.write_metrics(out, records)
             logger.info(format_line(records[-1]))
-    logger.info(
-        "stopped by %s at step %d; best val loss %s (step %s) in %s",
-        stopped_by,
-        st.step,
-        "n/a" if st.best_val_loss is None else f"{st.best_val_loss:.4f}",
-        st.best_step,
-        out / checkpoint.WEIGHTS_FILE,
-    )
-    return TrainResult(
-        out=out, steps=st.step, best_val_loss=st.best_val_loss, stopped_by=stopped_by
-    )
+    return finish_run(out, st, stopped_by)
