@@ -28,6 +28,13 @@ from rnnkit.errors import ConfigError
 from rnnkit.reference.training import Trainer
 
 CELLS = ("rnn", "gru", "lstm", "mingru", "minlstm")
+IMPLS = {
+    "rnn": ("auto", "fused", "loop"),
+    "gru": ("auto", "fused", "loop"),
+    "lstm": ("auto", "fused", "loop"),
+    "mingru": ("auto", "scan", "loop"),
+    "minlstm": ("auto", "scan", "loop"),
+}
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
@@ -75,9 +82,18 @@ class ModelConfig:
     dropout: float = _opt(0.1, "dropout between layers and before the head, in [0, 1)")
     bidirectional: bool = _opt(False, "read the sequence both ways (not for --task lm)")
     tie_weights: bool = _opt(False, "share the embedding and head weights (needs E == H)")
+    impl: Literal["auto", "fused", "loop", "scan"] = _opt(
+        "auto", "layer implementation: fused (rnn/gru/lstm), loop, scan (mingru/minlstm)"
+    )
 
     def __post_init__(self) -> None:
         _check(self.cell in CELLS, "cell", f"one of {', '.join(CELLS)}", self.cell)
+        _check(
+            self.impl in IMPLS[self.cell],
+            "impl",
+            f"one of {', '.join(IMPLS[self.cell])} for --cell {self.cell}",
+            self.impl,
+        )
         _check(self.num_layers >= 1, "num_layers", "at least 1", self.num_layers)
         _check(self.hidden_size >= 1, "hidden_size", "at least 1", self.hidden_size)
         _check(self.embedding_size >= 0, "embedding_size", "0 or more", self.embedding_size)

@@ -67,6 +67,11 @@ def test_default_preset() -> None:
         (lambda: ModelConfig(hidden_size=-3), "--hidden-size must be at least 1, got -3"),
         (lambda: ModelConfig(num_layers=0), "--num-layers must be at least 1, got 0"),
         (lambda: ModelConfig(cell="gru2"), "--cell must be one of rnn, gru, lstm.*got 'gru2'"),
+        (
+            lambda: ModelConfig(impl="scan"),
+            "--impl must be one of auto, fused, loop for --cell lstm, got 'scan'",
+        ),
+        (lambda: ModelConfig(cell="mingru", impl="fused"), "--impl must be one of auto, scan"),
         (lambda: ModelConfig(embedding_size=-1), "--embedding-size must be 0 or more, got -1"),
         (lambda: ModelConfig(tie_weights=True), "--tie-weights needs .* got 64 and 256"),
         (lambda: DataConfig(val_frac=1.0), r"--val-frac must be in \(0, 1\), got 1.0"),

@@ -36,6 +36,17 @@ def test_forward_shapes_and_step_matches_forward(cell: str) -> None:
     torch.testing.assert_close(torch.stack(step_logits, dim=1), logits, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize(("cell", "impl"), [("lstm", "loop"), ("gru", "fused"), ("mingru", "scan")])
+def test_impl_reaches_the_layer_and_gives_the_same_logits(cell: str, impl: str) -> None:
+    torch.manual_seed(0)
+    auto = LanguageModel(_config(cell), 11)
+    chosen = LanguageModel(_config(cell, impl=impl), 11)
+    chosen.load_state_dict(auto.state_dict())
+    assert chosen.rnn.impl == impl
+    tokens = torch.randint(0, 11, (B, T))
+    torch.testing.assert_close(chosen(tokens)[0], auto(tokens)[0], atol=1e-5, rtol=1e-4)
+
+
 def test_one_hot_input_when_embedding_size_is_zero() -> None:
     model = LanguageModel(_config(embedding_size=0), 7)
     assert model.embedding is None

@@ -74,6 +74,7 @@ class LanguageModel(nn.Module):
             num_layers=config.num_layers,
             dropout=config.dropout if config.num_layers > 1 else 0.0,
             batch_first=True,
+            impl=config.impl,
         )
         self.dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(hidden_size, vocab_size)
