@@ -2,7 +2,7 @@
 
     python bench/layers.py [--quick] [--device cpu|cuda] [--out bench/results/layers.json]
 
-For each cell type and (num_layers, hidden_size), measures forward + backward tokens/s of
+For each cell type and (num_layers, hidden_size), measures training tokens/s of
 ``torch.nn``'s module, ``impl="fused"`` (PyTorch's kernels), ``impl="loop"`` (the whole-sequence
 Functions with hand-written BPTT of ``rnnkit.layers.bptt``) and a naive loop (our cells stepped
 with ``x[t]``, nothing hoisted), in float32; then torch.nn, fused and loop again under
@@ -12,6 +12,11 @@ round). The modules of one cell are timed in turn, round after round, and each f
 median of its rounds, so a burst of load from elsewhere touches all of them alike. A second table
 times ``step()`` at batch 1, as sampling uses it, beside the bare matrix products of one step.
 ``--quick`` uses tiny sizes and one round (a smoke run for the tests).
+
+One timed training step is the same for every row, torch.nn's included: ``zero_grad(set_to_none=
+True)``, the forward pass (under autocast for bf16), ``backward()`` of the outputs' sum, and
+``AdamW.step()`` over the module's parameters (fp32 weights, outside autocast; a tiny learning
+rate, as AdamW's cost does not depend on it), then ``cuda.synchronize()`` on a GPU.
 """
 
 import argparse
@@ -81,15 +86,26 @@ def median_seconds(run: Callable[[], object], warmup: int, repeats: int) -> floa
     return statistics.median(times)
 
 
-def forward_backward(module: nn.Module, x: torch.Tensor, precision: str) -> Callable[[], float]:
-    """A closure that runs one training step's forward + backward and returns its seconds."""
+# AdamW's cost does not depend on its learning rate; one this small keeps the weights, and so the
+# work of each timed step, nearly the same over the whole run.
+OPTIMIZER_LR = 1e-6
+
+
+def training_step(module: nn.Module, x: torch.Tensor, precision: str) -> Callable[[], float]:
+    """A closure that runs one training step and returns its seconds.
+
+    The step is forward + backward + ``AdamW.step()`` over ``module.parameters()``; each
+    closure has its own optimizer, built here, so that every row pays the same.
+    """
+    optimizer = torch.optim.AdamW(module.parameters(), lr=OPTIMIZER_LR)
 
     def run() -> float:
-        module.zero_grad(set_to_none=True)
         start = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
         with torch.autocast(x.device.type, torch.bfloat16, enabled=precision == "bf16"):
             out = module(x)[0]  # (T, B, H)
         out.float().sum().backward()
+        optimizer.step()
         if x.device.type == "cuda":
             torch.cuda.synchronize()
         return time.perf_counter() - start
@@ -179,7 +195,7 @@ def main() -> None:
             modules = modules_to_time(name, num_layers, hidden, args.device)
             chosen = layers_auto_choice(name, num_layers, hidden)
             runs = {
-                (label, precision): forward_backward(modules[label], x, precision)
+                (label, precision): training_step(modules[label], x, precision)
                 for label, precision in ROWS
                 if label in modules and (label != "naive" or precision == "fp32")
             }

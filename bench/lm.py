@@ -1,4 +1,4 @@
-"""Language modelling end to end: `python bench/lm.py [--quick] [--quality MINUTES ...]`.
+"""Language modelling end to end: `python bench/lm.py [--quick] [--quality MIN ...] [--bf16-check]`.
 
 (a) Training speed: tokens/s of ``rnnkit.training.train`` (the loop behind ``rnnkit train``:
     TBPTT streams, schedule, clipping, logging, metrics.jsonl, checkpoints) beside a bare
@@ -11,6 +11,17 @@
     90% train, last 10% validation, from ../shared/data relative to the repository root)
     after each of the given numbers of minutes, with its curve (time, step, val loss).
     Skipped with a message when the file is absent.
+(d) bf16 against fp32 at the same number of steps (opt-in: ``--bf16-check [STEPS]``, default
+    300 steps, about 10 minutes on 2 idle CPU cores): ``rnnkit.training.train`` trains the same
+    char-level LM (2-layer LSTM, H=512, B=64, T=100; the default preset otherwise) on Tiny
+    Shakespeare twice from the same seed, with ``precision="fp32"`` and ``precision="bf16"``,
+    for STEPS steps each, evaluating only after the last. Reported: both validation losses
+    and their relative difference (the goal for ``--precision bf16``: within 1%), both
+    training tokens/s (forward + backward + clipping + AdamW step, from metrics.jsonl, the
+    first log interval left out), the bf16/fp32 ratio, and the ratio of bf16 rnnkit to the
+    same model with its recurrent layer swapped for a plain fp32 ``torch.nn.LSTM`` (same
+    weights), trained for up to 20 steps by the bare loop of (a) (the goal: at least 3x). Skipped
+    with a message when the file is absent. With ``--quick``: H=128, B=16, T=32.
 
 Results are printed and written to bench/results/lm.json (lm.quick.json with --quick).
 """
@@ -57,14 +68,36 @@ def _speed_config(quick: bool, data: str | None, steps: int, out: str) -> RunCon
     return RunConfig(out=out, model=model, data=DataConfig(path=data), train=train_cfg)
 
 
-def _bare_loop_tokens_per_s(run: RunConfig, warmup: int) -> float:
-    """Tokens/s of a plain loop over the same model, streams, optimizer and clipping."""
+def _with_torch_nn_lstm(model: LanguageModel) -> LanguageModel:
+    """``model`` with its recurrent layer replaced by a ``torch.nn.LSTM`` holding its weights."""
+    cfg = model.config
+    reference = torch.nn.LSTM(
+        model.embedding.embedding_dim if model.embedding is not None else model.vocab_size,
+        cfg.hidden_size,
+        num_layers=cfg.num_layers,
+        dropout=cfg.dropout if cfg.num_layers > 1 else 0.0,
+        batch_first=True,
+    )
+    reference.load_state_dict(model.rnn.state_dict())
+    model.rnn = reference
+    return model
+
+
+def _bare_loop_tokens_per_s(run: RunConfig, warmup: int, *, torch_nn_lstm: bool = False) -> float:
+    """Tokens/s of a plain loop over the same model, streams, optimizer and clipping.
+
+    With ``torch_nn_lstm`` the model's recurrent layer is a plain ``torch.nn.LSTM`` (run.model
+    must be an LSTM).
+    """
     cfg = run.train
     torch.manual_seed(cfg.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     data = load_lm_data(run.data)
     streams = TokenStreams(data.train, cfg.batch_size, cfg.seq_len)
-    model = LanguageModel(run.model, len(data.vocab)).to(device).train()
+    model = LanguageModel(run.model, len(data.vocab))
+    if torch_nn_lstm:
+        model = _with_torch_nn_lstm(model)
+    model = model.to(device).train()
     optimizer = make_optimizer(model.parameters(), cfg)
     precision = pick_precision(cfg.precision, device)  # as rnnkit train runs it
     state = None
@@ -167,6 +200,78 @@ def quality(minutes: list[float], eval_every: int) -> dict[str, Any] | None:
     return results
 
 
+def _bf16_check_config(quick: bool, steps: int, precision: str, out: str) -> RunConfig:
+    """(d): the 2-layer LSTM char-LM in ``precision`` for ``steps`` steps; see the module."""
+    model = ModelConfig(cell="lstm", num_layers=2, hidden_size=128 if quick else 512)
+    train_cfg = TrainConfig(
+        batch_size=16 if quick else 64,
+        seq_len=32 if quick else 100,
+        max_steps=steps,
+        eval_every=steps,  # one evaluation, after the last step
+        log_every=max(1, steps // 10),
+        precision=precision,
+        device="auto",
+    )
+    data = DataConfig(path=str(SHAKESPEARE), val_frac=0.1)
+    return RunConfig(out=out, model=model, data=data, train=train_cfg)
+
+
+def bf16_check(quick: bool, steps: int) -> dict[str, Any] | None:
+    """(d): val loss and tokens/s of bf16 against fp32 after ``steps`` steps of ``train()``."""
+    if not SHAKESPEARE.exists():
+        print(f"(d) bf16 check: skipped, {SHAKESPEARE} is absent")
+        return None
+    runs: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for precision in ("fp32", "bf16"):
+            run = _bf16_check_config(quick, steps, precision, str(Path(tmp) / precision))
+            train(run, force=True)
+            records = [json.loads(line) for line in (Path(run.out) / "metrics.jsonl").open()]
+            rates = [r["tokens_per_s"] for r in records if "tokens_per_s" in r]
+            runs[precision] = {
+                "val_loss": [r["val_loss"] for r in records if "val_loss" in r][-1],
+                "tokens_per_s": statistics.median(rates[1:] or rates),
+            }
+        reference_steps = min(steps, 5 if quick else 20)
+        reference = _bf16_check_config(quick, reference_steps, "fp32", str(Path(tmp) / "ref"))
+        torch_nn = _bare_loop_tokens_per_s(
+            reference, warmup=reference_steps // 4, torch_nn_lstm=True
+        )
+    fp32, bf16 = runs["fp32"], runs["bf16"]
+    return {
+        "model": dataclasses.asdict(run.model),
+        "batch_size": run.train.batch_size,
+        "seq_len": run.train.seq_len,
+        "steps": steps,
+        "data": str(SHAKESPEARE),
+        "fp32_val_loss": round(fp32["val_loss"], 4),
+        "bf16_val_loss": round(bf16["val_loss"], 4),
+        "val_loss_rel_diff_pct": round(100 * (bf16["val_loss"] / fp32["val_loss"] - 1), 2),
+        "fp32_tokens_per_s": round(fp32["tokens_per_s"], 1),
+        "bf16_tokens_per_s": round(bf16["tokens_per_s"], 1),
+        "bf16_to_fp32_speed": round(bf16["tokens_per_s"] / fp32["tokens_per_s"], 2),
+        "torch_nn_fp32_steps": reference_steps,
+        "torch_nn_fp32_tokens_per_s": round(torch_nn, 1),
+        "bf16_to_torch_nn_fp32_speed": round(bf16["tokens_per_s"] / torch_nn, 2),
+    }
+
+
+def _print_bf16_check(d: dict[str, Any]) -> None:
+    """(d)'s table: val loss and tokens/s of each run, then the ratios."""
+    model = d["model"]
+    size = f"B={d['batch_size']} T={d['seq_len']} L={model['num_layers']} H={model['hidden_size']}"
+    print(f"\n(d) bf16 against fp32 after {d['steps']} steps, {size}:")
+    print(f"    {'':<24} {'val loss':>9} {'tokens/s':>10}")
+    for label, key in (("fp32 rnnkit train", "fp32"), ("bf16 rnnkit train", "bf16")):
+        print(f"    {label:<24} {d[f'{key}_val_loss']:9.4f} {d[f'{key}_tokens_per_s']:10.0f}")
+    print(f"    {'fp32 torch.nn.LSTM loop':<24} {'':>9} {d['torch_nn_fp32_tokens_per_s']:10.0f}")
+    diff = d["val_loss_rel_diff_pct"]
+    print(f"    val loss, bf16 vs fp32           {diff:+6.2f} %  (target: within ±1 %)")
+    print(f"    speed, bf16 / fp32               {d['bf16_to_fp32_speed']:6.2f}x")
+    speedup = d["bf16_to_torch_nn_fp32_speed"]
+    print(f"    speed, bf16 / fp32 torch.nn.LSTM {speedup:6.2f}x  (target: at least 3x)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small model, few steps")
@@ -180,7 +285,17 @@ def main() -> None:
     )
     parser.add_argument("--eval-every", type=int, default=100, help="(c): steps between evals")
     parser.add_argument("--data", help="(a): text to train on (default: the stdlib corpus)")
+    parser.add_argument(
+        "--bf16-check",
+        nargs="?",
+        type=int,
+        const=300,
+        metavar="STEPS",
+        help="run (d), bf16 against fp32 after STEPS steps each (default 300; ~10 min)",
+    )
     args = parser.parse_args()
+    if args.bf16_check is not None and args.bf16_check < 1:
+        parser.error(f"--bf16-check needs at least 1 step, got {args.bf16_check}")
     logging.basicConfig(level=logging.WARNING)
 
     results: dict[str, Any] = {
@@ -203,6 +318,10 @@ def main() -> None:
     else:
         print(f"(b) sampling: {json.dumps(results['sampling'])[:2000]}")
     results["quality"] = quality(args.quality, args.eval_every) if args.quality else None
+    check = args.bf16_check
+    results["bf16_check"] = bf16_check(args.quick, check) if check is not None else None
+    if results["bf16_check"] is not None:
+        _print_bf16_check(results["bf16_check"])
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / ("lm.quick.json" if args.quick else "lm.json")

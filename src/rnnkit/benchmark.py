@@ -5,10 +5,12 @@ Three measurements, each beside a reference timed in the same run (fp32 on the C
 
 - **matmul**: the peak of a square matrix product ``(n, n) @ (n, n)`` in fp32 and bf16, in
   GFLOP/s (2·n³ FLOPs per product).
-- **training**: forward + backward tokens/s (no optimizer step) of ``rnnkit.layers.RNN / GRU /
-  LSTM`` with ``impl="auto"`` beside ``torch.nn``'s module of the same size holding the same
-  weights, the ratio of the two, and each one's model-FLOP utilisation against the measured fp32
-  peak (see :func:`training_flops_per_token`).
+- **training**: tokens/s of whole training steps of ``rnnkit.layers.RNN / GRU / LSTM`` with
+  ``impl="auto"`` beside ``torch.nn``'s module of the same size starting from the same weights,
+  the ratio of the two, and each one's model-FLOP utilisation against the measured fp32 peak
+  (see :func:`training_flops_per_token`). One timed step is, for both modules alike:
+  ``zero_grad(set_to_none=True)``, forward, ``backward()`` of the outputs' sum, and
+  ``AdamW.step()`` over the module's parameters (see :func:`training_step`).
 - **sampling**: characters/s at batch 1 of an LSTM stepped with ``LSTM.step`` (its output is the
   next step's input), beside ``torch.nn.LSTM`` called on one-step sequences and beside the bare
   limit: per layer one ``addmm`` on the concatenated ``[W_ih | W_hh]`` and the gate arithmetic.
@@ -61,8 +63,9 @@ class MatmulPeak:
 
 @dataclass(frozen=True)
 class TrainingRow:
-    """Forward + backward of one cell type: ours (``impl="auto"``, which ran ``impl``) and
-    ``torch.nn``'s; ``mfu`` = flops_per_token · tokens/s ÷ the fp32 matmul peak."""
+    """Training steps (forward + backward + AdamW step) of one cell type: ours (``impl="auto"``,
+    which ran ``impl``) and ``torch.nn``'s; ``mfu`` = flops_per_token · tokens/s ÷ the fp32
+    matmul peak."""
 
     cell: str
     impl: str
@@ -169,7 +172,7 @@ def training_flops_per_token(module: nn.Module) -> int:
     ``weight_hh_l{l}`` (G·H, H) (G = 1, 3, 4 gates for RNN, GRU, LSTM), a token costs N
     multiply-adds forward and 2N backward (the gradients of the inputs and of the weights),
     each multiply-add counted as 2 FLOPs: ``flops_per_token = 2·N + 4·N = 6·N``. Biases, gate
-    nonlinearities and the elementwise state updates are not counted.
+    nonlinearities, the elementwise state updates and the optimizer step are not counted.
     """
     weights = sum(
         p.numel()
@@ -179,23 +182,37 @@ def training_flops_per_token(module: nn.Module) -> int:
     return 6 * weights
 
 
-def _forward_backward(module: nn.Module, x: Tensor) -> Callable[[], None]:
-    """One training step's forward + backward of ``module`` on x (T, B, D), no optimizer."""
+# AdamW's cost does not depend on its learning rate; one this small keeps the weights, and so the
+# work of every timed step, nearly the same over thousands of steps on the outputs' sum.
+OPTIMIZER_LR = 1e-6
+
+
+def training_step(module: nn.Module, x: Tensor) -> Callable[[], None]:
+    """A closure running one training step of ``module`` on x (T, B, D): forward + backward +
+    optimizer step.
+
+    The optimizer is ``torch.optim.AdamW`` (``rnnkit train``'s default) over
+    ``module.parameters()`` with lr :data:`OPTIMIZER_LR` and torch's other defaults, built here
+    so that each module has its own; gradients are set to None before each step.
+    """
+    optimizer = torch.optim.AdamW(module.parameters(), lr=OPTIMIZER_LR)
 
     def run() -> None:
-        module.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=True)
         x.grad = None
         out = module(x)[0]  # (T, B, H)
         out.sum().backward()
+        optimizer.step()
 
     return run
 
 
 def training_rows(config: BenchConfig, peak_gflops: float) -> list[TrainingRow]:
-    """Forward + backward tokens/s of each cell type, ours beside torch.nn's, fp32.
+    """Training tokens/s (forward + backward + AdamW step) of each cell type beside torch.nn's.
 
-    Both modules are (H, H, L) with the same weights, fed x (T, B, H) that requires its
-    gradient (as an embedding's output does), so that backward does the full 4·N FLOPs.
+    In fp32, both modules are (H, H, L) and start from the same weights; they are fed x (T, B, H)
+    that requires its gradient (as an embedding's output does), so that backward does the full
+    4·N FLOPs.
     """
     hidden, num_layers = config.hidden_size, config.num_layers
     x = torch.randn(config.seq_len, config.batch_size, hidden, requires_grad=True)  # (T, B, H)
@@ -207,7 +224,7 @@ def training_rows(config: BenchConfig, peak_gflops: float) -> list[TrainingRow]:
         ours = ours_cls(hidden, hidden, num_layers, impl="auto")
         ours.load_state_dict(reference.state_dict())
         rates = _calls_per_second(
-            {"ours": _forward_backward(ours, x), "torch.nn": _forward_backward(reference, x)},
+            {"ours": training_step(ours, x), "torch.nn": training_step(reference, x)},
             config,
         )
         flops = training_flops_per_token(ours)

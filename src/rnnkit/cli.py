@@ -175,9 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser(
         "bench",
         help="speed table of this machine: matmul peak, training and sampling beside torch.nn",
-        description="Measure this machine's fp32 and bf16 matrix-multiply peak, the forward +\n"
-        "backward tokens/s and model-FLOP utilisation of RNN, GRU and LSTM beside torch.nn,\n"
-        "and LSTM sampling chars/s at batch 1 beside the bare-matmul limit; print a table.",
+        description="Measure this machine's fp32 and bf16 matrix-multiply peak, the training\n"
+        "tokens/s (forward + backward + AdamW step) and model-FLOP utilisation of RNN, GRU\n"
+        "and LSTM beside torch.nn, and LSTM sampling chars/s at batch 1 beside the\n"
+        "bare-matmul limit; print a table.",
         epilog=_BENCH_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -298,7 +299,8 @@ def _bench_table(result: BenchResult) -> str:
         f"  fp32 {peak.fp32_gflops:9.1f} GFLOP/s",
         f"  bf16 {peak.bf16_gflops:9.1f} GFLOP/s",
         "",
-        f"training, forward + backward, fp32, {size}, B={cfg.batch_size}, T={cfg.seq_len}",
+        f"training, forward + backward + AdamW step, fp32, {size}, "
+        f"B={cfg.batch_size}, T={cfg.seq_len}",
         f"  {'cell':<5} {'impl':<6} {'tokens/s':>10} {'torch.nn':>10} {'ratio':>6} "
         f"{'MFU':>6} {'torch.nn MFU':>12}",
     ]

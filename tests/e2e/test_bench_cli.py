@@ -12,7 +12,8 @@ import math
 import pytest
 import torch
 
-from rnnkit.benchmark import training_flops_per_token
+from rnnkit import layers
+from rnnkit.benchmark import training_flops_per_token, training_step
 from rnnkit.cli import main
 
 TRAINING_KEYS = {
@@ -100,7 +101,7 @@ def test_table_prints_the_header_rows(capsys):
     assert lines[0].startswith("rnnkit bench: ")
     for header in (
         "matrix multiply 256x256",
-        "training, forward + backward, fp32, L=1, H=16, B=4, T=8",
+        "training, forward + backward + AdamW step, fp32, L=1, H=16, B=4, T=8",
         "sampling, LSTM at batch 1, fp32, L=1, H=16",
     ):
         assert header in lines
@@ -137,3 +138,17 @@ def test_help_has_a_summary_and_examples(capsys):
     assert "rnnkit bench --quick --json" in out
     for flag in ("--quick", "--json", "--num-layers", "--hidden-size", "--batch-size", "--threads"):
         assert flag in out
+
+
+@pytest.mark.parametrize("module_cls", [torch.nn.LSTM, layers.LSTM, layers.GRU])
+def test_timed_training_step_runs_the_optimizer(module_cls):
+    """The timed call is forward + backward + AdamW step: every parameter moves, every call."""
+    module = module_cls(4, 6, 2)
+    x = torch.randn(5, 3, 4, requires_grad=True)  # (T, B, D)
+    step = training_step(module, x)
+    for _ in range(2):
+        before = [p.detach().clone() for p in module.parameters()]
+        step()
+        for (name, p), old in zip(module.named_parameters(), before, strict=True):
+            assert p.grad is not None, name
+            assert not torch.equal(p.detach(), old), f"{name} was not updated"

@@ -1,6 +1,7 @@
 """Layers: shapes, stacking and bidirection against a hand-written loop over the cells, padding,
 packing, dropout, step(), impl choice, gradients of the variants torch lacks, and error messages."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -261,6 +262,21 @@ def test_bench_quick_smoke(tmp_path: Path):
     assert {row["impl"] for row in rows} >= {"fused", "loop", "torch.nn", "naive"}
     assert {row["precision"] for row in rows} == {"fp32", "bf16"}
     assert all(row["tokens_per_s"] > 0 for row in rows)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_bench_timed_step_runs_the_optimizer(precision: str):
+    """bench/layers.py times forward + backward + AdamW step: every parameter moves."""
+    path = Path(__file__).parents[2] / "bench" / "layers.py"
+    spec = importlib.util.spec_from_file_location("bench_layers", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    for module in (nn.LSTM(D, H, 2), LSTM(D, H, 2, impl="loop")):
+        step = bench.training_step(module, torch.randn(T, B, D), precision)  # x (T, B, D)
+        before = [p.detach().clone() for p in module.parameters()]
+        assert step() > 0
+        for (name, p), old in zip(module.named_parameters(), before, strict=True):
+            assert not torch.equal(p.detach(), old), f"{name} was not updated"
 
 
 def test_a_state_of_the_wrong_type_is_named() -> None:
