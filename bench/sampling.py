@@ -13,26 +13,39 @@ Rows, in characters per second:
                      ``rnnkit.sampling.generate_tokens``: the cost of the sampler itself
   rnnkit             ``rnnkit.layers.LSTM.step()`` driven by ``generate_tokens`` (the row is
                      there once ``rnnkit.layers`` imports)
-  rnnkit LM          the product: ``rnnkit.tasks.lm.LanguageModel`` (one layer object per
-                     layer, dropout 0.25 in eval mode) driven by ``generate_tokens``
+  rnnkit LM          ``rnnkit.tasks.lm.LanguageModel`` driven by ``generate_tokens``, its layers'
+                     plain ``step()`` (weights read from the parameters at every step)
+  rnnkit LM packed   the product, as ``LanguageModel.generate`` runs it: the same inside
+                     ``model.rnn.packed_step(weights)`` (one packed [W_ih | W_hh] product per
+                     layer), for weights fp32, bf16 and int8 (weight-only, per output channel)
+  bare bf16 / int8   the bare loop with the gate product of ``PackedLinear`` in bf16 (oneDNN)
+                     or int8 (``torch._weight_int8pack_mm``): the limit of those kernels
 
-then batched sampling (``num_samples`` = 1, 8, 32) through ``generate_tokens``. Each figure is
+then batched sampling (``num_samples`` = 1, 8, 32) through ``generate_tokens`` with the
+layer's packed fp32 step (one batched step per token for all samples), and, unless
+``--loss-steps 0``, the validation loss of a char LM of the same shape trained for a few hundred
+steps on Tiny Shakespeare (../shared/data; skipped with a message when absent), stepped token by
+token with fp32, bf16 and int8 weights (the goal: reduced within 1% of fp32). Each figure is
 the median of several timed runs after a warm-up, the rows timed in interleaved rounds, with a
 ratio against the bare-matmul limit. ``torch.set_num_threads`` is every core unless
 ``--threads`` says otherwise; on a machine that other processes keep busy, several threads
 spend most of each step waiting for each other at OpenMP barriers, so compare ``--threads 1``
 there (the load average is recorded with the results). ``run(quick)`` returns the results as
-a dict (``bench/lm.py`` calls it); the script prints a table and writes
+a dict (``bench/lm.py`` calls it), ``weights_loss(steps, quick)`` the loss check; the script
+prints a table and writes
 bench/results/sampling.json (sampling.quick.json with ``--quick``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import os
 import platform
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from functools import partial
@@ -45,6 +58,11 @@ from torch import Tensor, nn
 from rnnkit.sampling import generate_tokens
 
 RESULTS = Path(__file__).resolve().parent / "results"
+SHAKESPEARE = (
+    Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare" / "input.txt"
+)
+REDUCED = ("bf16", "int8")
+LOSS_GOAL = 0.01  # reduced-precision validation loss within 1% of fp32
 VOCAB, EMBEDDING = 65, 64
 GOAL = 0.75  # the project's goal for rnnkit, as a fraction of the bare-matmul limit
 
@@ -216,6 +234,52 @@ def _sample_bare(bare: BareLM, length: int) -> Callable[[], None]:
     return sample
 
 
+def _sample_bare_packed(bare: BareLM, weights: str, length: int) -> Callable[[], None]:
+    """Row iii with each layer's gate product by ``PackedLinear`` in ``weights``."""
+    from rnnkit.layers.packed import PackedLinear
+
+    layers = [
+        PackedLinear(weight_t.t(), bias, weights)
+        for weight_t, bias in zip(bare.weights_t, bare.biases, strict=True)
+    ]
+    embedding, head_w, head_b = bare.embedding_weight, bare.head_weight_t, bare.head_bias
+
+    def sample() -> None:
+        generator = torch.Generator().manual_seed(0)
+        token = torch.zeros(1, dtype=torch.long)  # (1,)
+        hs = [torch.zeros(1, head_w.shape[0])] * len(layers)  # L × (1, H)
+        cs = list(hs)  # L × (1, H)
+        for _ in range(length):
+            x = embedding[token]  # (1, E)
+            for layer, linear in enumerate(layers):
+                gates = linear(torch.cat([x, hs[layer]], 1))  # (1, 4H)
+                x, cs[layer] = _lstm_update(gates, cs[layer])  # (1, H), (1, H)
+                hs[layer] = x
+            token = _draw(torch.addmm(head_b, x, head_w).softmax(-1), generator)  # (1,)
+
+    return sample
+
+
+def _packed(layer: nn.Module, weights: str) -> contextlib.AbstractContextManager[None]:
+    """``layer.packed_step(weights)``, or nothing where the layer has no packed step."""
+    if hasattr(layer, "packed_step"):
+        return layer.packed_step(weights)
+    return contextlib.nullcontext()
+
+
+def _sample_packed(
+    model: nn.Module, layer: nn.Module, weights: str, num_samples: int, length: int
+) -> Callable[[], None]:
+    """``_sample_generate`` inside ``layer.packed_step(weights)``, as ``generate`` samples."""
+    sample = _sample_generate(model, num_samples, length)
+
+    def packed_sample() -> None:
+        with _packed(layer, weights):
+            sample()
+
+    return packed_sample
+
+
 def _sample_generate(model: nn.Module, num_samples: int, length: int) -> Callable[[], None]:
     """Rows driven by ``generate_tokens``: a one-token prime, then ``length - 1`` steps."""
 
@@ -335,14 +399,24 @@ def run(quick: bool, threads: int | None = None) -> dict[str, Any]:
         loops["rnnkit.tasks.lm model + generate_tokens"] = partial(
             _sample_generate, language_model, 1
         )
+        for weights in ("fp32", *REDUCED):
+            loops[f"rnnkit LM packed {weights}"] = partial(
+                _sample_packed, language_model, language_model.rnn, weights, 1
+            )
+    if _has_packed_linear():
+        loops["bare bf16 (oneDNN)"] = partial(_sample_bare_packed, bare, "bf16")
+        loops["bare int8 (_weight_int8pack_mm)"] = partial(_sample_bare_packed, bare, "int8")
     load_before = os.getloadavg()[0]
     rows = _steps_per_second(loops, repeats, seconds)
     limit = rows["bare matmuls (limit)"]
 
     batched_model, batched_name = (rnnkit_lm, "rnnkit") if rnnkit_lm is not None else (bare, "bare")
+    batched_layer = getattr(batched_model, "rnn", batched_model)
     sizes = (1, 8, 32)
     steps = _steps_per_second(
-        {str(n): partial(_sample_generate, batched_model, n) for n in sizes}, repeats, seconds
+        {str(n): partial(_sample_packed, batched_model, batched_layer, "fp32", n) for n in sizes},
+        repeats,
+        seconds,
     )
     batched = {
         n: {"chars_per_s": n * steps[str(n)], "chars_per_s_per_sample": steps[str(n)]}
@@ -369,6 +443,77 @@ def run(quick: bool, threads: int | None = None) -> dict[str, Any]:
     }
 
 
+def _has_packed_linear() -> bool:
+    try:
+        import rnnkit.layers.packed  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@torch.no_grad()
+def _stepped_loss(model: nn.Module, ids: Tensor, streams: int, weights: str) -> float:
+    """Mean next-token loss (nats) of ``ids`` (M,) cut into ``streams`` rows, read one token at
+    a time through ``model.step`` inside ``model.rnn.packed_step(weights)``."""
+    length = (ids.numel() - 1) // streams
+    inputs = ids[: streams * length].view(streams, length)  # (S, T)
+    targets = ids[1 : streams * length + 1].view(streams, length)  # (S, T)
+    total, state = 0.0, None
+    with _packed(model.rnn, weights):
+        for t in range(length):
+            logits, state = model.step(inputs[:, t], state)  # (S, V)
+            total += torch.nn.functional.cross_entropy(
+                logits, targets[:, t], reduction="sum"
+            ).item()
+    return total / inputs.numel()
+
+
+def weights_loss(steps: int, quick: bool) -> dict[str, Any] | None:
+    """Validation loss with fp32, bf16 and int8 sampling weights of a freshly trained char LM.
+
+    ``rnnkit.training.train`` trains a 2-layer LSTM (H=512 as the speed rows; H=64 with
+    ``quick``) on Tiny Shakespeare for ``steps`` steps (first 90% train); the loss is then
+    measured on the last 10% (its first 16 000 tokens; 2 000 with ``quick``) by stepping the
+    model token by token with each kind of weights. None, with a message, when the corpus is
+    absent.
+    """
+    if not SHAKESPEARE.exists():
+        print(f"weights loss check: skipped, {SHAKESPEARE} is absent")
+        return None
+    from rnnkit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from rnnkit.data.text import load_lm_data
+    from rnnkit.training import train
+    from rnnkit.training.checkpoint import load
+
+    model_cfg = ModelConfig(cell="lstm", num_layers=2, hidden_size=64 if quick else 512)
+    train_cfg = TrainConfig(
+        batch_size=16 if quick else 32,
+        seq_len=32 if quick else 100,
+        max_steps=steps,
+        eval_every=steps,
+        log_every=max(1, steps // 5),
+        device="cpu",
+    )
+    data = DataConfig(path=str(SHAKESPEARE), val_frac=0.1)
+    with tempfile.TemporaryDirectory() as tmp:
+        run = RunConfig(out=str(Path(tmp) / "lm"), model=model_cfg, data=data, train=train_cfg)
+        start = time.perf_counter()
+        train(run, force=True)
+        train_seconds = time.perf_counter() - start
+        model = load(run.out).eval()
+    ids = load_lm_data(data, model.vocab).val[: 2000 if quick else 16000]  # (M,)
+    losses = {weights: _stepped_loss(model, ids, 16, weights) for weights in ("fp32", *REDUCED)}
+    return {
+        "model": dataclasses.asdict(model_cfg),
+        "train_steps": steps,
+        "train_seconds": train_seconds,
+        "val_tokens": ids.numel() - 1,
+        "loss": losses,
+        "relative_to_fp32": {w: losses[w] / losses["fp32"] - 1 for w in REDUCED},
+        "goal": LOSS_GOAL,
+    }
+
+
 def _print_table(results: dict[str, Any]) -> None:
     model = results["model"]
     print(
@@ -388,14 +533,34 @@ def _print_table(results: dict[str, Any]) -> None:
     print(f"{'num_samples':>12s} {'chars/s total':>14s} {'per sample':>11s}")
     for num_samples, row in results["batched"].items():
         print(f"{num_samples:12d} {row['chars_per_s']:14.0f} {row['chars_per_s_per_sample']:11.0f}")
+    check = results.get("weights_loss")
+    if check:
+        print(
+            f"\nvalidation loss by weights while sampling (2-layer LSTM "
+            f"H={check['model']['hidden_size']}, {check['train_steps']} training steps, "
+            f"{check['val_tokens']} tokens)"
+        )
+        for weights, loss in check["loss"].items():
+            change = check["relative_to_fp32"].get(weights)
+            versus = "" if change is None else f" {change:+7.2%} vs fp32"
+            print(f"  {weights:5s} {loss:.4f} nats/char{versus}")
+        print(f"goal: within {check['goal']:.0%} of fp32")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny model, one repeat (smoke test)")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: all cores)")
+    parser.add_argument(
+        "--loss-steps",
+        type=int,
+        default=300,
+        help="training steps of the model for the validation-loss check; 0 skips it",
+    )
     args = parser.parse_args()
     results = run(args.quick, args.threads)
+    if args.loss_steps > 0:
+        results["weights_loss"] = weights_loss(args.loss_steps, args.quick)
     _print_table(results)
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / ("sampling.quick.json" if args.quick else "sampling.json")

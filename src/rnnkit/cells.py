@@ -118,14 +118,18 @@ def lstm_update(
     the i and f pre-activations and ``w_co ⊙ c'`` to o. With ``weight_hr`` (P, H), the returned h
     is projected to (B, P). Returns (h', c').
     """
+    if peephole is None:  # few ops, for the one-step path: one sigmoid for all gates
+        i, f, _, o = torch.sigmoid(gates).chunk(4, dim=1)  # 4 × (B, H), g's sigmoid unused
+        g = gates.narrow(1, 2 * c.shape[1], c.shape[1])  # (B, H)
+        c = torch.addcmul(f * c, i, torch.tanh(g))  # (B, H)
+        h = o * torch.tanh(c)  # (B, H)
+        return h if weight_hr is None else F.linear(h, weight_hr), c  # (B, P or H), (B, H)
     i, f, g, o = gates.chunk(4, dim=1)  # 4 × (B, H)
-    if peephole is not None:
-        w_ci, w_cf, w_co = peephole
-        i = i + w_ci * c  # (B, H)
-        f = f + w_cf * c  # (B, H)
+    w_ci, w_cf, w_co = peephole
+    i = i + w_ci * c  # (B, H)
+    f = f + w_cf * c  # (B, H)
     c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)  # (B, H)
-    if peephole is not None:
-        o = o + w_co * c  # (B, H)
+    o = o + w_co * c  # (B, H)
     h = torch.sigmoid(o) * torch.tanh(c)  # (B, H)
     if weight_hr is not None:
         h = F.linear(h, weight_hr)  # (B, P)

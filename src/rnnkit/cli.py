@@ -54,6 +54,7 @@ _TRAIN_EXAMPLES = """examples:
 _SAMPLE_EXAMPLES = """examples:
   rnnkit sample runs/tiny --prime "ROMEO:" --length 300 --temperature 0.8
   rnnkit sample runs/stdlib --prime "def " --temperature 0 --length 200
+  rnnkit sample runs/tiny --weights int8 --num-samples 4
   rnnkit sample runs/minchar --engine numpy --prime "ROMEO:" --length 200
 """
 _EVAL_EXAMPLES = """examples:
@@ -223,6 +224,8 @@ def _train(args: argparse.Namespace) -> int:
 def _sample_numpy(model_dir: str, cfg: SampleConfig) -> int:
     if cfg.top_k is not None or cfg.top_p is not None:
         raise ConfigError("--engine numpy samples with --temperature only, not --top-k / --top-p")
+    if cfg.weights != "fp32":
+        raise ConfigError("--engine numpy samples with its float64 weights, not --weights")
     model, tokens = load_model(model_dir)
     texts = generate(
         model,
@@ -253,6 +256,7 @@ def _sample(args: argparse.Namespace) -> int:
         top_p=cfg.top_p,
         seed=cfg.seed,
         num_samples=cfg.num_samples,
+        weights=cfg.weights,
     )
     if cfg.num_samples == 1:
         text = cfg.prime

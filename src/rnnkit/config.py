@@ -220,6 +220,9 @@ class SampleConfig:
     prime: str = _opt("", "text the model reads before generating")
     seed: int = _opt(1, "random seed: the same seed gives the same text")
     num_samples: int = _opt(1, "independent samples to draw")
+    weights: Literal["fp32", "bf16", "int8"] = _opt(
+        "fp32", "recurrent weights while sampling: bf16 or int8 (per channel) are faster on CPU"
+    )
     device: Literal["auto", "cpu", "cuda"] = _opt("cpu", "auto: cuda when available")
     engine: Literal["torch", "numpy"] = _opt(
         "torch", "numpy samples with the NumPy engine (one-layer, one-hot char models)"

@@ -8,7 +8,8 @@ a step, which fused kernel (if any) computes the same numbers, and how ``step()`
 import math
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Literal
 
 import torch
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
+from rnnkit.layers.packed import PackedLinear, Weights, check_weights
 from rnnkit.layers.packing import pack_like, run_packed, run_padded
 from rnnkit.layers.time_loop import (
     SequenceFn,
@@ -93,6 +95,8 @@ class RecurrentStack(nn.Module, ABC):
         self.bidirectional = bidirectional
         self.proj_size = proj_size
         self.impl = impl
+        # Per layer [W_ih | W_hh] packed for step(), only inside packed_step(); see there.
+        self._step_weights: list[PackedLinear] | None = None
 
         factory = {"device": device, "dtype": dtype}
         gate_size = num_gates * hidden_size
@@ -393,8 +397,9 @@ class RecurrentStack(nn.Module, ABC):
         """One time step through every layer, without autograd: the fast path for sampling.
 
         Equals ``forward`` on a one-step sequence, at a fraction of its per-call overhead:
-        summed-gate layers (RNN, LSTM, one-gate GRU) accumulate both products and both biases
-        in one buffer with two in-place ``addmm``, then apply the cell's update.
+        summed-gate layers (RNN, LSTM, one-gate GRU) compute
+        ``W_ih x + b_ih + W_hh h + b_hh`` in one buffer, then apply the cell's update. Inside
+        :meth:`packed_step` that sum is one product per layer with packed weights.
 
         Args:
             x: (B, D), one step of input.
@@ -412,20 +417,80 @@ class RecurrentStack(nn.Module, ABC):
             raise ValueError(f"step() expects x of shape (B, D); got x.shape={tuple(x.shape)}")
         self._check_input(x)
         state = self._initial_state(hx, x.shape[0], True, x)
+        per_layer = [part.unbind(0) for part in state]  # parts × L × (B, ·)
         finals = []
         for layer in range(self.num_layers):
             if layer > 0 and self.dropout > 0 and self.training:
                 x = F.dropout(x, self.dropout, training=True)  # (B, H)
-            final = self._fast_step(layer, x, self._state_at(state, layer))
+            layer_state = tuple(part[layer] for part in per_layer)
+            final = self._fast_step(layer, x, layer_state if len(state) > 1 else layer_state[0])
             finals.append(final)
             x = hidden_of(final)  # (B, H)
         return x, self._user_state(self._stack_states(finals))
 
+    def packed_step(self, weights: Weights = "fp32") -> AbstractContextManager[None]:
+        """A ``with`` block inside which ``step()`` multiplies one packed ``[W_ih | W_hh]``
+        per layer.
+
+        Entering copies each layer's ``weight_ih`` and ``weight_hh`` side by side into one
+        (G·H, D + H) matrix and sums ``bias_ih + bias_hh``, so that a step costs one matrix
+        product per layer. ``weights`` chooses how the matrix is stored (see
+        :class:`rnnkit.layers.packed.PackedLinear`): ``"fp32"`` (the parameters' dtype; the
+        same numbers as outside the block up to float rounding), ``"bf16"`` or ``"int8"``
+        (weight-only, one scale per output channel): fewer bytes per step, approximate logits.
+
+        The packed copy is a snapshot taken on entry: parameters changed inside the block
+        (by an optimizer, ``load_state_dict`` or ``.data``) are not seen until the next block.
+        ``forward`` is never affected. Only summed-gate layers (RNN, LSTM, the one-gate GRU)
+        pack; a GRU with a reset gate keeps its usual step, for which only ``"fp32"`` is
+        allowed. Example::
+
+            with lstm.packed_step("int8"):
+                for x in inputs:                  # each (B, D)
+                    y, state = lstm.step(x, state)
+
+        Raises:
+            ValueError: now, not on entry: ``weights`` is unknown, or reduced for a layer
+                that cannot pack.
+        """
+        check_weights(weights)
+        if not self._has_summed_gates():
+            if weights != "fp32":
+                raise ValueError(
+                    f"{type(self).__name__}: weights={weights!r} needs summed gates (RNN, LSTM, "
+                    "GRU(reset_gate=False)); a GRU with a reset gate samples with fp32 weights"
+                )
+            return nullcontext()
+        return self._packed(weights)
+
+    @contextmanager
+    def _packed(self, weights: Weights) -> Iterator[None]:
+        packed = []
+        for layer in range(self.num_layers):
+            both = torch.cat([self._param("weight_ih", layer), self._param("weight_hh", layer)], 1)
+            bias = (
+                self._param("bias_ih", layer) + self._param("bias_hh", layer) if self.bias else None
+            )
+            packed.append(PackedLinear(both, bias, weights))  # (G·H, D + H), (G·H,)
+        previous, self._step_weights = self._step_weights, packed
+        try:
+            yield
+        finally:
+            self._step_weights = previous
+
+    def _has_summed_gates(self) -> bool:
+        """Whether each step's pre-activations are one sum ``W_ih x + b_ih + W_hh h + b_hh``:
+        RNN, LSTM and the one-gate GRU, not a GRU whose reset gate splits the product."""
+        return not getattr(self, "reset_gate", False)
+
     def _summed_gates(self, layer: int, x: Tensor, h: Tensor) -> Tensor:
         """W_ih x + b_ih + W_hh h + b_hh accumulated in one buffer.  x (B, D), h (B, H) -> (B, G·H).
 
-        Nothing is cached, so weights changed in any way (even through ``.data``) are seen.
+        Outside :meth:`packed_step` nothing is cached, so weights changed in any way (even
+        through ``.data``) are seen.
         """
+        if self._step_weights is not None:
+            return self._step_weights[layer](torch.cat([x, h], dim=1))  # (B, G·H)
         weight_ih, weight_hh = self._param("weight_ih", layer), self._param("weight_hh", layer)
         if not self.bias:
             return (x @ weight_ih.t()).addmm_(h, weight_hh.t())  # (B, G·H)

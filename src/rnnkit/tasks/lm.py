@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +22,7 @@ from rnnkit.config import ModelConfig, SampleConfig
 from rnnkit.data.text import IGNORE_INDEX, Level, eval_chunks, token_text, tokenize
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import ConfigError
+from rnnkit.layers.packed import WEIGHTS, Weights
 from rnnkit.sampling import generate_tokens
 
 State = Tensor | tuple[Tensor, Tensor]
@@ -141,13 +143,24 @@ class LanguageModel(nn.Module):
         top_p: float | None = _SAMPLE.top_p,
         seed: int = _SAMPLE.seed,
         num_samples: int = _SAMPLE.num_samples,
+        weights: Weights = _SAMPLE.weights,
     ) -> Iterator[list[str]]:
         """Sample text token by token: yields, per generated step, each sample's new text.
 
-        The prime is checked now (not at the first token); the model is put in eval mode.
+        The ``num_samples`` samples are one batch: each step is one batched ``step`` call.
+        While the pieces are read, the recurrent layers step with packed weights (see
+        :meth:`rnnkit.layers.LSTM.packed_step`), stored as ``weights``: ``"fp32"`` (the
+        model's numbers), ``"bf16"`` or ``"int8"`` (weight-only, per output channel; faster
+        at batch 1 on CPU, slightly different logits). The prime is read with the model's own
+        weights. The prime and ``weights`` are checked now (not at the first token); the
+        model is put in eval mode.
+
+        Raises:
+            ConfigError: the prime has unknown tokens, or ``weights`` is not possible here.
         """
         vocab = self._vocab()
         ids = self.prime_ids(prime)
+        packed = self._packed_step(weights)
         previous = [vocab.tokens[ids[-1]] if prime else None] * num_samples
         generator = torch.Generator(self.head.weight.device).manual_seed(seed)
         self.eval()
@@ -166,10 +179,13 @@ class LanguageModel(nn.Module):
         )
 
         def pieces() -> Iterator[list[str]]:
-            for chosen in steps:  # (N,)
-                tokens = vocab.decode(chosen.tolist())
-                yield [token_text(t, p, self.level) for t, p in zip(tokens, previous, strict=True)]
-                previous[:] = tokens
+            with packed:
+                for chosen in steps:  # (N,)
+                    tokens = vocab.decode(chosen.tolist())
+                    yield [
+                        token_text(t, p, self.level) for t, p in zip(tokens, previous, strict=True)
+                    ]
+                    previous[:] = tokens
 
         return pieces()
 
@@ -181,16 +197,41 @@ class LanguageModel(nn.Module):
         top_k: int | None = _SAMPLE.top_k,
         top_p: float | None = _SAMPLE.top_p,
         seed: int = _SAMPLE.seed,
+        *,
+        weights: Weights = _SAMPLE.weights,
     ) -> str:
         """The prime followed by ``length`` sampled tokens, as text.
 
         ``temperature`` 0 is greedy; ``top_k`` / ``top_p`` restrict the choice; the same
-        ``seed`` gives the same text.
+        ``seed`` gives the same text. ``weights`` (``"fp32"``, ``"bf16"``, ``"int8"``) is how
+        the recurrent weights are stored while sampling; see :meth:`generate_pieces`.
         """
         pieces = self.generate_pieces(
-            prime, length, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed
+            prime,
+            length,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            seed=seed,
+            weights=weights,
         )
         return prime + "".join(piece[0] for piece in pieces)
+
+    def _packed_step(self, weights: Weights) -> AbstractContextManager[None]:
+        """The recurrent layers' ``packed_step(weights)``, not yet entered."""
+        if weights not in WEIGHTS:
+            raise ConfigError(f"weights must be one of {', '.join(WEIGHTS)}; got {weights!r}")
+        if hasattr(self.rnn, "packed_step"):
+            try:
+                return self.rnn.packed_step(weights)
+            except ValueError as error:
+                raise ConfigError(str(error)) from None
+        if weights != "fp32":
+            raise ConfigError(
+                f"weights={weights!r} needs an rnn, gru or lstm model; this one has "
+                f"--cell {self.config.cell}, which samples with fp32 weights"
+            )
+        return nullcontext()
 
     def _vocab(self) -> Vocab:
         if self.vocab is None:
@@ -215,8 +256,8 @@ class _Unbanned(nn.Module):
         return logits.index_fill(-1, self.banned, -math.inf), state  # (B, T, V)
 
     def step(self, tokens: Tensor, state: State | None) -> tuple[Tensor, State]:
-        logits, state = self.model.step(tokens, state)  # (B, V)
-        return logits.index_fill(-1, self.banned, -math.inf), state  # (B, V)
+        logits, state = self.model.step(tokens, state)  # (B, V), a new tensor: fill in place
+        return logits.index_fill_(-1, self.banned, -math.inf), state  # (B, V)
 
 
 def lm_loss(logits: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
