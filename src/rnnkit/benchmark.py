@@ -11,9 +11,11 @@ Three measurements, each beside a reference timed in the same run (fp32 on the C
   (see :func:`training_flops_per_token`). One timed step is, for both modules alike:
   ``zero_grad(set_to_none=True)``, forward, ``backward()`` of the outputs' sum, and
   ``AdamW.step()`` over the module's parameters (see :func:`training_step`).
-- **sampling**: characters/s at batch 1 of an LSTM stepped with ``LSTM.step`` (its output is the
-  next step's input), beside ``torch.nn.LSTM`` called on one-step sequences and beside the bare
-  limit: per layer one ``addmm`` on the concatenated ``[W_ih | W_hh]`` and the gate arithmetic.
+- **sampling**: characters/s at batch 1 of an LSTM stepped with ``LSTM.step`` inside
+  ``LSTM.packed_step(weights)`` (its output is the next step's input; as ``generate`` samples),
+  with fp32, bf16 and int8 weights, beside ``torch.nn.LSTM`` called on one-step sequences and
+  beside the fp32 bare limit: per layer one ``addmm`` on the concatenated ``[W_ih | W_hh]`` and
+  the gate arithmetic.
 
 Every figure is a median over ``repeats`` rounds after a warm-up; the rows of one table are timed
 in interleaved rounds, so that a burst of load from elsewhere touches all of them alike.
@@ -21,11 +23,13 @@ in interleaved rounds, so that a burst of load from elsewhere touches all of the
 ``machine``, ``threads``, ``config``, ``matmul`` (``n``, ``fp32_gflops``, ``bf16_gflops``),
 ``training`` (a list of ``cell``, ``impl``, ``tokens_per_s``, ``torch_nn_tokens_per_s``,
 ``ratio_to_torch_nn``, ``flops_per_token``, ``mfu``, ``torch_nn_mfu``) and ``sampling``
-(``chars_per_s``, ``torch_nn_chars_per_s``, ``limit_chars_per_s``, ``ratio_to_limit``).
+(``chars_per_s``, ``torch_nn_chars_per_s``, ``limit_chars_per_s``, ``ratio_to_limit``,
+``bf16_chars_per_s``, ``int8_chars_per_s``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -42,6 +46,7 @@ from torch import Tensor, nn
 
 from rnnkit import layers
 from rnnkit.config import BenchConfig
+from rnnkit.layers.packed import WEIGHTS
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +84,15 @@ class TrainingRow:
 
 @dataclass(frozen=True)
 class SamplingSpeed:
-    """Characters (steps) per second at batch 1 of an L × H LSTM in fp32."""
+    """Characters (steps) per second at batch 1 of an L × H LSTM: ours with fp32 weights
+    (``chars_per_s``, ``ratio_to_limit``), bf16 and int8 weights, torch.nn's, the fp32 limit."""
 
     chars_per_s: float
     torch_nn_chars_per_s: float
     limit_chars_per_s: float
     ratio_to_limit: float
+    bf16_chars_per_s: float
+    int8_chars_per_s: float
 
 
 @dataclass(frozen=True)
@@ -281,21 +289,17 @@ def _bare_lstm(reference: nn.LSTM) -> Callable[[Tensor, list[Tensor], list[Tenso
 def sampling_speed(config: BenchConfig) -> SamplingSpeed:
     """Steps/s at batch 1 of an L × H LSTM, each step's output the next step's input.
 
-    Three loops with the same weights: ``rnnkit.layers.LSTM.step``, ``torch.nn.LSTM`` on
-    one-step sequences (1, 1, H), and the bare limit of :func:`_bare_lstm`. All three are
-    first checked to compute the same numbers over a few steps.
+    Five loops with the same weights: ``rnnkit.layers.LSTM.step`` inside ``packed_step`` with
+    fp32, bf16 and int8 weights, ``torch.nn.LSTM`` on one-step sequences (1, 1, H), and the bare
+    limit of :func:`_bare_lstm`. The fp32 loops are first checked to compute the same numbers
+    over a few steps.
     """
     hidden, num_layers = config.hidden_size, config.num_layers
     log.info("bench: sampling, LSTM %d x H=%d at batch 1", num_layers, hidden)
     reference = nn.LSTM(hidden, hidden, num_layers).eval()
-    ours = layers.LSTM(hidden, hidden, num_layers).eval()
-    ours.load_state_dict(reference.state_dict())
     bare = _bare_lstm(reference)
     x0 = torch.randn(1, hidden)  # (1, H)
     zeros = torch.zeros(num_layers, 1, hidden)  # (L, 1, H)
-
-    def ours_step(carry: list[Any]) -> None:
-        carry[0], carry[1] = ours.step(*carry)  # (1, H), ((L, 1, H), (L, 1, H))
 
     def torch_step(carry: list[Any]) -> None:
         out, carry[1] = reference(carry[0][None], carry[1])  # (1, 1, H)
@@ -304,30 +308,43 @@ def sampling_speed(config: BenchConfig) -> SamplingSpeed:
     def bare_step(carry: list[Any]) -> None:
         carry[0] = bare(carry[0], carry[1], carry[2])  # (1, H)
 
-    def start(kind: str) -> list[Any]:
-        if kind == "bare":
-            return [x0, list(zeros), list(zeros)]  # x, L × (1, H), L × (1, H)
-        return [x0, (zeros, zeros)]
+    steps: dict[str, Callable[[list[Any]], None]] = {"torch.nn": torch_step, "bare": bare_step}
+    with contextlib.ExitStack() as packed:
+        for weights in WEIGHTS:  # one module each: a module holds one packed copy at a time
+            ours = layers.LSTM(hidden, hidden, num_layers).eval()
+            ours.load_state_dict(reference.state_dict())
+            packed.enter_context(ours.packed_step(weights))
 
-    steps = {"ours": ours_step, "torch.nn": torch_step, "bare": bare_step}
-    outputs = {}
-    for kind, step in steps.items():
-        carry = start(kind)
-        for _ in range(3):
-            step(carry)
-        outputs[kind] = carry[0]  # (1, H)
-    torch.testing.assert_close(outputs["ours"], outputs["torch.nn"], atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(outputs["bare"], outputs["torch.nn"], atol=1e-5, rtol=1e-4)
+            def ours_step(carry: list[Any], ours: layers.LSTM = ours) -> None:
+                carry[0], carry[1] = ours.step(*carry)  # (1, H), ((L, 1, H), (L, 1, H))
 
-    carries = {kind: start(kind) for kind in steps}
-    rates = _calls_per_second(
-        {kind: lambda s=step, c=carries[kind]: s(c) for kind, step in steps.items()}, config
-    )
+            steps[weights] = ours_step
+
+        def start(kind: str) -> list[Any]:
+            if kind == "bare":
+                return [x0, list(zeros), list(zeros)]  # x, L × (1, H), L × (1, H)
+            return [x0, (zeros, zeros)]
+
+        outputs = {}
+        for kind in ("fp32", "torch.nn", "bare"):
+            carry = start(kind)
+            for _ in range(3):
+                steps[kind](carry)
+            outputs[kind] = carry[0]  # (1, H)
+        torch.testing.assert_close(outputs["fp32"], outputs["torch.nn"], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(outputs["bare"], outputs["torch.nn"], atol=1e-5, rtol=1e-4)
+
+        carries = {kind: start(kind) for kind in steps}
+        rates = _calls_per_second(
+            {kind: lambda s=step, c=carries[kind]: s(c) for kind, step in steps.items()}, config
+        )
     return SamplingSpeed(
-        chars_per_s=rates["ours"],
+        chars_per_s=rates["fp32"],
         torch_nn_chars_per_s=rates["torch.nn"],
         limit_chars_per_s=rates["bare"],
-        ratio_to_limit=rates["ours"] / rates["bare"],
+        ratio_to_limit=rates["fp32"] / rates["bare"],
+        bf16_chars_per_s=rates["bf16"],
+        int8_chars_per_s=rates["int8"],
     )
 
 

@@ -317,9 +317,13 @@ def _bench_table(result: BenchResult) -> str:
     limit = sampling.limit_chars_per_s
     lines += [
         "",
-        f"sampling, LSTM at batch 1, fp32, {size}",
+        f"sampling, LSTM at batch 1, {size}; limit: fp32 bare matmuls",
         f"  {'loop':<28} {'chars/s':>10} {'x limit':>8}",
         f"  {'rnnkit LSTM.step':<28} {sampling.chars_per_s:10.0f} {sampling.ratio_to_limit:8.2f}",
+        f"  {'rnnkit, bf16 weights':<28} {sampling.bf16_chars_per_s:10.0f} "
+        f"{sampling.bf16_chars_per_s / limit:8.2f}",
+        f"  {'rnnkit, int8 weights':<28} {sampling.int8_chars_per_s:10.0f} "
+        f"{sampling.int8_chars_per_s / limit:8.2f}",
         f"  {'torch.nn.LSTM, one step':<28} {sampling.torch_nn_chars_per_s:10.0f} "
         f"{sampling.torch_nn_chars_per_s / limit:8.2f}",
         f"  {'bare matmuls (limit)':<28} {limit:10.0f} {1:8.2f}",

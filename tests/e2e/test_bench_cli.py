@@ -26,7 +26,14 @@ TRAINING_KEYS = {
     "mfu",
     "torch_nn_mfu",
 }
-SAMPLING_KEYS = {"chars_per_s", "torch_nn_chars_per_s", "limit_chars_per_s", "ratio_to_limit"}
+SAMPLING_KEYS = {
+    "chars_per_s",
+    "torch_nn_chars_per_s",
+    "limit_chars_per_s",
+    "ratio_to_limit",
+    "bf16_chars_per_s",
+    "int8_chars_per_s",
+}
 
 
 def _positive(value: object) -> bool:
@@ -102,11 +109,13 @@ def test_table_prints_the_header_rows(capsys):
     for header in (
         "matrix multiply 256x256",
         "training, forward + backward + AdamW step, fp32, L=1, H=16, B=4, T=8",
-        "sampling, LSTM at batch 1, fp32, L=1, H=16",
+        "sampling, LSTM at batch 1, L=1, H=16; limit: fp32 bare matmuls",
     ):
         assert header in lines
     assert any(line.split()[:3] == ["cell", "impl", "tokens/s"] for line in lines)
     assert any(line.split()[:3] == ["loop", "chars/s", "x"] for line in lines)
+    for row in ("rnnkit LSTM.step", "rnnkit, bf16 weights", "rnnkit, int8 weights"):
+        assert any(line.strip().startswith(row) for line in lines), row
     for cell in ("rnn", "gru", "lstm"):
         assert any(line.split()[:1] == [cell] for line in lines), cell
     assert "GFLOP/s" in out
