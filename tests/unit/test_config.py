@@ -52,12 +52,19 @@ DESIGN_FLAGS = [
 def test_default_preset() -> None:
     run = RunConfig()
     assert (run.model.cell, run.model.num_layers, run.model.hidden_size) == ("lstm", 2, 256)
-    assert (run.model.embedding_size, run.model.dropout) == (64, 0.1)
+    assert (run.model.embedding_size, run.model.dropout) == (64, 0.2)
+    assert run.train.weight_decay is None and run.train.effective_weight_decay == 0.1
     assert (run.train.batch_size, run.train.seq_len) == (32, 100)
     assert (run.train.optimizer, run.train.lr, run.train.warmup_steps) == ("adamw", 6e-3, 50)
     assert (run.train.schedule, run.train.min_lr_frac, run.train.grad_clip) == ("cosine", 0.1, 1.0)
     assert run.data.val_frac == 0.1 and run.data.level == "char"
     assert run.train.precision == "auto"
+
+
+@pytest.mark.parametrize(("optimizer", "decay"), [("adamw", 0.1), ("adam", 0.0), ("sgd", 0.0)])
+def test_weight_decay_default_is_decoupled_only(optimizer: str, decay: float) -> None:
+    assert TrainConfig(optimizer=optimizer).effective_weight_decay == decay
+    assert TrainConfig(optimizer=optimizer, weight_decay=0.02).effective_weight_decay == 0.02
 
 
 @pytest.mark.parametrize(

@@ -67,7 +67,7 @@ def check_numpy_run(run: RunConfig) -> None:
         ("level", data.level == "char", "char", data.level),
         ("optimizer", train.optimizer in ("adagrad", "sgd"), "adagrad or sgd", train.optimizer),
         ("grad_clip", train.grad_clip == 0, "0 (use --grad-clip-value)", train.grad_clip),
-        ("weight_decay", train.weight_decay == 0, "0", train.weight_decay),
+        ("weight_decay", train.effective_weight_decay == 0, "0", train.weight_decay),
         ("schedule", train.schedule == "constant", "constant", train.schedule),
         ("warmup_steps", train.warmup_steps == 0, "0", train.warmup_steps),
         ("precision", train.precision != "bf16", "fp32 (it computes in float64)", train.precision),

@@ -31,12 +31,14 @@ _OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
 
 
 def make_optimizer(params: Iterable[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
-    """The optimiser named by ``cfg.optimizer`` with ``cfg.lr`` and ``cfg.weight_decay``.
+    """The optimiser named by ``cfg.optimizer`` with ``cfg.lr`` and its weight decay.
 
     Other hyper-parameters are torch's defaults. For ``adamw`` the weight decay is
-    decoupled (Loshchilov & Hutter); for the others it is an L2 term in the gradient.
+    decoupled (Loshchilov & Hutter); for the others it is an L2 term in the gradient. Unset,
+    it is 0.1 for ``adamw`` and 0 for the others (:attr:`TrainConfig.effective_weight_decay`).
     """
-    return _OPTIMIZERS[cfg.optimizer](params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    decay = cfg.effective_weight_decay
+    return _OPTIMIZERS[cfg.optimizer](params, lr=cfg.lr, weight_decay=decay)
 
 
 def progress(cfg: TrainConfig, step: int, steps_per_epoch: int, elapsed: float) -> float:
