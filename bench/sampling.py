@@ -215,44 +215,40 @@ def _sample_with_step(
 
 def _sample_bare(bare: BareLM, length: int) -> Callable[[], None]:
     """Row iii: the whole sampling loop in one function, minimal Python per token."""
-    layers = list(zip(bare.weights_t, bare.biases, strict=True))
-    embedding, head_w, head_b = bare.embedding_weight, bare.head_weight_t, bare.head_bias
-
-    def sample() -> None:
-        generator = torch.Generator().manual_seed(0)
-        token = torch.zeros(1, dtype=torch.long)  # (1,)
-        hs = [torch.zeros(1, head_w.shape[0])] * len(layers)  # L × (1, H)
-        cs = list(hs)  # L × (1, H)
-        for _ in range(length):
-            x = embedding[token]  # (1, E)
-            for layer, (weight_t, bias) in enumerate(layers):
-                gates = torch.addmm(bias, torch.cat([x, hs[layer]], 1), weight_t)  # (1, 4H)
-                x, cs[layer] = _lstm_update(gates, cs[layer])  # (1, H), (1, H)
-                hs[layer] = x
-            token = _draw(torch.addmm(head_b, x, head_w).softmax(-1), generator)  # (1,)
-
-    return sample
+    products = [
+        partial(torch.addmm, bias, mat2=weight_t)  # (1, D + H) -> (1, 4H)
+        for weight_t, bias in zip(bare.weights_t, bare.biases, strict=True)
+    ]
+    return _bare_loop(bare, products, length)
 
 
 def _sample_bare_packed(bare: BareLM, weights: str, length: int) -> Callable[[], None]:
     """Row iii with each layer's gate product by ``PackedLinear`` in ``weights``."""
     from rnnkit.layers.packed import PackedLinear
 
-    layers = [
-        PackedLinear(weight_t.t(), bias, weights)
+    products = [
+        PackedLinear(weight_t.t(), bias, weights)  # (1, D + H) -> (1, 4H)
         for weight_t, bias in zip(bare.weights_t, bare.biases, strict=True)
     ]
+    return _bare_loop(bare, products, length)
+
+
+def _bare_loop(
+    bare: BareLM, products: list[Callable[[Tensor], Tensor]], length: int
+) -> Callable[[], None]:
+    """The bare sampling loop; ``products[l]`` maps layer l's ``[x | h]`` (1, D + H) to its
+    gate pre-activations (1, 4H), bias included."""
     embedding, head_w, head_b = bare.embedding_weight, bare.head_weight_t, bare.head_bias
 
     def sample() -> None:
         generator = torch.Generator().manual_seed(0)
         token = torch.zeros(1, dtype=torch.long)  # (1,)
-        hs = [torch.zeros(1, head_w.shape[0])] * len(layers)  # L × (1, H)
+        hs = [torch.zeros(1, head_w.shape[0])] * len(products)  # L × (1, H)
         cs = list(hs)  # L × (1, H)
         for _ in range(length):
             x = embedding[token]  # (1, E)
-            for layer, linear in enumerate(layers):
-                gates = linear(torch.cat([x, hs[layer]], 1))  # (1, 4H)
+            for layer, product in enumerate(products):
+                gates = product(torch.cat([x, hs[layer]], 1))  # (1, 4H)
                 x, cs[layer] = _lstm_update(gates, cs[layer])  # (1, H), (1, H)
                 hs[layer] = x
             token = _draw(torch.addmm(head_b, x, head_w).softmax(-1), generator)  # (1,)
