@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from rnnkit.errors import CheckpointError
+from rnnkit.errors import CheckpointError, one_line, read_folder_json
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
 SPECIALS = (PAD, UNK, BOS, EOS)
@@ -91,11 +90,8 @@ class Vocab:
     def load(cls, path: str | Path) -> Vocab:
         """Read vocab.json; a missing or malformed file raises :class:`CheckpointError`."""
         path = Path(path)
+        values = read_folder_json(path)
         try:
-            return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
-        except FileNotFoundError:
-            raise CheckpointError(
-                f"{path.parent} has no {path.name}; was it written by `rnnkit train`?"
-            ) from None
-        except (OSError, UnicodeDecodeError, ValueError) as err:
-            raise CheckpointError(f"{path} is corrupted: {err}") from None
+            return cls.from_dict(values)
+        except ValueError as err:
+            raise CheckpointError(f"{path} is corrupted: {one_line(err)}") from None

@@ -13,16 +13,14 @@ vocab.json and model.safetensors with ``json`` and ``safetensors.numpy`` only, a
 loss of a text and samples text the way ``rnnkit eval`` and ``rnnkit sample`` do.
 """
 
-import json
 import math
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file
 
-from rnnkit.errors import CheckpointError, ConfigError
+from rnnkit.errors import CheckpointError, ConfigError, read_folder_json
 from rnnkit.reference.cells import CELLS
 from rnnkit.reference.model import PARAM_NAMES, CharRNN, log_softmax
 
@@ -44,17 +42,6 @@ def torch_weights(model: CharRNN) -> dict[str, np.ndarray]:
     return {TORCH_NAMES[name]: model.params[name].astype(np.float32) for name in PARAM_NAMES}
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(
-            f"{path.parent} has no {path.name}; was it written by `rnnkit train`?"
-        ) from None
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise CheckpointError(f"{path} is corrupted: {err}") from None
-
-
 def load_model(path: str | Path) -> tuple[CharRNN, list[str]]:
     """The model of a folder written by ``rnnkit train`` (either engine), and its tokens.
 
@@ -69,7 +56,7 @@ def load_model(path: str | Path) -> tuple[CharRNN, list[str]]:
     if not folder.is_dir():
         what = "is not a folder" if folder.exists() else "does not exist"
         raise CheckpointError(f"model folder {folder} {what}")
-    config = _read_json(folder / "config.json")
+    config = read_folder_json(folder / "config.json")
     model = config.get("model", {}) if isinstance(config, dict) else {}
     level = config.get("data", {}).get("level", "char") if isinstance(config, dict) else None
     needs = {
@@ -84,7 +71,7 @@ def load_model(path: str | Path) -> tuple[CharRNN, list[str]]:
                 f"{folder} holds a model the NumPy engine cannot run: it needs {flag} {expected}, "
                 f"the model has {got!r}"
             )
-    vocab = _read_json(folder / "vocab.json")
+    vocab = read_folder_json(folder / "vocab.json")
     tokens = vocab.get("tokens") if isinstance(vocab, dict) else None
     if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
         raise CheckpointError(f"{folder / 'vocab.json'} is corrupted: no list of 'tokens'")

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 import rnnkit
 from rnnkit.config import RunConfig, run_from_dict, run_to_dict
 from rnnkit.data.vocab import Vocab
-from rnnkit.errors import CheckpointError, ConfigError
+from rnnkit.errors import CheckpointError, ConfigError, one_line, read_folder_json
 from rnnkit.tasks.lm import LanguageModel, State
 
 CONFIG_FILE = "config.json"
@@ -75,29 +75,13 @@ def write_weights(model: nn.Module, path: Path) -> None:
     atomic_write(path, lambda tmp: save_model(model, str(tmp)))
 
 
-def _one_line(err: Exception) -> str:
-    text = " ".join(str(err).split())
-    return text if len(text) <= 300 else text[:297] + "..."
-
-
 # --- reading a model folder ------------------------------------------------------------------
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(
-            f"{path.parent} has no {path.name}; was it written by `rnnkit train`?"
-        ) from None
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise CheckpointError(f"{path} is corrupted: {_one_line(err)}") from None
 
 
 def read_run_config(folder: str | Path) -> RunConfig:
     """The :class:`RunConfig` saved in ``folder/config.json``."""
     path = Path(folder) / CONFIG_FILE
-    values = _read_json(path)
+    values = read_folder_json(path)
     if not isinstance(values, dict):
         raise CheckpointError(f"{path} is corrupted: expected a JSON object")
     try:
@@ -120,10 +104,10 @@ def load_weights(model: nn.Module, path: Path) -> None:
     try:
         load_model(model, str(path), strict=True)
     except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(f"{path} is corrupted: {_one_line(err)}") from None
+        raise CheckpointError(f"{path} is corrupted: {one_line(err)}") from None
     except RuntimeError as err:
         raise CheckpointError(
-            f"{path} does not fit the model of {CONFIG_FILE} and {VOCAB_FILE}: {_one_line(err)}"
+            f"{path} does not fit the model of {CONFIG_FILE} and {VOCAB_FILE}: {one_line(err)}"
         ) from None
 
 
@@ -321,7 +305,7 @@ def read_state_folder(out: Path) -> tuple[Path, dict[str, Any]]:
         raise CheckpointError(
             f"{out} has no saved trainer state ({STATE_DIR}/trainer.json) to resume from"
         )
-    return folder, _read_json(folder / "trainer.json")
+    return folder, read_folder_json(folder / "trainer.json")
 
 
 def save_state(
@@ -366,7 +350,7 @@ def load_state(
         optimizer.load_state_dict(_optimizer_state_dict(optimizer_tensors, saved["optimizer"]))
         loop = load_file(str(folder / "loop.safetensors"))
     except (KeyError, TypeError, ValueError, RuntimeError, SafetensorError, OSError) as err:
-        raise CheckpointError(f"{folder} is corrupted: {_one_line(err)}") from None
+        raise CheckpointError(f"{folder} is corrupted: {one_line(err)}") from None
     torch.set_rng_state(loop["rng.cpu"])
     cuda_states = [loop[f"rng.cuda.{i}"] for i in range(len(loop)) if f"rng.cuda.{i}" in loop]
     if cuda_states and torch.cuda.is_available():
