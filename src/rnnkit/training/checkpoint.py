@@ -228,6 +228,15 @@ class TrainerState:
     best_step: int | None = None
     last_eval_step: int | None = None
 
+    def count_loss(self, loss: float, tokens: int, elapsed: float) -> None:
+        """Account for one training step's ``loss`` over ``tokens`` tokens, ``elapsed`` seconds
+        into the run (the step and data position are the engine's to advance)."""
+        self.tokens += tokens
+        self.first_loss = self.first_loss if self.first_loss is not None else loss
+        self.loss_sum += loss
+        self.loss_count += 1
+        self.elapsed = elapsed
+
 
 def _flatten_state(state: Any, prefix: str) -> dict[str, Tensor]:
     if isinstance(state, Tensor):

@@ -323,11 +323,7 @@ def train(
             st.chunk += 1
             if st.chunk == len(streams):
                 st.chunk, st.epoch = 0, st.epoch + 1
-            st.tokens += inputs.numel()
-            st.first_loss = st.first_loss if st.first_loss is not None else loss_value
-            st.loss_sum += loss_value
-            st.loss_count += 1
-            st.elapsed = time.monotonic() - start
+            st.count_loss(loss_value, inputs.numel(), time.monotonic() - start)
 
             record: dict[str, Any] = {}
             if st.step % cfg.log_every == 0:

@@ -187,11 +187,7 @@ def train_numpy(run: RunConfig, *, resume: bool = False, force: bool = False) ->
             check_loss(loss_value, st, out)
             st.step = trainer.step_count
             st.epoch, st.chunk = divmod(st.step, steps_per_epoch)
-            st.tokens += cfg.batch_size * cfg.seq_len
-            st.first_loss = st.first_loss if st.first_loss is not None else loss_value
-            st.loss_sum += loss_value
-            st.loss_count += 1
-            st.elapsed = time.monotonic() - start
+            st.count_loss(loss_value, cfg.batch_size * cfg.seq_len, time.monotonic() - start)
 
             record: dict[str, Any] = {}
             if st.step % cfg.log_every == 0:
