@@ -159,8 +159,25 @@ def _chunked_scan(a: Tensor, b: Tensor, h0: Tensor, chunk_size: int, reverse: bo
     a = a.unflatten(1, (num_chunks, chunk))  # (B, N, C, H)
     b = b.unflatten(1, (num_chunks, chunk))  # (B, N, C, H)
     positions = range(chunk - 1, -1, -1) if reverse else range(chunk)
-    chunks = range(num_chunks - 1, -1, -1) if reverse else range(num_chunks)
+    # With one chunk (C ≥ T), it starts from h0: steps 1 and 2 have nothing to do.
+    start = h0.unsqueeze(1) if num_chunks == 1 else _chunk_starts(a, b, h0, reverse)  # (B, N, H)
 
+    # 3. rescan: the recurrence inside all chunks at once, from their true start states.
+    out = torch.empty_like(b)  # (B, N, C, H)
+    h = start  # (B, N, H)
+    for c in positions:
+        h = torch.addcmul(b[:, :, c], a[:, :, c], h, out=out[:, :, c])  # (B, N, H)
+    return out.flatten(1, 2)[:, :steps]  # (B, T, H)
+
+
+def _chunk_starts(a: Tensor, b: Tensor, h0: Tensor, reverse: bool) -> Tensor:
+    """Steps 1 and 2 of the scan: the true start state of every chunk.
+
+    a, b (B, N, C, H); h0 (B, H) -> (B, N, H); with ``reverse`` time runs backwards.
+    """
+    num_chunks, chunk = a.shape[1], a.shape[2]
+    positions = range(chunk - 1, -1, -1) if reverse else range(chunk)
+    chunks = range(num_chunks - 1, -1, -1) if reverse else range(num_chunks)
     # 1. reduce: every chunk as one affine map h_end = A ⊙ h_start + S.
     first, *rest = positions
     prod_a = a.prod(dim=2)  # (B, N, H): A
@@ -174,13 +191,7 @@ def _chunked_scan(a: Tensor, b: Tensor, h0: Tensor, chunk_size: int, reverse: bo
     for n in chunks:
         start[:, n] = h
         h = torch.addcmul(total[:, n], prod_a[:, n], h)  # (B, H)
-
-    # 3. rescan: the recurrence inside all chunks at once, from their true start states.
-    out = torch.empty_like(b)  # (B, N, C, H)
-    h = start  # (B, N, H)
-    for c in positions:
-        h = torch.addcmul(b[:, :, c], a[:, :, c], h, out=out[:, :, c])  # (B, N, H)
-    return out.flatten(1, 2)[:, :steps]  # (B, T, H)
+    return start
 
 
 def _append_steps(x: Tensor, count: int, value: float) -> Tensor:
@@ -190,3 +201,85 @@ def _append_steps(x: Tensor, count: int, value: float) -> Tensor:
     """
     filler = x.new_full((x.shape[0], count, x.shape[2]), value)  # (B, count, H)
     return torch.cat([x, filler], dim=1)  # (B, T + count, H)
+
+
+def mingru_scan(projections: Tensor, h0: Tensor, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Tensor:
+    r"""MinGRU's recurrence straight from its input projections, by the chunked scan.
+
+        z_t = σ(k_t)        h_t = (1 − z_t) ⊙ h_{t−1} + z_t ⊙ h̃_t
+
+    The same numbers as ``linear_scan(1 − z, z ⊙ h̃, h0)`` up to rounding, but one autograd node
+    instead of five: the forward keeps only ``z``, the projections and the states, and the
+    backward writes both gradients into one ``(B, T, 2H)`` tensor, the layout that the input
+    projection's backward wants, with
+
+        ∂L/∂h̃_t = g_t ⊙ z_t        ∂L/∂k_t = g_t ⊙ (h̃_t − h_{t−1}) ⊙ z_t ⊙ (1 − z_t)
+
+    (``g_t`` as in the module docstring). At T = 2048 each ``(B, T, H)`` temporary is tens of
+    megabytes, so the passes over memory that this saves are most of the time outside the
+    projection's matrix products.
+
+    Args:
+        projections: (B, T, 2H), ``k_t`` (the update gate before σ) then ``h̃_t`` on the last
+            dimension, as MinGRU's ``weight_ih`` packs them.
+        h0: (B, H) state before the first step. The recurrence runs in the promoted dtype of
+            ``projections`` and ``h0``.
+        chunk_size: C, steps per chunk of the scan.
+
+    Returns:
+        h: (B, T, H), ``h[:, t]`` is the state after step ``t``.
+    """
+    if projections.dim() != 3 or projections.shape[2] % 2 or projections.shape[1] == 0:
+        raise ValueError(
+            f"projections must have shape (B, T, 2H) with T ≥ 1; got {tuple(projections.shape)}"
+        )
+    batch, _, double = projections.shape
+    if h0.shape != (batch, double // 2):
+        raise ValueError(
+            f"h0 must have shape (B, H) = {(batch, double // 2)} to match the projections; "
+            f"got h0.shape={tuple(h0.shape)}"
+        )
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive number of steps; got {chunk_size}")
+    return MinGRUScan.apply(projections, h0, chunk_size)
+
+
+class MinGRUScan(torch.autograd.Function):
+    """:func:`mingru_scan` with its hand-written backward.
+
+    ``MinGRUScan.apply(projections, h0, chunk_size)``: projections (B, T, 2H); h0 (B, H) ->
+    h (B, T, H). Differentiable once, with respect to ``projections`` and ``h0``.
+    """
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, projections: Tensor, h0: Tensor, chunk_size: int) -> Tensor:
+        dtype = torch.promote_types(projections.dtype, h0.dtype)
+        ctx.input_dtypes = projections.dtype, h0.dtype
+        projections, h0 = projections.to(dtype), h0.to(dtype)
+        k, candidate = projections.chunk(2, dim=-1)  # 2 × (B, T, H) views
+        z = torch.sigmoid(k)  # (B, T, H)
+        h = _chunked_scan(torch.rsub(z, 1), z * candidate, h0, chunk_size, reverse=False)
+        ctx.save_for_backward(z, projections, h, h0)
+        ctx.chunk_size = chunk_size
+        return h  # (B, T, H)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, grad_h: Tensor) -> tuple[Tensor | None, ...]:
+        z, projections, h, h0 = ctx.saved_tensors  # (B, T, H), (B, T, 2H), (B, T, H), (B, H)
+        candidate = projections.chunk(2, dim=-1)[1]  # (B, T, H): h̃
+        buffer = torch.empty_like(z)  # (B, T, H), reused below
+        torch.neg(z[:, 1:], out=buffer[:, :-1]).add_(1)  # a_{t+1} = 1 − z_{t+1}
+        buffer[:, -1] = 0  # no step after the last
+        g = _chunked_scan(buffer, grad_h.to(z.dtype), torch.zeros_like(h0), ctx.chunk_size, True)
+        grad = torch.empty_like(projections)  # (B, T, 2H)
+        grad_k, grad_candidate = grad.chunk(2, dim=-1)  # 2 × (B, T, H) views
+        torch.mul(g, z, out=grad_candidate)  # ∂L/∂h̃ = g ⊙ z
+        torch.sub(candidate[:, 1:], h[:, :-1], out=grad_k[:, 1:])  # h̃_t − h_{t−1}
+        torch.sub(candidate[:, 0], h0, out=grad_k[:, 0])
+        torch.addcmul(z, z, z, value=-1, out=buffer)  # σ'(k) = z (1 − z)
+        grad_k.mul_(g).mul_(buffer)  # ∂L/∂k
+        grad_h0 = None
+        if ctx.needs_input_grad[1]:
+            grad_h0 = (g[:, 0] - grad_candidate[:, 0]).to(ctx.input_dtypes[1])  # (1 − z_1) ⊙ g_1
+        return grad.to(ctx.input_dtypes[0]), grad_h0, None

@@ -5,7 +5,7 @@ import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from rnnkit.scan import LinearScan, linear_scan
+from rnnkit.scan import LinearScan, MinGRUScan, linear_scan, mingru_scan
 
 B, T, H = 3, 5, 6
 TOLERANCES = {torch.float32: 1e-5, torch.float64: 1e-10}
@@ -141,3 +141,62 @@ def test_bad_arguments_are_explained() -> None:
         linear_scan(a, b, h0[:, :-1])
     with pytest.raises(ValueError, match="chunk_size must be a positive number of steps; got 0"):
         linear_scan(a, b, h0, chunk_size=0)
+
+
+def _mingru_by_autograd(projections: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
+    """MinGRU's recurrence from its own equations, differentiated by autograd."""
+    k, candidate = projections.chunk(2, dim=-1)  # 2 × (B, T, H)
+    z = torch.sigmoid(k)
+    return linear_scan(1 - z, z * candidate, h0, impl="loop")  # (B, T, H)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(("steps", "chunk_size"), [(1, 32), (5, 2), (70, 32), (9, 9)])
+@pytest.mark.parametrize("time_major", [False, True])
+def test_mingru_scan_equals_its_equations(
+    dtype: torch.dtype, steps: int, chunk_size: int, time_major: bool
+) -> None:
+    """States and gradients (projections, h0), also on a time-major (transposed) input."""
+    projections = torch.randn(steps, B, 2 * H, dtype=dtype)  # (T, B, 2H)
+    projections = (
+        projections.transpose(0, 1) if time_major else projections.transpose(0, 1).contiguous()
+    )
+    h0 = torch.randn(B, H, dtype=dtype)  # (B, H)
+    results = []
+    for run in (_mingru_by_autograd, lambda p, h: mingru_scan(p, h, chunk_size=chunk_size)):
+        p, h = projections.clone().requires_grad_(), h0.clone().requires_grad_()
+        states = run(p, h)  # (B, T, H)
+        weights = torch.linspace(-1.0, 1.0, states.numel(), dtype=dtype).view_as(states)
+        results.append([states.detach(), *torch.autograd.grad((states * weights).sum(), (p, h))])
+    for name, got, want in zip(("h", "grad projections", "grad h0"), *results[::-1], strict=True):
+        tol = TOLERANCES[dtype]
+        torch.testing.assert_close(got, want, rtol=tol, atol=tol, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_mingru_scan_gradcheck() -> None:
+    projections = torch.randn(2, 7, 6, dtype=torch.float64, requires_grad=True)  # (B, T, 2H)
+    h0 = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)  # (B, H)
+    assert torch.autograd.gradcheck(lambda p, h: MinGRUScan.apply(p, h, 3), (projections, h0))
+
+
+def test_mingru_scan_runs_bf16_projections_in_fp32() -> None:
+    """Under autocast the projections are bf16 and the state fp32: an fp32 recurrence, and each
+    gradient in its input's dtype."""
+    projections = torch.randn(B, T, 2 * H).bfloat16().requires_grad_()  # (B, T, 2H)
+    h0 = torch.randn(B, H, requires_grad=True)  # (B, H)
+    got = mingru_scan(projections, h0, chunk_size=2)  # (B, T, H)
+    want = _mingru_by_autograd(projections.detach().float(), h0.detach())
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    got.sum().backward()
+    assert projections.grad.dtype == torch.bfloat16 and h0.grad.dtype == torch.float32
+
+
+def test_mingru_scan_bad_arguments_are_explained() -> None:
+    projections, h0 = torch.randn(B, T, 2 * H), torch.randn(B, H)
+    with pytest.raises(ValueError, match=r"projections must have shape \(B, T, 2H\)"):
+        mingru_scan(projections[..., :-1], h0)
+    with pytest.raises(ValueError, match=r"h0 must have shape \(B, H\) = \(3, 6\)"):
+        mingru_scan(projections, h0[:, :-1])
+    with pytest.raises(ValueError, match="chunk_size must be a positive number of steps; got 0"):
+        mingru_scan(projections, h0, chunk_size=0)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnkit.scan import linear_scan
+from rnnkit.scan import linear_scan, mingru_scan
 
 _IMPLS = ("auto", "scan", "loop")
 
@@ -85,6 +85,11 @@ class _MinimalRNN(nn.Module, ABC):
     def _coefficients(self, projections: Tensor) -> tuple[Tensor, Tensor]:
         """(..., G·H) projections of x_t -> a_t, b_t, each (..., H)."""
 
+    def _scan(self, projections: Tensor, h0: Tensor, impl: str) -> Tensor:
+        """Every state of one layer: projections (B, T, G·H), h0 (B, H) -> (B, T, H)."""
+        a, b = self._coefficients(projections)  # 2 × (B, T, H)
+        return linear_scan(a, b, h0, impl=impl)
+
     def _layer_parameters(self, layer: int) -> tuple[Tensor, Tensor | None]:
         return getattr(self, f"weight_ih_l{layer}"), getattr(self, f"bias_ih_l{layer}")
 
@@ -133,10 +138,9 @@ class _MinimalRNN(nn.Module, ABC):
             weight, bias = self._layer_parameters(layer)
             # One matmul for all steps, on x as laid out (T- or B-major): no transposed copy.
             projections = F.linear(x, weight, bias)  # (T, B, G·H) or (B, T, G·H), G = 2 or 3
-            a, b = self._coefficients(projections)  # 2 × (T, B, H) or (B, T, H)
             if time_major:
-                a, b = a.transpose(0, 1), b.transpose(0, 1)  # 2 × (B, T, H) views
-            states = linear_scan(a, b, h[layer], impl=impl)  # (B, T, H)
+                projections = projections.transpose(0, 1)  # (B, T, G·H) view
+            states = self._scan(projections, h[layer], impl)  # (B, T, H)
             finals.append(states[:, -1])
             x = states.transpose(0, 1) if time_major else states  # as the input's layout
         h_n = torch.stack(finals)  # (L, B, H)
@@ -210,6 +214,13 @@ class MinGRU(_MinimalRNN):
         k, candidate = projections.chunk(2, dim=-1)  # 2 × (..., H): Linear_z(x), h̃
         z = torch.sigmoid(k)  # (..., H)
         return 1 - z, z * candidate  # a = 1 − z, b = z ⊙ h̃
+
+    def _scan(self, projections: Tensor, h0: Tensor, impl: str) -> Tensor:
+        """As ``linear_scan(1 − z, z ⊙ h̃, h0)``; the scan path fuses the gate's arithmetic into
+        it (:func:`rnnkit.scan.mingru_scan`, fewer passes over memory)."""
+        if impl == "scan":
+            return mingru_scan(projections, h0)  # (B, T, H)
+        return super()._scan(projections, h0, impl)
 
 
 class MinLSTM(_MinimalRNN):
