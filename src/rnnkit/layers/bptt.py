@@ -42,6 +42,7 @@ from torch.autograd import Function
 from torch.autograd.function import once_differentiable
 
 from rnnkit.cells import Nonlinearity
+from rnnkit.layers.packed import StepProduct
 
 LSTMState = tuple[Tensor, Tensor]
 
@@ -110,10 +111,12 @@ class RNNSequence(Function):
         ctx: Any, gates_x: Tensor, h0: Tensor, weight_hh: Tensor, nonlinearity: Nonlinearity
     ) -> Tensor:
         hs = states_buffer(h0, gates_x.shape[0])  # (T+1, B, H)
-        weight_hh_t = weight_hh.t()  # (H, H)
-        activate = torch.tanh_ if nonlinearity == "tanh" else torch.relu_
+        recurrent = StepProduct(weight_hh, h0.shape[0])  # h ↦ x_t + W_hh h
         for x_t, h, h_next in steps_of(gates_x, hs[:-1], hs[1:]):
-            activate(torch.addmm(x_t, h, weight_hh_t, out=h_next))  # (B, H)
+            a = recurrent(h, x_t)  # (B, H)
+            torch.tanh(a, out=h_next) if nonlinearity == "tanh" else torch.clamp_min(
+                a, 0, out=h_next
+            )
         ctx.nonlinearity = nonlinearity
         ctx.save_for_backward(weight_hh, hs)
         return hs[1:]  # (T, B, H)
@@ -124,10 +127,11 @@ class RNNSequence(Function):
         weight_hh, hs = ctx.saved_tensors
         grad_a = torch.empty_like(hs[1:])  # (T, B, H)
         carry = torch.zeros_like(hs[0])  # (B, H) ∂L/∂h_{t+1} through step t+1
+        backwards = StepProduct(weight_hh.t(), hs.shape[1])  # da ↦ da W_hh
         for grad_out_t, h_next, grad_a_t in reversed(steps_of(grad_out, hs[1:], grad_a)):
             dh_da = tanh_grad(h_next) if ctx.nonlinearity == "tanh" else h_next > 0  # (B, H)
             torch.mul(grad_out_t + carry, dh_da, out=grad_a_t)  # (B, H)
-            carry = grad_a_t @ weight_hh  # (B, H)
+            carry = backwards(grad_a_t)  # (B, H)
         grad_weight_hh = sum_over_steps(grad_a, hs[:-1]) if ctx.needs_input_grad[2] else None
         return grad_a, carry, grad_weight_hh, None
 
@@ -188,10 +192,10 @@ class LSTMSequence(Function):
         # mmap threshold, so its memory is reused between calls instead of faulted in afresh.
         acts = [torch.empty_like(hs[1:]) for _ in range(4)]  # 4 × (T, B, H): i, f, g, o
         tanh_cs = torch.empty_like(cs[1:])  # (T, B, H): tanh(c_{t+1})
-        weight_hh_t = weight_hh.t()  # (H, 4H)
+        recurrent = StepProduct(weight_hh, h0.shape[0])  # h ↦ x_t + W_hh h
         per_step = steps_of(gates_x, *acts, hs[:-1], hs[1:], cs[:-1], cs[1:], tanh_cs)
         for x_t, i, f, g, o, h, h_next, c, c_next, tanh_c in per_step:
-            a = torch.addmm(x_t, h, weight_hh_t)  # (B, 4H) pre-activations
+            a = recurrent(h, x_t)  # (B, 4H) pre-activations
             a_i, a_f, a_g, a_o = a.chunk(4, dim=1)  # 4 × (B, H)
             if peephole:
                 a_i.addcmul_(weight_ci, c)
@@ -218,6 +222,7 @@ class LSTMSequence(Function):
         grad_i_all, grad_f_all, grad_g_all, grad_o_all = grad_a.chunk(4, dim=2)  # 4 × (T, B, H)
         dh_carry = torch.zeros_like(hs[0])  # (B, H) ∂L/∂h_{t+1} through step t+1
         dc = grad_c_last  # (B, H) ∂L/∂c_{t+1} through step t+1
+        backwards = StepProduct(weight_hh.t(), batch)  # da ↦ da W_hh
         per_step = steps_of(
             grad_out, grad_a, grad_i_all, grad_f_all, grad_g_all, grad_o_all,
             *acts, cs[:-1], tanh_cs,
@@ -233,7 +238,7 @@ class LSTMSequence(Function):
             torch.mul(dc * g, sigmoid_grad(i), out=grad_i)
             torch.mul(dc * c, sigmoid_grad(f), out=grad_f)
             torch.mul(dc * i, tanh_grad(g), out=grad_g)
-            dh_carry = grad_a_t @ weight_hh  # (B, H)
+            dh_carry = backwards(grad_a_t)  # (B, H)
             dc = dc * f  # (B, H)
             if peephole:
                 dc.addcmul_(grad_i, weight_ci).addcmul_(grad_f, weight_cf)

@@ -19,6 +19,7 @@ from rnnkit.layers.bptt import (
     sum_over_steps,
     tanh_grad,
 )
+from rnnkit.layers.packed import StepProduct
 
 
 class GRUSequence(Function):
@@ -50,6 +51,8 @@ class GRUSequence(Function):
         acts = gates_x.new_empty(gates_x.shape)  # (T, B, 3H): r, z, n
         ms = gates_x.new_empty(gates_x.shape)  # (T, B, 3H): W_hh h_t + b_hh
         rz_all, n_all = acts.split([2 * hidden, hidden], dim=2)  # (T, B, 2H), (T, B, H)
+        # addmm, not StepProduct: it writes m in place, where oneDNN's result would need a copy
+        # that ate its gain (measured at H = 512).
         weight_hh_t = weight_hh.t()  # (H, 3H)
         per_step = steps_of(
             gates_x[..., : 2 * hidden], gates_x[..., 2 * hidden :], ms, ms[..., : 2 * hidden],
@@ -72,6 +75,7 @@ class GRUSequence(Function):
         grad_x = torch.empty_like(acts)  # (T, B, 3H): ∂L/∂a, the gradient of gates_x
         grad_m = torch.empty_like(acts)  # (T, B, 3H): ∂L/∂m
         carry = torch.zeros_like(hs[0])  # (B, H) ∂L/∂h_{t+1} through step t+1
+        backwards = StepProduct(weight_hh.t(), hs.shape[1])  # dm ↦ dm W_hh
         per_step = steps_of(
             grad_out, hs[:-1], ms[..., 2 * hidden :], *acts.chunk(3, dim=2),
             *grad_x.chunk(3, dim=2), grad_x[..., : 2 * hidden], grad_m,
@@ -86,7 +90,7 @@ class GRUSequence(Function):
             torch.mul(dh * (h - n), sigmoid_grad(z), out=grad_z)
             grad_m_rz.copy_(grad_rz)  # m_r, m_z enter r and z as x_r, x_z do
             torch.mul(grad_n, r, out=grad_m_n)
-            carry = torch.addmm(z * dh, grad_m_t, weight_hh)  # (B, H)
+            carry = backwards(grad_m_t, z * dh)  # (B, H)
         needs = ctx.needs_input_grad
         grad_weight_hh = sum_over_steps(grad_m, hs[:-1]) if needs[2] else None  # (3H, H)
         grad_bias_hh = grad_m.sum((0, 1)) if needs[3] else None  # (3H,)
@@ -133,15 +137,16 @@ class GRUResetBeforeSequence(Function):
         acts = gates_x.new_empty(gates_x.shape)  # (T, B, 3H): r, z, n
         reset_hs = torch.empty_like(hs[1:])  # (T, B, H): r ⊙ h_t
         weight_rz, weight_n = weight_hh.split([2 * hidden, hidden])  # (2H, H), (H, H)
-        weight_rz_t, weight_n_t = weight_rz.t(), weight_n.t()  # (H, 2H), (H, H)
+        batch = h0.shape[0]
+        recurrent_rz, recurrent_n = StepProduct(weight_rz, batch), StepProduct(weight_n, batch)
         x_rz_all, x_n_all = gates_x.split([2 * hidden, hidden], dim=2)  # (T, B, 2H), (T, B, H)
         rz_all, n_all = acts.split([2 * hidden, hidden], dim=2)  # (T, B, 2H), (T, B, H)
         per_step = steps_of(x_rz_all, x_n_all, rz_all, n_all, reset_hs, hs[:-1], hs[1:])
         for x_rz, x_n, rz, n, reset_h, h, h_next in per_step:
-            torch.addmm(x_rz, h, weight_rz_t, out=rz).sigmoid_()  # r, z
+            torch.sigmoid(recurrent_rz(h, x_rz), out=rz)  # r, z
             r, z = rz.chunk(2, dim=1)  # 2 × (B, H)
             torch.mul(r, h, out=reset_h)  # (B, H)
-            torch.addmm(x_n, reset_h, weight_n_t, out=n).tanh_()
+            torch.tanh(recurrent_n(reset_h, x_n), out=n)
             torch.addcmul(n, z, h - n, out=h_next)  # h_{t+1} = n + z ⊙ (h_t − n)
         ctx.save_for_backward(weight_hh, hs, acts, reset_hs)
         return hs[1:]  # (T, B, H)
@@ -155,6 +160,9 @@ class GRUResetBeforeSequence(Function):
         grad_a = torch.empty_like(acts)  # (T, B, 3H)
         grad_rz_all = grad_a[..., : 2 * hidden]  # (T, B, 2H)
         carry = torch.zeros_like(hs[0])  # (B, H) ∂L/∂h_{t+1} through step t+1
+        batch = hs.shape[1]
+        backwards_rz = StepProduct(weight_rz.t(), batch)  # d(r, z) ↦ d(r, z) W_rz
+        backwards_n = StepProduct(weight_n.t(), batch)  # dn ↦ dn W_n
         per_step = steps_of(
             grad_out, hs[:-1], *acts.chunk(3, dim=2), *grad_a.chunk(3, dim=2), grad_rz_all
         )
@@ -162,9 +170,9 @@ class GRUResetBeforeSequence(Function):
             dh = grad_out_t + carry  # (B, H)
             torch.mul(dh * (h - n), sigmoid_grad(z), out=grad_z)
             torch.mul(dh * (1 - z), tanh_grad(n), out=grad_n)
-            grad_reset_h = grad_n @ weight_n  # (B, H) ∂L/∂(r ⊙ h_t)
+            grad_reset_h = backwards_n(grad_n)  # (B, H) ∂L/∂(r ⊙ h_t)
             torch.mul(grad_reset_h * h, sigmoid_grad(r), out=grad_r)
-            carry = torch.addcmul(z * dh, grad_reset_h, r).addmm_(grad_rz, weight_rz)  # (B, H)
+            carry = backwards_rz(grad_rz, torch.addcmul(z * dh, grad_reset_h, r))  # (B, H)
         grad_weight_hh = None
         if ctx.needs_input_grad[2]:
             grad_weight_rz = sum_over_steps(grad_rz_all, hs[:-1])  # (2H, H)
@@ -201,13 +209,13 @@ class GRUOneGateSequence(Function):
     @staticmethod
     def forward(ctx: Any, gates_x: Tensor, h0: Tensor, weight_hh: Tensor) -> Tensor:
         hs = states_buffer(h0, gates_x.shape[0])  # (T+1, B, H)
-        acts = gates_x.new_empty(gates_x.shape)  # (T, B, 2H): a, then z, n in place
-        weight_hh_t = weight_hh.t()  # (H, 2H)
-        per_step = steps_of(gates_x, acts, *acts.chunk(2, dim=2), hs[:-1], hs[1:])
-        for x_t, a, z, n, h, h_next in per_step:
-            torch.addmm(x_t, h, weight_hh_t, out=a)  # (B, 2H) pre-activations
-            z.sigmoid_()
-            n.tanh_()
+        acts = gates_x.new_empty(gates_x.shape)  # (T, B, 2H): z, n
+        recurrent = StepProduct(weight_hh, h0.shape[0])  # h ↦ x_t + W_hh h
+        per_step = steps_of(gates_x, *acts.chunk(2, dim=2), hs[:-1], hs[1:])
+        for x_t, z, n, h, h_next in per_step:
+            a_z, a_n = recurrent(h, x_t).chunk(2, dim=1)  # 2 × (B, H) pre-activations
+            torch.sigmoid(a_z, out=z)
+            torch.tanh(a_n, out=n)
             torch.addcmul(n, z, h - n, out=h_next)  # h_{t+1} = n + z ⊙ (h_t − n)
         ctx.save_for_backward(weight_hh, hs, acts)
         return hs[1:]  # (T, B, H)
@@ -218,6 +226,7 @@ class GRUOneGateSequence(Function):
         weight_hh, hs, acts = ctx.saved_tensors
         grad_a = torch.empty_like(acts)  # (T, B, 2H)
         carry = torch.zeros_like(hs[0])  # (B, H) ∂L/∂h_{t+1} through step t+1
+        backwards = StepProduct(weight_hh.t(), hs.shape[1])  # da ↦ da W_hh
         per_step = steps_of(
             grad_out, hs[:-1], *acts.chunk(2, dim=2), grad_a, *grad_a.chunk(2, dim=2)
         )
@@ -225,7 +234,7 @@ class GRUOneGateSequence(Function):
             dh = grad_out_t + carry  # (B, H)
             torch.mul(dh * (h - n), sigmoid_grad(z), out=grad_z)
             torch.mul(dh * (1 - z), tanh_grad(n), out=grad_n)
-            carry = torch.addmm(z * dh, grad_a_t, weight_hh)  # (B, H)
+            carry = backwards(grad_a_t, z * dh)  # (B, H)
         grad_weight_hh = sum_over_steps(grad_a, hs[:-1]) if ctx.needs_input_grad[2] else None
         return grad_a, carry, grad_weight_hh
 
