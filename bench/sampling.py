@@ -18,8 +18,12 @@ Rows, in characters per second:
   rnnkit LM packed   the product, as ``LanguageModel.generate`` runs it: the same inside
                      ``model.rnn.packed_step(weights)`` (one packed [W_ih | W_hh] product per
                      layer), for weights fp32, bf16 and int8 (weight-only, per output channel)
-  bare bf16 / int8   the bare loop with the gate product of ``PackedLinear`` in bf16 (oneDNN)
-                     or int8 (``torch._weight_int8pack_mm``): the limit of those kernels
+  bare fp32 / bf16 / int8
+                     the bare loop with the gate product of ``PackedLinear`` in fp32 or bf16
+                     (oneDNN's blocked layout) or int8 (``torch._weight_int8pack_mm``): the
+                     limit of those kernels. "bare matmuls" stays the limit of the goal, the
+                     plain ``addmm``; the fp32 oneDNN row shows how much of rnnkit's fp32 lead
+                     over it is the kernel
 
 then batched sampling (``num_samples`` = 1, 8, 32) through ``generate_tokens`` with the
 layer's packed fp32 step (one batched step per token for all samples), and, unless
@@ -400,6 +404,7 @@ def run(quick: bool, threads: int | None = None) -> dict[str, Any]:
                 _sample_packed, language_model, language_model.rnn, weights, 1
             )
     if _has_packed_linear():
+        loops["bare fp32 (oneDNN)"] = partial(_sample_bare_packed, bare, "fp32")
         loops["bare bf16 (oneDNN)"] = partial(_sample_bare_packed, bare, "bf16")
         loops["bare int8 (_weight_int8pack_mm)"] = partial(_sample_bare_packed, bare, "int8")
     load_before = os.getloadavg()[0]
@@ -525,6 +530,12 @@ def _print_table(results: dict[str, Any]) -> None:
     if results["rnnkit_missing"]:
         print(f"(no rnnkit row: {results['rnnkit_missing']})")
     print(f"goal: rnnkit >= {results['goal_ratio']:.2f} x limit")
+    rows = results["rows"]
+    if "rnnkit LM packed fp32" in rows and "bare fp32 (oneDNN)" in rows:
+        ratio = (
+            rows["rnnkit LM packed fp32"]["chars_per_s"] / rows["bare fp32 (oneDNN)"]["chars_per_s"]
+        )
+        print(f"rnnkit LM packed fp32 / bare fp32 (oneDNN): {ratio:.2f}")
     print(f"\nbatched sampling through generate_tokens ({results['batched_model']} model)")
     print(f"{'num_samples':>12s} {'chars/s total':>14s} {'per sample':>11s}")
     for num_samples, row in results["batched"].items():

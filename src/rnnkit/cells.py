@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnkit.onednn import linear
+
 Nonlinearity = Literal["tanh", "relu"]
 LSTMState = tuple[Tensor, Tensor]
 Peephole = tuple[Tensor, Tensor, Tensor]
@@ -38,7 +40,7 @@ def input_gates(
     Shapes: x (..., D), weight_ih (G·H, D), biases (G·H,) or None  ->  (..., G·H).
     """
     bias = None if bias_ih is None or bias_hh is None else bias_ih + bias_hh  # (G·H,)
-    return F.linear(x, weight_ih, bias)  # (..., G·H)
+    return linear(x, weight_ih, bias)  # (..., G·H); F.linear, through oneDNN where faster
 
 
 # --- Elman RNN ---------------------------------------------------------------------------------

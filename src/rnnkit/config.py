@@ -73,6 +73,10 @@ def _check(ok: bool, name: str, expected: str, value: Any) -> None:
 #              which reaches 1.485 / 1.420 / 1.412 after 3 / 10 / 20 minutes
 #              (python bench/lm.py --quality 3 10 20 --eval-every 200).
 # 2x512 trains ~3x fewer tokens/s on such a machine and is worse at these budgets.
+# Tried since, step-matched to 10 minutes (one thread, fixed steps): dropout 0.25, wd 0.1, cosine
+# to 0 (5,500 steps) -> 1.420, no better; DropConnect 0.3 on W_hh (AWD-LSTM) trailed by 0.02 at
+# 3,200 of 5,500 steps; 2x384, dropout 0.25, wd 0.1 (3,350 steps) -> 1.413, the best at 10
+# minutes but too slow per step for 3 (left to --hidden-size 384 --dropout 0.25, see README).
 
 
 @dataclass(frozen=True)

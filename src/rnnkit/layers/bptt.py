@@ -42,7 +42,7 @@ from torch.autograd import Function
 from torch.autograd.function import once_differentiable
 
 from rnnkit.cells import Nonlinearity
-from rnnkit.layers.packed import StepProduct
+from rnnkit.onednn import StepProduct
 
 LSTMState = tuple[Tensor, Tensor]
 

@@ -19,7 +19,7 @@ from rnnkit.layers.bptt import (
     sum_over_steps,
     tanh_grad,
 )
-from rnnkit.layers.packed import StepProduct
+from rnnkit.onednn import StepProduct
 
 
 class GRUSequence(Function):

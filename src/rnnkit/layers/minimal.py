@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnkit.onednn import linear
 from rnnkit.scan import linear_scan, mingru_scan
 
 _IMPLS = ("auto", "scan", "loop")
@@ -137,7 +138,7 @@ class _MinimalRNN(nn.Module, ABC):
                 x = F.dropout(x, self.dropout, self.training)  # as the input's layout
             weight, bias = self._layer_parameters(layer)
             # One matmul for all steps, on x as laid out (T- or B-major): no transposed copy.
-            projections = F.linear(x, weight, bias)  # (T, B, G·H) or (B, T, G·H), G = 2 or 3
+            projections = linear(x, weight, bias)  # (T, B, G·H) or (B, T, G·H), G = 2 or 3
             if time_major:
                 projections = projections.transpose(0, 1)  # (B, T, G·H) view
             states = self._scan(projections, h[layer], impl)  # (B, T, H)

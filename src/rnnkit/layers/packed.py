@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from rnnkit.onednn import StepProduct
+
 Weights = Literal["fp32", "bf16", "int8"]
 WEIGHTS: tuple[Weights, ...] = ("fp32", "bf16", "int8")
 
@@ -36,52 +38,6 @@ def check_weights(weights: str) -> None:
     """Raise ValueError unless ``weights`` is one of ``WEIGHTS``."""
     if weights not in WEIGHTS:
         raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}; got {weights!r}")
-
-
-# Below this many weights oneDNN's per-call cost outweighs its faster product (StepProduct).
-ONEDNN_MIN_WEIGHTS = 1 << 17
-
-
-class StepProduct:
-    """``h ↦ h @ Wᵀ (+ bias) (+ addend)``: the per-step products of a time loop, W fixed for it.
-
-    On CPU, a W of at least ``ONEDNN_MIN_WEIGHTS`` elements is reordered once into oneDNN's
-    blocked layout and each product runs ``torch.ops.mkldnn._linear_pointwise`` with the
-    additions fused in (the reorder costs one copy of W per sequence). On a 2-core AVX-512
-    machine at B = 64 that made a whole LSTM(2, 512) training pass 14% faster than
-    ``torch.addmm``, but the GRUs and RNN at H = 128 10-17% slower, hence the size limit.
-    Elsewhere, for smaller W, or without oneDNN, it is ``torch.addmm``.
-
-    Args:
-        weight: (N, K), float32 or bfloat16.
-        batch: B, the expected number of rows of ``h`` (oneDNN picks its layout for it; any
-            number of rows works).
-        bias: (N,) added to every product, or None.
-
-    Shapes: h (B, K), addend (B, N) or None -> (B, N).
-    """
-
-    def __init__(self, weight: Tensor, batch: int, bias: Tensor | None = None) -> None:
-        self._bias = bias
-        self._onednn = (
-            weight.device.type == "cpu"
-            and weight.dtype in (torch.float32, torch.bfloat16)
-            and weight.numel() >= ONEDNN_MIN_WEIGHTS
-            and torch.backends.mkldnn.is_available()
-        )
-        if self._onednn:
-            self._weight = torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), batch)
-        else:
-            self._weight_t = weight.t()  # (K, N)
-
-    def __call__(self, h: Tensor, addend: Tensor | None = None) -> Tensor:
-        if not self._onednn:
-            out = h @ self._weight_t if addend is None else torch.addmm(addend, h, self._weight_t)
-            return out if self._bias is None else out.add_(self._bias)  # (B, N)
-        linear = torch.ops.mkldnn._linear_pointwise
-        if addend is None:
-            return linear(h, self._weight, self._bias, "none", [], "")  # (B, N)
-        return linear.binary(h, addend.contiguous(), self._weight, self._bias, "add")  # (B, N)
 
 
 class PackedLinear:

@@ -1,0 +1,59 @@
+"""rnnkit.onednn: the oneDNN products give F.linear's and addmm's numbers, gradients included."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rnnkit.onednn import ONEDNN_MIN_WEIGHTS, StepProduct, linear
+
+BIG, SMALL = (512, 256), (16, 8)  # (N, K): above and below ONEDNN_MIN_WEIGHTS
+assert BIG[0] * BIG[1] >= ONEDNN_MIN_WEIGHTS > SMALL[0] * SMALL[1]
+
+
+@pytest.mark.parametrize("shape", [BIG, SMALL])
+@pytest.mark.parametrize("with_bias", [True, False])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_linear_equals_f_linear(shape: tuple[int, int], with_bias: bool, transposed: bool) -> None:
+    """Outputs and the gradients of x, W and b, also for a non-contiguous (T, B, K) view."""
+    torch.manual_seed(0)
+    out_features, in_features = shape
+    x = torch.randn(5, 3, in_features)  # (B, T, K)
+    x = x.transpose(0, 1) if transposed else x  # (T, B, K) view when transposed
+    weight = torch.randn(out_features, in_features) / in_features**0.5  # (N, K)
+    bias = torch.randn(out_features) if with_bias else None  # (N,)
+    grad_out = torch.randn(*x.shape[:-1], out_features)  # (..., N)
+    results = []
+    for fn in (F.linear, linear):
+        leaves = [t.clone().requires_grad_() for t in (x, weight) + ((bias,) if with_bias else ())]
+        y = fn(leaves[0], leaves[1], leaves[2] if with_bias else None)
+        results.append([y.detach(), *torch.autograd.grad(y, leaves, grad_out)])
+    for name, got, want in zip(("y", "grad x", "grad W", "grad b"), *results[::-1], strict=False):
+        torch.testing.assert_close(
+            got, want, rtol=1e-5, atol=1e-5, msg=lambda m, n=name: f"{n}: {m}"
+        )
+
+
+@pytest.mark.parametrize("shape", [BIG, SMALL])
+def test_step_product_equals_addmm(shape: tuple[int, int]) -> None:
+    torch.manual_seed(0)
+    out_features, in_features = shape
+    weight = torch.randn(out_features, in_features) / in_features**0.5  # (N, K)
+    bias, addend = torch.randn(out_features), torch.randn(4, out_features)  # (N,), (B, N)
+    h = torch.randn(4, in_features)  # (B, K)
+    product = StepProduct(weight, batch=4, bias=bias)
+    torch.testing.assert_close(product(h), h @ weight.t() + bias, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        product(h, addend), addend + h @ weight.t() + bias, rtol=1e-5, atol=1e-5
+    )
+    other_batch = torch.randn(7, in_features)  # any number of rows works
+    torch.testing.assert_close(
+        StepProduct(weight, batch=4)(other_batch), other_batch @ weight.t(), rtol=1e-5, atol=1e-5
+    )
+
+
+def test_step_product_in_bf16_is_close() -> None:
+    torch.manual_seed(0)
+    weight, h = torch.randn(*BIG).bfloat16(), torch.randn(4, BIG[1]).bfloat16()
+    got = StepProduct(weight, batch=4)(h)  # (4, N) bf16
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), h.float() @ weight.float().t(), rtol=2e-2, atol=0.3)
