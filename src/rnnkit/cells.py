@@ -19,13 +19,12 @@ state dict of a ``torch.nn.RNNCell`` / ``GRUCell`` / ``LSTMCell`` loads unchange
 """
 
 import math
+from collections.abc import Callable
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
-from rnnkit.onednn import linear
 
 Nonlinearity = Literal["tanh", "relu"]
 LSTMState = tuple[Tensor, Tensor]
@@ -33,14 +32,21 @@ Peephole = tuple[Tensor, Tensor, Tensor]
 
 
 def input_gates(
-    x: Tensor, weight_ih: Tensor, bias_ih: Tensor | None, bias_hh: Tensor | None
+    x: Tensor,
+    weight_ih: Tensor,
+    bias_ih: Tensor | None,
+    bias_hh: Tensor | None,
+    linear: Callable[..., Tensor] = F.linear,
 ) -> Tensor:
     """``W_ih x + b_ih + b_hh``: the part of a summed-gate step that does not depend on ``h``.
+
+    ``linear`` computes the product; the layers' whole-sequence path passes
+    :func:`rnnkit.onednn.linear`, the same numbers faster on CPU.
 
     Shapes: x (..., D), weight_ih (G·H, D), biases (G·H,) or None  ->  (..., G·H).
     """
     bias = None if bias_ih is None or bias_hh is None else bias_ih + bias_hh  # (G·H,)
-    return linear(x, weight_ih, bias)  # (..., G·H); F.linear, through oneDNN where faster
+    return linear(x, weight_ih, bias)  # (..., G·H)
 
 
 # --- Elman RNN ---------------------------------------------------------------------------------

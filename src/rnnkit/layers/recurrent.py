@@ -100,7 +100,7 @@ class RNN(RecurrentStack):
         return project, step
 
     def _sequence(self, layer: int, direction: int) -> WholeSequence:
-        project, _ = self._direction(layer, direction)
+        project = self._sequence_gates(layer, direction)
         weight_hh = self._param("weight_hh", layer, direction)
         return project, partial(
             bptt.rnn_sequence, weight_hh=weight_hh, nonlinearity=self.nonlinearity
@@ -180,7 +180,7 @@ class GRU(RecurrentStack):
         if self.reset_gate and self.reset_after:  # b_hn stays inside the reset product
             project = partial(F.linear, weight=weight_ih, bias=bias_ih)
             return project, partial(bptt_gru.gru_sequence, weight_hh=weight_hh, bias_hh=bias_hh)
-        project = partial(input_gates, weight_ih=weight_ih, bias_ih=bias_ih, bias_hh=bias_hh)
+        project = self._sequence_gates(layer, direction)
         if self.reset_gate:
             return project, partial(bptt_gru.gru_reset_before_sequence, weight_hh=weight_hh)
         return project, partial(bptt_gru.gru_one_gate_sequence, weight_hh=weight_hh)
@@ -284,7 +284,7 @@ class LSTM(RecurrentStack):
     def _sequence(self, layer: int, direction: int) -> WholeSequence | None:
         if self.proj_size:  # the projection runs in the autograd loop
             return None
-        project, _ = self._direction(layer, direction)
+        project = self._sequence_gates(layer, direction)
         weight_hh = self._param("weight_hh", layer, direction)
         peephole = self._peephole(layer, direction)
         return project, partial(bptt.lstm_sequence, weight_hh=weight_hh, peephole=peephole)

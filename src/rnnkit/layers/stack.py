@@ -10,6 +10,7 @@ import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from functools import partial
 from typing import Literal
 
 import torch
@@ -17,6 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
+from rnnkit import onednn
+from rnnkit.cells import input_gates
 from rnnkit.layers.packed import PackedLinear, Weights, check_weights
 from rnnkit.layers.packing import pack_like, run_packed, run_padded
 from rnnkit.layers.time_loop import (
@@ -137,6 +140,19 @@ class RecurrentStack(nn.Module, ABC):
     def _fused_unsupported(self) -> str | None:
         """Why PyTorch's fused kernel cannot compute this configuration, or None if it can."""
         return None
+
+    def _sequence_gates(self, layer: int, direction: int) -> Callable[[Tensor], Tensor]:
+        """``W_ih x + b_ih + b_hh`` of all steps for the whole-sequence functions: x (..., D)
+        -> (..., G·H), through :func:`rnnkit.onednn.linear` (they are differentiable once
+        anyway; the autograd loop of :meth:`_direction` keeps ``F.linear``)."""
+        weights = partial(self._param, layer=layer, direction=direction)
+        return partial(
+            input_gates,
+            weight_ih=weights("weight_ih"),
+            bias_ih=weights("bias_ih"),
+            bias_hh=weights("bias_hh"),
+            linear=onednn.linear,
+        )
 
     def _fast_step(self, layer: int, x: Tensor, state: State) -> State:
         """One step of one layer for ``step()``: x (B, D or H), state -> new state."""
