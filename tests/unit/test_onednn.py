@@ -4,10 +4,56 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from rnnkit import onednn
 from rnnkit.onednn import ONEDNN_MIN_WEIGHTS, StepProduct, linear
 
 BIG, SMALL = (512, 256), (16, 8)  # (N, K): above and below ONEDNN_MIN_WEIGHTS
 assert BIG[0] * BIG[1] >= ONEDNN_MIN_WEIGHTS > SMALL[0] * SMALL[1]
+needs_onednn = pytest.mark.skipif(
+    not torch.backends.mkldnn.is_available(), reason="this torch build has no oneDNN"
+)
+
+
+@pytest.fixture(autouse=True, params=["onednn fp32", "plain fp32"])
+def fp32_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run each test with float32 products through oneDNN and through addmm, whatever the CPU
+    would choose (:func:`rnnkit.onednn.fp32_onednn_pays`)."""
+    pays = request.param == "onednn fp32" and torch.backends.mkldnn.is_available()
+    monkeypatch.setattr(onednn, "fp32_onednn_pays", lambda: pays)
+    return request.param
+
+
+def test_the_path_follows_the_choice(fp32_path: str) -> None:
+    """A big fp32 weight goes through oneDNN exactly when that is chosen; small ones never do."""
+    big, small = torch.randn(*BIG), torch.randn(*SMALL)
+    expected = fp32_path == "onednn fp32" and torch.backends.mkldnn.is_available()
+    assert StepProduct(big, batch=4)._onednn is expected
+    assert StepProduct(small, batch=4)._onednn is False
+
+
+@needs_onednn
+def test_bf16_always_goes_through_onednn_on_cpu() -> None:
+    assert StepProduct(torch.randn(*BIG).bfloat16(), batch=4)._onednn is True
+
+
+@pytest.mark.parametrize(
+    ("vendor", "pays"), [("GenuineIntel", False), ("AuthenticAMD", True), ("", True)]
+)
+def test_fp32_onednn_pays_off_intel(
+    vendor: str, pays: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rule measured in the module docstring: fp32 through oneDNN except on Intel's CPUs."""
+    monkeypatch.undo()  # the real function, not the fixture's stand-in
+    monkeypatch.setattr(onednn, "cpu_vendor", lambda: vendor)
+    onednn.fp32_onednn_pays.cache_clear()
+    try:
+        assert onednn.fp32_onednn_pays() is (pays and torch.backends.mkldnn.is_available())
+    finally:
+        onednn.fp32_onednn_pays.cache_clear()
+
+
+def test_cpu_vendor_is_a_string() -> None:
+    assert isinstance(onednn.cpu_vendor(), str)
 
 
 @pytest.mark.parametrize("shape", [BIG, SMALL])
