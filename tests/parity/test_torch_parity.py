@@ -167,14 +167,41 @@ def test_state_dict_loads_both_ways(kind):
     torch.testing.assert_close(fresh(x)[0], theirs(x)[0], atol=1e-5, rtol=1e-5)
 
 
-def test_dropout_in_train_mode_draws_like_torch():
-    """The fused path passes dropout to torch's kernel: same seed, same mask, same numbers."""
-    theirs, ours = make_pair("lstm", torch.float64, "fused", num_layers=2, dropout=0.5)
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+@pytest.mark.parametrize("kind", ["gru", "lstm", "lstm_proj"])
+def test_fused_layer_by_layer_in_training_matches_torch(
+    kind: str, bidirectional: bool, packed: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In training with dropout, the fused path runs the kernel one layer at a time with our
+    faster dropout between layers; with that dropout made the identity, outputs, states and
+    gradients equal torch's dropout-free layer."""
+    from rnnkit.layers import stack
+
+    monkeypatch.setattr(stack, "dropout", lambda x, p, training=True: x)
+    theirs, ours = make_pair(
+        kind, torch.float64, "fused", num_layers=3, bidirectional=bidirectional
+    )
+    ours.dropout = 0.5  # acts only through the patched dropout
+    x = torch.randn(T, B, D, dtype=torch.float64)
+    if packed:
+        x = pack_padded_sequence(x, torch.tensor(LENGTHS), enforce_sorted=False)
+    state = requiring_grad(random_state(theirs, B, torch.float64))
+    leaves = list(as_tuple(state))
+    ours_results, ours_grads = outputs_and_grads(ours, x, state, leaves)
+    theirs_results, theirs_grads = outputs_and_grads(theirs, x, state, leaves)
+    assert_same(theirs_results + theirs_grads, ours_results + ours_grads, torch.float64)
+
+
+def test_dropout_in_train_mode_acts_between_layers() -> None:
+    """Same seed, same mask; the mask zeroes about p of the first layer's outputs."""
+    _, ours = make_pair("lstm", torch.float64, "fused", num_layers=2, dropout=0.5)
     x = torch.randn(T, B, D, dtype=torch.float64)
     torch.manual_seed(3)
-    expected = theirs(x)[0]
+    first = ours(x)[0]
     torch.manual_seed(3)
-    torch.testing.assert_close(ours(x)[0], expected, atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(ours(x)[0], first, atol=0, rtol=0)
+    assert not torch.allclose(ours.eval()(x)[0], first)
 
 
 CELLS = {

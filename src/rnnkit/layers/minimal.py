@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnkit.layers.dropout import dropout
 from rnnkit.onednn import linear
 from rnnkit.scan import linear_scan, mingru_scan
 
@@ -135,7 +136,7 @@ class _MinimalRNN(nn.Module, ABC):
         finals = []
         for layer in range(self.num_layers):
             if layer > 0:
-                x = F.dropout(x, self.dropout, self.training)  # as the input's layout
+                x = dropout(x, self.dropout, self.training)  # as the input's layout
             weight, bias = self._layer_parameters(layer)
             # One matmul for all steps, on x as laid out (T- or B-major): no transposed copy.
             projections = linear(x, weight, bias)  # (T, B, G·H) or (B, T, G·H), G = 2 or 3
@@ -169,7 +170,7 @@ class _MinimalRNN(nn.Module, ABC):
         states = []
         for layer in range(self.num_layers):
             if layer > 0 and self.training:
-                x = F.dropout(x, self.dropout)  # (B, H)
+                x = dropout(x, self.dropout)  # (B, H)
             a, b = self._coefficients(F.linear(x, *self._layer_parameters(layer)))  # 2 × (B, H)
             x = torch.addcmul(b, a, h[layer])  # (B, H): a ⊙ h + b
             states.append(x)

