@@ -60,23 +60,18 @@ def _check(ok: bool, name: str, expected: str, value: Any) -> None:
         raise ConfigError(f"{_flag(name)} must be {expected}, got {value!r}")
 
 
-# The defaults of ModelConfig and TrainConfig are the preset for a 2-core CPU, chosen by runs of
-# `rnnkit train` on Tiny Shakespeare (first 90% train, last 10% val), val loss in nats/char:
-#   3 minutes: 2x256 LSTM, dropout 0.1, B=32, T=100, AdamW lr 4e-3, wd 0.01, fp32  -> 1.537
-#              the same in bf16 (more steps in the same time)                     -> 1.502
-#              the same with lr 6e-3                                              -> 1.471
-#   10 minutes (lr 6e-3, bf16): dropout 0.1, wd 0.01 -> 1.460, overfitting (train 1.18);
-#              dropout 0.25 -> 1.444; dropout 0.25, wd 0.1 -> 1.428; dropout 0.2, wd 0.3 -> 1.428;
-#              2x384 with dropout 0.25 -> 1.442 (1.6x slower per step).
-#   3 minutes again with the regularisation: dropout 0.25 -> 1.496, dropout 0.2 and wd 0.1 ->
-#              1.493, dropout 0.2 and wd 0.3 -> 1.506. Chosen: dropout 0.2, weight decay 0.1,
-#              which reaches 1.485 / 1.420 / 1.412 after 3 / 10 / 20 minutes
-#              (python bench/lm.py --quality 3 10 20 --eval-every 200).
-# 2x512 trains ~3x fewer tokens/s on such a machine and is worse at these budgets.
-# Tried since, step-matched to 10 minutes (one thread, fixed steps): dropout 0.25, wd 0.1, cosine
-# to 0 (5,500 steps) -> 1.420, no better; DropConnect 0.3 on W_hh (AWD-LSTM) trailed by 0.02 at
-# 3,200 of 5,500 steps; 2x384, dropout 0.25, wd 0.1: 1.413 after 3,350 steps, but a timed
-# 10-minute run makes 2,966 of them and reaches 1.417, level with the preset (see README).
+# The defaults of ModelConfig and TrainConfig are the preset for a 2-core CPU, chosen by timed runs
+# of `rnnkit train` on Tiny Shakespeare (first 90% train, last 10% val), best val loss in
+# nats/char. Since 2026-12 on the machine kind, a 2-core Intel Xeon (Sapphire Rapids) with
+# AMX, where bf16 matrix products are 4-6x faster than fp32 and a 10-minute run sees 10-30 epochs
+# of the 1M characters, so that regularisation decides the result (10 minutes, bf16, B=32, T=100):
+#   2x384, B=64, dropout 0.25, lr 6e-3, wd 0.1 -> 1.449 (train 1.12: overfits after 1,400 steps)
+#   2x512, dropout 0.4, lr 4e-3, wd 0.1 -> 1.412;  dropout 0.5 -> 1.433 (underfits: train 1.24)
+#   2x512, dropout 0.4, lr 4e-3, wd 0.2 -> 1.403 (3,405 steps, still falling);  wd 0.3: chosen.
+# Earlier, on a 2-core AMD EPYC without AMX (bf16 only 2.3x fp32), 2x512 trained ~3x fewer
+# tokens/s than 2x256 and was worse at these budgets; there the better preset was 2x256 with
+# dropout 0.2, lr 6e-3, wd 0.1 (1.485 / 1.420 / 1.412 after 3 / 10 / 20 minutes): pass
+# `--hidden-size 256 --dropout 0.2 --lr 6e-3 --weight-decay 0.1` on CPUs without AMX (README).
 
 
 @dataclass(frozen=True)
@@ -88,9 +83,9 @@ class ModelConfig:
 
     cell: Literal["rnn", "gru", "lstm", "mingru", "minlstm"] = _opt("lstm", "recurrent cell")
     num_layers: int = _opt(2, "L, stacked recurrent layers")
-    hidden_size: int = _opt(256, "H, features of the hidden state")
+    hidden_size: int = _opt(512, "H, features of the hidden state")
     embedding_size: int = _opt(64, "E, token embedding size; 0 feeds one-hot vectors")
-    dropout: float = _opt(0.2, "dropout between layers and before the head, in [0, 1)")
+    dropout: float = _opt(0.4, "dropout between layers and before the head, in [0, 1)")
     bidirectional: bool = _opt(False, "read the sequence both ways (not for --task lm)")
     tie_weights: bool = _opt(False, "share the embedding and head weights (needs E == H)")
     impl: Literal["auto", "fused", "loop", "scan"] = _opt(
@@ -135,7 +130,7 @@ class DataConfig:
         _check(known_encoding(self.encoding), "encoding", "a known text encoding", self.encoding)
 
 
-ADAMW_WEIGHT_DECAY = 0.1  # the preset's decoupled weight decay (see the table above)
+ADAMW_WEIGHT_DECAY = 0.3  # the preset's decoupled weight decay (see the table above)
 FALLBACK_EPOCHS = 10  # the epoch limit of a run given no --epochs, --max-steps or --max-time
 
 
@@ -151,7 +146,7 @@ class TrainConfig:
     batch_size: int = _opt(32, "B, parallel text streams per batch")
     seq_len: int = _opt(100, "T, time steps per chunk (truncated backprop through time)")
     optimizer: Literal["adam", "adamw", "rmsprop", "sgd", "adagrad"] = _opt("adamw", "optimiser")
-    lr: float = _opt(6e-3, "peak learning rate")
+    lr: float = _opt(4e-3, "peak learning rate")
     weight_decay: float | None = _opt(
         None,
         f"adamw: decoupled weight decay, default {ADAMW_WEIGHT_DECAY}; "

@@ -212,7 +212,7 @@ def test_defaults_are_min_char_rnns_where_not_set(capsys) -> None:
     ):
         assert f"\n{line}\n" in toml, line
     assert main(["train", "--print-config"]) == 0
-    assert "\nhidden_size = 256\n" in capsys.readouterr().out
+    assert "\nhidden_size = 512\n" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

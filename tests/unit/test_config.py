@@ -51,17 +51,17 @@ DESIGN_FLAGS = [
 
 def test_default_preset() -> None:
     run = RunConfig()
-    assert (run.model.cell, run.model.num_layers, run.model.hidden_size) == ("lstm", 2, 256)
-    assert (run.model.embedding_size, run.model.dropout) == (64, 0.2)
-    assert run.train.weight_decay is None and run.train.effective_weight_decay == 0.1
+    assert (run.model.cell, run.model.num_layers, run.model.hidden_size) == ("lstm", 2, 512)
+    assert (run.model.embedding_size, run.model.dropout) == (64, 0.4)
+    assert run.train.weight_decay is None and run.train.effective_weight_decay == 0.3
     assert (run.train.batch_size, run.train.seq_len) == (32, 100)
-    assert (run.train.optimizer, run.train.lr, run.train.warmup_steps) == ("adamw", 6e-3, 50)
+    assert (run.train.optimizer, run.train.lr, run.train.warmup_steps) == ("adamw", 4e-3, 50)
     assert (run.train.schedule, run.train.min_lr_frac, run.train.grad_clip) == ("cosine", 0.1, 1.0)
     assert run.data.val_frac == 0.1 and run.data.level == "char"
     assert run.train.precision == "auto"
 
 
-@pytest.mark.parametrize(("optimizer", "decay"), [("adamw", 0.1), ("adam", 0.0), ("sgd", 0.0)])
+@pytest.mark.parametrize(("optimizer", "decay"), [("adamw", 0.3), ("adam", 0.0), ("sgd", 0.0)])
 def test_weight_decay_default_is_decoupled_only(optimizer: str, decay: float) -> None:
     assert TrainConfig(optimizer=optimizer).effective_weight_decay == decay
     assert TrainConfig(optimizer=optimizer, weight_decay=0.02).effective_weight_decay == 0.02
@@ -80,7 +80,7 @@ def test_weight_decay_default_is_decoupled_only(optimizer: str, decay: float) ->
         ),
         (lambda: ModelConfig(cell="mingru", impl="fused"), "--impl must be one of auto, scan"),
         (lambda: ModelConfig(embedding_size=-1), "--embedding-size must be 0 or more, got -1"),
-        (lambda: ModelConfig(tie_weights=True), "--tie-weights needs .* got 64 and 256"),
+        (lambda: ModelConfig(tie_weights=True), "--tie-weights needs .* got 64 and 512"),
         (lambda: DataConfig(val_frac=1.0), r"--val-frac must be in \(0, 1\), got 1.0"),
         (lambda: DataConfig(encoding="klingon"), "--encoding must be a known .*'klingon'"),
         (lambda: TrainConfig(lr=-1.0), "--lr must be positive, got -1.0"),
@@ -160,6 +160,6 @@ def test_flags_carry_type_default_and_help() -> None:
     train = build_parser()._subparsers._group_actions[0].choices["train"]
     actions = {a.option_strings[0]: a for a in train._actions if a.option_strings}
     assert actions["--hidden-size"].type is int
-    assert "(default: 256)" in actions["--hidden-size"].help
+    assert "(default: 512)" in actions["--hidden-size"].help
     assert actions["--cell"].choices == ("rnn", "gru", "lstm", "mingru", "minlstm")
     assert actions["--dropout"].type is float
