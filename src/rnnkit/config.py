@@ -62,12 +62,16 @@ def _check(ok: bool, name: str, expected: str, value: Any) -> None:
 
 # The defaults of ModelConfig and TrainConfig are the preset for a 2-core CPU, chosen by timed runs
 # of `rnnkit train` on Tiny Shakespeare (first 90% train, last 10% val), best val loss in
-# nats/char. Since 2026-12 on the machine kind, a 2-core Intel Xeon (Sapphire Rapids) with
-# AMX, where bf16 matrix products are 4-6x faster than fp32 and a 10-minute run sees 10-30 epochs
-# of the 1M characters, so that regularisation decides the result (10 minutes, bf16, B=32, T=100):
+# nats/char. Since 2026-12 on the machine kind, a 2-core Intel Xeon with AMX, where bf16
+# matrix products are 4-6x faster than fp32 and a 10-minute run sees 10-30 epochs of the 1M
+# characters, so that regularisation decides the result (10 minutes, bf16, B=32, T=100):
 #   2x384, B=64, dropout 0.25, lr 6e-3, wd 0.1 -> 1.449 (train 1.12: overfits after 1,400 steps)
 #   2x512, dropout 0.4, lr 4e-3, wd 0.1 -> 1.412;  dropout 0.5 -> 1.433 (underfits: train 1.24)
-#   2x512, dropout 0.4, lr 4e-3, wd 0.2 -> 1.403 (3,405 steps, still falling);  wd 0.3: chosen.
+#   2x512, dropout 0.4, lr 4e-3, wd 0.2 -> 1.403 (3,405 steps, still falling);  wd 0.3 -> 1.403.
+# Chosen: 2x512, dropout 0.4, lr 4e-3, wd 0.3. With the faster dropout mask and fused AdamW
+# (4,083 steps in 10 minutes instead of 3,441) it reaches 1.465 after 3 minutes and 1.404 after
+# 10 (python bench/lm.py --quality 3 10 --eval-every 250); dropout 0.45 trailed it by 0.013
+# at 2,750 steps of the same schedule.
 # Earlier, on a 2-core AMD EPYC without AMX (bf16 only 2.3x fp32), 2x512 trained ~3x fewer
 # tokens/s than 2x256 and was worse at these budgets; there the better preset was 2x256 with
 # dropout 0.2, lr 6e-3, wd 0.1 (1.485 / 1.420 / 1.412 after 3 / 10 / 20 minutes): pass

@@ -9,7 +9,7 @@ addition fused in). Whether that pays depends on the processor:
 * bfloat16: always on CPU (plain bf16 ``addmm`` is several times slower at small batch).
 * float32: only where :func:`fp32_onednn_pays`. On a 2-core AMD EPYC (AVX-512) oneDNN was 14%
   faster on a whole LSTM(2, 512) training pass through the loop layer and 20% on MinGRU's input
-  projection (forward + backward, T = 2048); on a 2-core Intel Xeon (Sapphire Rapids) the plain
+  projection (forward + backward, T = 2048); on a 2-core Intel Xeon with AMX the plain
   products, which torch runs through Intel's MKL, were faster: the LSTM loop 7% and the GRU loop
   2%, and batch-1 sampling of a 2x512 LSTM 30% (bench/sampling.py: 0.59x against 0.78x of the
   bare-matmul limit). So float32 goes through oneDNN on processors other than Intel's.
