@@ -62,6 +62,27 @@ def test_make_optimizer(name: str) -> None:
     param.sum().backward()
     optimizer.step()
     assert (param < 1).all()
+    assert bool(optimizer.defaults.get("fused")) is (
+        name != "rmsprop"
+    )  # torch has no fused RMSprop
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd", "adagrad"])
+def test_fused_optimizer_takes_the_same_steps(name: str) -> None:
+    """The fused kernel is an implementation detail: three steps land where the plain one does."""
+    torch.manual_seed(0)
+    start, grads = torch.randn(4, 5), [torch.randn(4, 5) for _ in range(3)]
+    cfg = TrainConfig(optimizer=name, lr=0.1, weight_decay=0.01)
+    fused = torch.nn.Parameter(start.clone())
+    plain = torch.nn.Parameter(start.clone())
+    fused_optimizer = make_optimizer([fused], cfg)
+    assert fused_optimizer.defaults["fused"] is True
+    optimizers = [fused_optimizer, type(fused_optimizer)([plain], lr=0.1, weight_decay=0.01)]
+    for grad in grads:
+        for param, optimizer in zip((fused, plain), optimizers, strict=True):
+            param.grad = grad.clone()
+            optimizer.step()
+    torch.testing.assert_close(fused, plain, rtol=1e-6, atol=1e-6)
 
 
 def _model() -> LanguageModel:

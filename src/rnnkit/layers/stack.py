@@ -395,13 +395,13 @@ class RecurrentStack(nn.Module, ABC):
             weights = [getattr(self, name) for name in self._fused_weight_names]
             return self._fused_call(x, state, weights, self.num_layers, batch_sizes)
         per_layer = len(self._fused_weight_names) // self.num_layers
-        stack = self.num_directions
+        dirs = self.num_directions
         finals = []
         for layer in range(self.num_layers):
             if layer > 0:
                 x = dropout(x, self.dropout)  # (·, dirs·H) as the kernel returned it
             names = self._fused_weight_names[layer * per_layer : (layer + 1) * per_layer]
-            layer_state = tuple(part[layer * stack : (layer + 1) * stack] for part in state)
+            layer_state = tuple(part[layer * dirs : (layer + 1) * dirs] for part in state)
             weights = [getattr(self, name) for name in names]
             x, final = self._fused_call(x, layer_state, weights, 1, batch_sizes)
             finals.append(final)
