@@ -55,7 +55,7 @@ def test_default_preset() -> None:
     assert (run.model.embedding_size, run.model.dropout) == (64, 0.4)
     assert run.train.weight_decay is None and run.train.effective_weight_decay == 0.3
     assert (run.train.batch_size, run.train.seq_len) == (32, 100)
-    assert (run.train.optimizer, run.train.lr, run.train.warmup_steps) == ("adamw", 4e-3, 50)
+    assert (run.train.optimizer, run.train.lr, run.train.warmup_steps) == ("adamw", 5e-3, 50)
     assert (run.train.schedule, run.train.min_lr_frac, run.train.grad_clip) == ("cosine", 0.1, 1.0)
     assert run.data.val_frac == 0.1 and run.data.level == "char"
     assert run.train.precision == "auto"
