@@ -13,6 +13,8 @@ saved RNG states reproduce it. Other devices, where ``F.dropout`` is fast, and a
 1 that ``k`` would be 0, use ``F.dropout``.
 """
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -45,9 +47,7 @@ def keep_mask(shape: torch.Size | tuple[int, ...], threshold: int) -> Tensor:
     Each int64 drawn by ``random_`` (uniform on [0, 2⁶³)) is read as four 16-bit integers whose
     low 15 bits are uniform and independent, whatever the byte order.
     """
-    numel = 1
-    for size in shape:
-        numel *= size
+    numel = math.prod(shape)
     words = torch.empty((numel + 3) // 4, dtype=torch.int64).random_()  # (⌈n/4⌉,)
     shares = words.view(torch.int16)[:numel].view(shape)  # (...) 16-bit integers
     return shares.bitwise_and_(KEEP_LEVELS - 1) < threshold  # (...) bool
