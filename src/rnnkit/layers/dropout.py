@@ -31,14 +31,18 @@ def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
 
     Shapes: x (...) -> (...), the same dtype.
     """
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"dropout probability must be in [0, 1]; got {p}")
+    _check_probability(p)
     if not training or p == 0.0:
         return x
     threshold = round((1.0 - p) * KEEP_LEVELS)
     if x.device.type != "cpu" or threshold == 0:
         return F.dropout(x, p, training=True)
     return x * keep_mask(x.shape, threshold) * (KEEP_LEVELS / threshold)
+
+
+def _check_probability(p: float) -> None:
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1]; got {p}")
 
 
 def keep_mask(shape: torch.Size | tuple[int, ...], threshold: int) -> Tensor:
@@ -61,8 +65,7 @@ class Dropout(nn.Module):
 
     def __init__(self, p: float = 0.5) -> None:
         super().__init__()
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"dropout probability must be in [0, 1]; got {p}")
+        _check_probability(p)
         self.p = p
 
     def forward(self, x: Tensor) -> Tensor:
