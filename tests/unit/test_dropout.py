@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from rnnkit.layers.dropout import KEEP_LEVELS, Dropout, dropout, keep_mask
+from rnnkit.layers.dropout import KEEP_LEVELS, Dropout, dropout, keep_mask, keep_ones
 
 
 @pytest.mark.parametrize("p", [0.1, 0.4, 0.75])
@@ -61,3 +61,21 @@ def test_bad_probability_is_named(p: float) -> None:
         dropout(torch.ones(2), p)
     with pytest.raises(ValueError, match="dropout probability must be in"):
         Dropout(p)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.float16, torch.float64])
+@pytest.mark.parametrize("p", [0.0, 0.3, 0.999])
+def test_ones_mask_is_the_bool_mask_for_the_same_seed(dtype: torch.dtype, p: float) -> None:
+    threshold = max(1, round((1 - p) * KEEP_LEVELS))
+    torch.manual_seed(7)
+    expected = keep_mask((33, 17), threshold)  # (33, 17) bool
+    torch.manual_seed(7)
+    ones = keep_ones((33, 17), threshold, dtype)  # (33, 17)
+    assert ones.dtype == dtype
+    torch.testing.assert_close(ones, expected.to(dtype), atol=0, rtol=0)
+
+
+def test_probability_below_one_level_keeps_everything() -> None:
+    """p < 2⁻¹⁶ rounds the threshold up to 2¹⁵ levels, which an int16 cannot hold."""
+    x = torch.randn(50, 40)
+    torch.testing.assert_close(dropout(x, 1e-6), x, atol=0, rtol=0)

@@ -26,6 +26,7 @@ from rnnkit.data.text import LMData, TokenStreams, load_lm_data, tokens_needed
 from rnnkit.errors import ConfigError, DataError, TrainingError
 from rnnkit.tasks.lm import LanguageModel, evaluate, lm_loss
 from rnnkit.training import checkpoint
+from rnnkit.training.memory import keep_freed_memory
 from rnnkit.training.optim import learning_rate, make_optimizer, progress, set_learning_rate
 
 logger = logging.getLogger(__name__)
@@ -238,6 +239,8 @@ def train(
     else:
         checkpoint.check_new_folder(out, force=force)
     device = pick_device(cfg.device)
+    if device.type == "cpu":
+        keep_freed_memory()  # reuse freed buffers instead of faulting them in every step
 
     torch.manual_seed(cfg.seed)
     data = _load_data(run, resume)
