@@ -26,7 +26,7 @@ class GRUSequence(Function):
     r"""A GRU over a whole sequence, in torch's form (``b_hn`` inside the reset product).
 
     Forward, per step, with ``gates_x = W_ih x + b_ih`` packed (r, z, n) and
-    ``m = W_hh h_t + b_hh`` (the recurrent product, saved)::
+    ``m = W_hh h_t + b_hh`` (the recurrent product; its n part is saved for backward)::
 
         r = σ(x_r + m_r)    z = σ(x_z + m_z)    n = tanh(x_n + r ⊙ m_n)
         h_{t+1} = n + z ⊙ (h_t − n)
@@ -46,54 +46,68 @@ class GRUSequence(Function):
     def forward(
         ctx: Any, gates_x: Tensor, h0: Tensor, weight_hh: Tensor, bias_hh: Tensor
     ) -> Tensor:
-        hidden = gates_x.shape[2] // 3
-        hs = states_buffer(h0, gates_x.shape[0])  # (T+1, B, H)
-        acts = gates_x.new_empty(gates_x.shape)  # (T, B, 3H): r, z, n
-        ms = gates_x.new_empty(gates_x.shape)  # (T, B, 3H): W_hh h_t + b_hh
-        rz_all, n_all = acts.split([2 * hidden, hidden], dim=2)  # (T, B, 2H), (T, B, H)
+        steps, batch, gates = gates_x.shape
+        hidden = gates // 3
+        hs = states_buffer(h0, steps)  # (T+1, B, H)
+        # Buffers of at most 2H per row: at (B, H) = (64, 512) fp32 a (T, B, 3H) one is 39 MB, over
+        # glibc's 32 MB bound for reusing freed memory, so every call would fault it in afresh.
+        rz_all = gates_x.new_empty(steps, batch, 2 * hidden)  # (T, B, 2H): r, z
+        n_all = gates_x.new_empty(steps, batch, hidden)  # (T, B, H)
+        m_n_all = gates_x.new_empty(steps, batch, hidden)  # (T, B, H): (W_hh h_t + b_hh)_n
+        m = gates_x.new_empty(batch, gates)  # (B, 3H) W_hh h_t + b_hh of the current step
+        m_rz, m_n = m.split([2 * hidden, hidden], dim=1)  # (B, 2H), (B, H)
         # addmm, not StepProduct: it writes m in place, where oneDNN's result would need a copy
         # that ate its gain (measured at H = 512).
         weight_hh_t = weight_hh.t()  # (H, 3H)
         per_step = steps_of(
-            gates_x[..., : 2 * hidden], gates_x[..., 2 * hidden :], ms, ms[..., : 2 * hidden],
-            ms[..., 2 * hidden :], rz_all, n_all, hs[:-1], hs[1:],
+            gates_x[..., : 2 * hidden], gates_x[..., 2 * hidden :], rz_all, n_all, m_n_all,
+            hs[:-1], hs[1:],
         )  # fmt: skip
-        for x_rz, x_n, m, m_rz, m_n, rz, n, h, h_next in per_step:
+        for x_rz, x_n, rz, n, m_n_saved, h, h_next in per_step:
             torch.addmm(bias_hh, h, weight_hh_t, out=m)  # (B, 3H)
             torch.add(x_rz, m_rz, out=rz).sigmoid_()  # r, z
             r, z = rz.chunk(2, dim=1)  # 2 × (B, H)
             torch.addcmul(x_n, r, m_n, out=n).tanh_()
             torch.addcmul(n, z, h - n, out=h_next)  # h_{t+1} = n + z ⊙ (h_t − n)
-        ctx.save_for_backward(weight_hh, hs, acts, ms)
+            m_n_saved.copy_(m_n)
+        ctx.save_for_backward(weight_hh, hs, rz_all, n_all, m_n_all)
         return hs[1:]  # (T, B, H)
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
-        weight_hh, hs, acts, ms = ctx.saved_tensors
-        hidden = acts.shape[2] // 3
-        grad_x = torch.empty_like(acts)  # (T, B, 3H): ∂L/∂a, the gradient of gates_x
-        grad_m = torch.empty_like(acts)  # (T, B, 3H): ∂L/∂m
+        weight_hh, hs, rz_all, n_all, m_n_all = ctx.saved_tensors
+        steps, batch, hidden = n_all.shape
+        grad_x = rz_all.new_empty(steps, batch, 3 * hidden)  # (T, B, 3H): ∂L/∂gates_x
+        grad_m_n_all = torch.empty_like(n_all)  # (T, B, H): ∂L/∂m_n
+        grad_m = rz_all.new_empty(batch, 3 * hidden)  # (B, 3H): ∂L/∂m of the current step
+        grad_rz, grad_m_n = grad_m.split([2 * hidden, hidden], dim=1)  # (B, 2H), (B, H)
+        grad_r, grad_z = grad_rz.chunk(2, dim=1)  # 2 × (B, H)
         carry = torch.zeros_like(hs[0])  # (B, H) ∂L/∂h_{t+1} through step t+1
-        backwards = StepProduct(weight_hh.t(), hs.shape[1])  # dm ↦ dm W_hh
+        backwards = StepProduct(weight_hh.t(), batch)  # dm ↦ dm W_hh
         per_step = steps_of(
-            grad_out, hs[:-1], ms[..., 2 * hidden :], *acts.chunk(3, dim=2),
-            *grad_x.chunk(3, dim=2), grad_x[..., : 2 * hidden], grad_m,
-            grad_m[..., : 2 * hidden], grad_m[..., 2 * hidden :],
+            grad_out, hs[:-1], m_n_all, *rz_all.chunk(2, dim=2), n_all,
+            grad_x[..., : 2 * hidden], grad_x[..., 2 * hidden :], grad_m_n_all,
         )  # fmt: skip
         for step in reversed(per_step):
-            grad_out_t, h, m_n, r, z, n, grad_r, grad_z, grad_n, grad_rz, grad_m_t = step[:11]
-            grad_m_rz, grad_m_n = step[11:]
+            grad_out_t, h, m_n, r, z, n, grad_x_rz, grad_n, grad_m_n_saved = step
             dh = grad_out_t + carry  # (B, H)
             torch.mul(dh * (1 - z), tanh_grad(n), out=grad_n)
             torch.mul(grad_n * m_n, sigmoid_grad(r), out=grad_r)
             torch.mul(dh * (h - n), sigmoid_grad(z), out=grad_z)
-            grad_m_rz.copy_(grad_rz)  # m_r, m_z enter r and z as x_r, x_z do
-            torch.mul(grad_n, r, out=grad_m_n)
-            carry = backwards(grad_m_t, z * dh)  # (B, H)
+            torch.mul(grad_n, r, out=grad_m_n)  # m_r, m_z enter r and z as x_r, x_z do
+            grad_x_rz.copy_(grad_rz)
+            grad_m_n_saved.copy_(grad_m_n)
+            carry = backwards(grad_m, z * dh)  # (B, H)
         needs = ctx.needs_input_grad
-        grad_weight_hh = sum_over_steps(grad_m, hs[:-1]) if needs[2] else None  # (3H, H)
-        grad_bias_hh = grad_m.sum((0, 1)) if needs[3] else None  # (3H,)
+        grad_weight_hh = grad_bias_hh = None
+        if needs[2]:
+            grad_weight_rz = sum_over_steps(grad_x[..., : 2 * hidden], hs[:-1])  # (2H, H)
+            grad_weight_n = sum_over_steps(grad_m_n_all, hs[:-1])  # (H, H)
+            grad_weight_hh = torch.cat([grad_weight_rz, grad_weight_n])  # (3H, H)
+        if needs[3]:
+            grad_bias_rz = grad_x[..., : 2 * hidden].sum((0, 1))  # (2H,)
+            grad_bias_hh = torch.cat([grad_bias_rz, grad_m_n_all.sum((0, 1))])  # (3H,)
         return grad_x, carry, grad_weight_hh, grad_bias_hh
 
 
