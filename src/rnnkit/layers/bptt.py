@@ -42,6 +42,7 @@ from torch.autograd import Function
 from torch.autograd.function import once_differentiable
 
 from rnnkit.cells import Nonlinearity
+from rnnkit.layers import workspace
 from rnnkit.onednn import StepProduct
 
 LSTMState = tuple[Tensor, Tensor]
@@ -58,7 +59,7 @@ def steps_of(*tensors: Tensor) -> list[tuple[Tensor, ...]]:
 
 def states_buffer(h0: Tensor, steps: int) -> Tensor:
     """A (T+1, B, H) buffer holding h_0 in row 0; the forward loop fills rows 1..T."""
-    hs = h0.new_empty(steps + 1, *h0.shape)  # (T+1, B, H)
+    hs = workspace.empty((steps + 1, *h0.shape), h0)  # (T+1, B, H)
     hs[0] = h0
     return hs
 
@@ -125,7 +126,7 @@ class RNNSequence(Function):
     @once_differentiable
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
         weight_hh, hs = ctx.saved_tensors
-        grad_a = torch.empty_like(hs[1:])  # (T, B, H)
+        grad_a = workspace.empty(hs[1:].shape, hs)  # (T, B, H)
         carry = torch.zeros_like(hs[0])  # (B, H) ∂L/∂h_{t+1} through step t+1
         backwards = StepProduct(weight_hh.t(), hs.shape[1])  # da ↦ da W_hh
         for grad_out_t, h_next, grad_a_t in reversed(steps_of(grad_out, hs[1:], grad_a)):
@@ -190,8 +191,8 @@ class LSTMSequence(Function):
         cs = states_buffer(c0, steps)  # (T+1, B, H), in c's own dtype
         # One (T, B, H) buffer per gate rather than one (T, B, 4H): each stays under glibc's
         # mmap threshold, so its memory is reused between calls instead of faulted in afresh.
-        acts = [torch.empty_like(hs[1:]) for _ in range(4)]  # 4 × (T, B, H): i, f, g, o
-        tanh_cs = torch.empty_like(cs[1:])  # (T, B, H): tanh(c_{t+1})
+        acts = [workspace.empty(hs[1:].shape, hs) for _ in range(4)]  # 4 × (T, B, H): i, f, g, o
+        tanh_cs = workspace.empty(cs[1:].shape, cs)  # (T, B, H): tanh(c_{t+1})
         recurrent = StepProduct(weight_hh, h0.shape[0])  # h ↦ x_t + W_hh h
         per_step = steps_of(gates_x, *acts, hs[:-1], hs[1:], cs[:-1], cs[1:], tanh_cs)
         for x_t, i, f, g, o, h, h_next, c, c_next, tanh_c in per_step:
@@ -218,7 +219,7 @@ class LSTMSequence(Function):
         weight_hh, weight_ci, weight_cf, weight_co, hs, cs, tanh_cs, *acts = ctx.saved_tensors
         peephole = weight_ci is not None
         steps, batch, hidden = tanh_cs.shape
-        grad_a = hs.new_empty(steps, batch, 4 * hidden)  # (T, B, 4H), in the gates' dtype
+        grad_a = workspace.empty((steps, batch, 4 * hidden), hs)  # (T, B, 4H), in the gates' dtype
         grad_i_all, grad_f_all, grad_g_all, grad_o_all = grad_a.chunk(4, dim=2)  # 4 × (T, B, H)
         dh_carry = torch.zeros_like(hs[0])  # (B, H) ∂L/∂h_{t+1} through step t+1
         dc = grad_c_last  # (B, H) ∂L/∂c_{t+1} through step t+1

@@ -11,6 +11,7 @@ from torch import Tensor
 from torch.autograd import Function
 from torch.autograd.function import once_differentiable
 
+from rnnkit.layers import workspace
 from rnnkit.layers.bptt import (
     run_without_autocast,
     sigmoid_grad,
@@ -51,9 +52,9 @@ class GRUSequence(Function):
         hs = states_buffer(h0, steps)  # (T+1, B, H)
         # Buffers of at most 2H per row: at (B, H) = (64, 512) fp32 a (T, B, 3H) one is 39 MB, over
         # glibc's 32 MB bound for reusing freed memory, so every call would fault it in afresh.
-        rz_all = gates_x.new_empty(steps, batch, 2 * hidden)  # (T, B, 2H): r, z
-        n_all = gates_x.new_empty(steps, batch, hidden)  # (T, B, H)
-        m_n_all = gates_x.new_empty(steps, batch, hidden)  # (T, B, H): (W_hh h_t + b_hh)_n
+        rz_all = workspace.empty((steps, batch, 2 * hidden), gates_x)  # (T, B, 2H): r, z
+        n_all = workspace.empty((steps, batch, hidden), gates_x)  # (T, B, H)
+        m_n_all = workspace.empty((steps, batch, hidden), gates_x)  # (T, B, H): (W_hh h_t + b_hh)_n
         m = gates_x.new_empty(batch, gates)  # (B, 3H) W_hh h_t + b_hh of the current step
         m_rz, m_n = m.split([2 * hidden, hidden], dim=1)  # (B, 2H), (B, H)
         # addmm, not StepProduct: it writes m in place, where oneDNN's result would need a copy
@@ -78,8 +79,8 @@ class GRUSequence(Function):
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
         weight_hh, hs, rz_all, n_all, m_n_all = ctx.saved_tensors
         steps, batch, hidden = n_all.shape
-        grad_x = rz_all.new_empty(steps, batch, 3 * hidden)  # (T, B, 3H): ∂L/∂gates_x
-        grad_m_n_all = torch.empty_like(n_all)  # (T, B, H): ∂L/∂m_n
+        grad_x = workspace.empty((steps, batch, 3 * hidden), rz_all)  # (T, B, 3H): ∂L/∂gates_x
+        grad_m_n_all = workspace.empty(n_all.shape, n_all)  # (T, B, H): ∂L/∂m_n
         grad_m = rz_all.new_empty(batch, 3 * hidden)  # (B, 3H): ∂L/∂m of the current step
         grad_rz, grad_m_n = grad_m.split([2 * hidden, hidden], dim=1)  # (B, 2H), (B, H)
         grad_r, grad_z = grad_rz.chunk(2, dim=1)  # 2 × (B, H)
@@ -148,8 +149,8 @@ class GRUResetBeforeSequence(Function):
     def forward(ctx: Any, gates_x: Tensor, h0: Tensor, weight_hh: Tensor) -> Tensor:
         hidden = gates_x.shape[2] // 3
         hs = states_buffer(h0, gates_x.shape[0])  # (T+1, B, H)
-        acts = gates_x.new_empty(gates_x.shape)  # (T, B, 3H): r, z, n
-        reset_hs = torch.empty_like(hs[1:])  # (T, B, H): r ⊙ h_t
+        acts = workspace.empty(gates_x.shape, gates_x)  # (T, B, 3H): r, z, n
+        reset_hs = workspace.empty(hs[1:].shape, hs)  # (T, B, H): r ⊙ h_t
         weight_rz, weight_n = weight_hh.split([2 * hidden, hidden])  # (2H, H), (H, H)
         batch = h0.shape[0]
         recurrent_rz, recurrent_n = StepProduct(weight_rz, batch), StepProduct(weight_n, batch)
@@ -171,7 +172,7 @@ class GRUResetBeforeSequence(Function):
         weight_hh, hs, acts, reset_hs = ctx.saved_tensors
         hidden = acts.shape[2] // 3
         weight_rz, weight_n = weight_hh.split([2 * hidden, hidden])  # (2H, H), (H, H)
-        grad_a = torch.empty_like(acts)  # (T, B, 3H)
+        grad_a = workspace.empty(acts.shape, acts)  # (T, B, 3H)
         grad_rz_all = grad_a[..., : 2 * hidden]  # (T, B, 2H)
         carry = torch.zeros_like(hs[0])  # (B, H) ∂L/∂h_{t+1} through step t+1
         batch = hs.shape[1]
@@ -223,7 +224,7 @@ class GRUOneGateSequence(Function):
     @staticmethod
     def forward(ctx: Any, gates_x: Tensor, h0: Tensor, weight_hh: Tensor) -> Tensor:
         hs = states_buffer(h0, gates_x.shape[0])  # (T+1, B, H)
-        acts = gates_x.new_empty(gates_x.shape)  # (T, B, 2H): z, n
+        acts = workspace.empty(gates_x.shape, gates_x)  # (T, B, 2H): z, n
         recurrent = StepProduct(weight_hh, h0.shape[0])  # h ↦ x_t + W_hh h
         per_step = steps_of(gates_x, *acts.chunk(2, dim=2), hs[:-1], hs[1:])
         for x_t, z, n, h, h_next in per_step:
@@ -238,7 +239,7 @@ class GRUOneGateSequence(Function):
     @once_differentiable
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
         weight_hh, hs, acts = ctx.saved_tensors
-        grad_a = torch.empty_like(acts)  # (T, B, 2H)
+        grad_a = workspace.empty(acts.shape, acts)  # (T, B, 2H)
         carry = torch.zeros_like(hs[0])  # (B, H) ∂L/∂h_{t+1} through step t+1
         backwards = StepProduct(weight_hh.t(), hs.shape[1])  # da ↦ da W_hh
         per_step = steps_of(
