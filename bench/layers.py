@@ -8,7 +8,8 @@ Functions with hand-written BPTT of ``rnnkit.layers.bptt``) and a naive loop (ou
 with ``x[t]``, nothing hoisted), in float32; then torch.nn, fused and loop again under
 ``torch.autocast(dtype=torch.bfloat16)``. Every ratio is to float32 torch.nn of the same size in
 the same run (for the variants torch lacks, torch.nn's module of the base cell, timed in the same
-round). The modules of one cell are timed in turn, round after round, and each figure is the
+round). The modules of one cell are timed in turn, round after round (7 rounds, each starting
+one module later, so that every module runs once in every position), and each figure is the
 median of its rounds, so a burst of load from elsewhere touches all of them alike. A second table
 times ``step()`` at batch 1, as sampling uses it, beside the bare matrix products of one step.
 ``--quick`` uses tiny sizes and one round (a smoke run for the tests).
@@ -116,14 +117,21 @@ def training_step(module: nn.Module, x: torch.Tensor, precision: str) -> Callabl
 def interleaved_tokens_per_s(
     runs: dict[tuple[str, str], Callable[[], float]], tokens: int, warmup: int, repeats: int
 ) -> dict[tuple[str, str], float]:
-    """Tokens/s of each run: warm-ups, then ``repeats`` rounds timing every run once; medians."""
+    """Tokens/s of each run: warm-ups, then ``repeats`` rounds timing every run once; medians.
+
+    Each round starts one run later than the one before, so no run always follows the same
+    one: what a run leaves behind (glibc's heap, trimmed or not; the caches) moves the next
+    run's time by up to 30% on a 2-core VM.
+    """
     for run in runs.values():
         for _ in range(warmup):
             run()
     times: dict[tuple[str, str], list[float]] = {key: [] for key in runs}
-    for _ in range(repeats):
-        for key, run in runs.items():
-            times[key].append(run())
+    keys = list(runs)
+    for round_ in range(repeats):
+        start = round_ % len(keys)
+        for key in keys[start:] + keys[:start]:
+            times[key].append(runs[key]())
     return {key: tokens / statistics.median(seconds) for key, seconds in times.items()}
 
 
@@ -184,7 +192,7 @@ def main() -> None:
     if args.quick:
         shapes, batch, steps, warmup, repeats = [(1, 8)], 4, 6, 1, 1
     else:
-        shapes, batch, steps, warmup, repeats = [(1, 128), (2, 512)], 64, 100, 1, 3
+        shapes, batch, steps, warmup, repeats = [(1, 128), (2, 512)], 64, 100, 1, 7
 
     rows = []
     header = f"{'cell':<17} {'L':>2} {'H':>4} {'impl':<9} {'precision':<9} {'tokens/s':>10}"

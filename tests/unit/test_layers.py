@@ -204,7 +204,8 @@ def test_step_sees_changed_weights():
 
 
 def test_auto_chooses_fused_where_torch_computes_it():
-    chosen = {name: make(name).resolved_impl for name in VARIANTS}
+    with torch.no_grad():
+        chosen = {name: make(name).resolved_impl for name in VARIANTS}
     assert chosen == {
         "rnn_relu": "fused",
         "gru": "fused",
@@ -214,6 +215,18 @@ def test_auto_chooses_fused_where_torch_computes_it():
         "lstm_peephole": "loop",
     }
     assert make("gru", impl="loop").resolved_impl == "loop"
+
+
+def test_auto_trains_rnn_and_gru_on_cpu_with_the_loop(monkeypatch: pytest.MonkeyPatch):
+    """Faster there (bench/layers.py); batches with lengths keep torch's packed kernel."""
+    chosen = {name: make(name).resolved_impl for name in VARIANTS}
+    assert chosen["rnn_relu"] == chosen["gru"] == "loop" and chosen["lstm_proj"] == "fused"
+    frozen = make("gru").requires_grad_(False)
+    assert frozen.resolved_impl == "fused"
+    layer = make("gru")
+    monkeypatch.setattr(layer, "_run_loop", lambda *args: pytest.fail("ran the loop"))
+    x = torch.randn(T, B, D, dtype=torch.float64)
+    layer(x, lengths=[T, T - 1, 1])[0].sum().backward()
 
 
 @pytest.mark.parametrize(

@@ -263,20 +263,41 @@ class RecurrentStack(nn.Module, ABC):
 
     # --- forward -------------------------------------------------------------------------------
 
+    # impl="auto" trains full-length batches on CPU with the loop (set by RNN and GRU).
+    _loop_trains_faster_on_cpu = False
+
     @property
     def resolved_impl(self) -> Literal["fused", "loop"]:
-        """What ``forward`` runs: ``"fused"`` or ``"loop"`` (what ``impl="auto"`` chose)."""
+        """What ``forward`` runs on full-length sequences here and now: ``"fused"`` or
+        ``"loop"`` (what ``impl="auto"`` chose; it may depend on the device and on whether
+        autograd is recording, see :mod:`rnnkit.layers.recurrent`)."""
         return "fused" if self._uses_fused() else "loop"
 
-    def _uses_fused(self) -> bool:
-        """Whether forward runs PyTorch's fused kernel; raises if impl='fused' cannot."""
+    def _uses_fused(self, variable_length: bool = False) -> bool:
+        """Whether forward runs PyTorch's fused kernel; raises if impl='fused' cannot.
+
+        ``variable_length``: the batch has lengths or is packed, where the loop would fall back
+        to its autograd time loop.
+        """
         reason = self._fused_unsupported()
         if self.impl == "fused" and reason is not None:
             raise ValueError(
                 f"{type(self).__name__}: impl='fused' runs PyTorch's own kernel, which does not "
                 f"support {reason}; use impl='loop' or impl='auto'"
             )
-        return self.impl == "fused" or (self.impl == "auto" and reason is None)
+        if self.impl != "auto":
+            return self.impl == "fused"
+        return reason is None and (variable_length or not self._loop_trains_faster_here())
+
+    def _loop_trains_faster_here(self) -> bool:
+        """Whether this is training on CPU of a layer whose loop beats torch's kernel there."""
+        weight = self.weight_hh_l0
+        return (
+            self._loop_trains_faster_on_cpu
+            and weight.device.type == "cpu"
+            and weight.requires_grad
+            and torch.is_grad_enabled()
+        )
 
     def forward(
         self,
@@ -317,7 +338,7 @@ class RecurrentStack(nn.Module, ABC):
         state = self._initial_state(hx, batch_size, batched, x)
         if lengths is not None:
             lengths = self._check_lengths(lengths, batch_size, num_steps)
-        if self._uses_fused():
+        if self._uses_fused(variable_length=lengths is not None):
             out, state = self._run_fused_padded(x, state, lengths)
         else:
             x_bt = x if self.batch_first else x.transpose(0, 1)  # (B, T, D)
@@ -346,7 +367,7 @@ class RecurrentStack(nn.Module, ABC):
         batch_size = int(packed.batch_sizes[0])
         self._check_input(packed.data)
         state = self._initial_state(hx, batch_size, True, packed.data)  # original batch order
-        if self._uses_fused():
+        if self._uses_fused(variable_length=True):
             out, state = run_packed(self._run_fused, packed, state)
             return out, self._user_state(state)
         x, lengths = pad_packed_sequence(packed, batch_first=True)  # (B, T, D), (B,)
