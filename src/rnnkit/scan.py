@@ -45,6 +45,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
+from rnnkit import workspace
+
 ScanImpl = Literal["scan", "loop"]
 
 # Steps per chunk, by measurement (bench/scan.py, forward + backward, B=16, H=512, 2-core CPU):
@@ -163,7 +165,7 @@ def _chunked_scan(a: Tensor, b: Tensor, h0: Tensor, chunk_size: int, reverse: bo
     start = h0.unsqueeze(1) if num_chunks == 1 else _chunk_starts(a, b, h0, reverse)  # (B, N, H)
 
     # 3. rescan: the recurrence inside all chunks at once, from their true start states.
-    out = torch.empty_like(b)  # (B, N, C, H)
+    out = workspace.empty(b.shape, b)  # (B, N, C, H)
     h = start  # (B, N, H)
     for c in positions:
         h = torch.addcmul(b[:, :, c], a[:, :, c], h, out=out[:, :, c])  # (B, N, H)
@@ -257,8 +259,10 @@ class MinGRUScan(torch.autograd.Function):
         ctx.input_dtypes = projections.dtype, h0.dtype
         projections, h0 = projections.to(dtype), h0.to(dtype)
         k, candidate = projections.chunk(2, dim=-1)  # 2 × (B, T, H) views
-        z = torch.sigmoid(k)  # (B, T, H)
-        h = _chunked_scan(torch.rsub(z, 1), z * candidate, h0, chunk_size, reverse=False)
+        z = torch.sigmoid(k, out=workspace.empty(k.shape, k))  # (B, T, H)
+        a = torch.neg(z, out=workspace.empty(z.shape, z)).add_(1)  # (B, T, H): 1 − z
+        b = torch.mul(z, candidate, out=workspace.empty(z.shape, z))  # (B, T, H): z ⊙ h̃
+        h = _chunked_scan(a, b, h0, chunk_size, reverse=False)
         ctx.save_for_backward(z, projections, h, h0)
         ctx.chunk_size = chunk_size
         return h  # (B, T, H)
@@ -268,11 +272,11 @@ class MinGRUScan(torch.autograd.Function):
     def backward(ctx: FunctionCtx, grad_h: Tensor) -> tuple[Tensor | None, ...]:
         z, projections, h, h0 = ctx.saved_tensors  # (B, T, H), (B, T, 2H), (B, T, H), (B, H)
         candidate = projections.chunk(2, dim=-1)[1]  # (B, T, H): h̃
-        buffer = torch.empty_like(z)  # (B, T, H), reused below
+        buffer = workspace.empty(z.shape, z)  # (B, T, H), reused below
         torch.neg(z[:, 1:], out=buffer[:, :-1]).add_(1)  # a_{t+1} = 1 − z_{t+1}
         buffer[:, -1] = 0  # no step after the last
         g = _chunked_scan(buffer, grad_h.to(z.dtype), torch.zeros_like(h0), ctx.chunk_size, True)
-        grad = torch.empty_like(projections)  # (B, T, 2H)
+        grad = workspace.empty(projections.shape, projections)  # (B, T, 2H)
         grad_k, grad_candidate = grad.chunk(2, dim=-1)  # 2 × (B, T, H) views
         torch.mul(g, z, out=grad_candidate)  # ∂L/∂h̃ = g ⊙ z
         torch.sub(candidate[:, 1:], h[:, :-1], out=grad_k[:, 1:])  # h̃_t − h_{t−1}

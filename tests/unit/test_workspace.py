@@ -1,10 +1,9 @@
-"""rnnkit.layers.workspace: buffers come back only once nothing refers to them."""
+"""rnnkit.workspace: buffers come back only once nothing refers to them."""
 
 import pytest
 import torch
 
-from rnnkit import layers
-from rnnkit.layers import workspace
+from rnnkit import layers, workspace
 
 LIKE = torch.empty(0)
 

@@ -41,8 +41,8 @@ from torch import Tensor
 from torch.autograd import Function
 from torch.autograd.function import once_differentiable
 
+from rnnkit import workspace
 from rnnkit.cells import Nonlinearity
-from rnnkit.layers import workspace
 from rnnkit.onednn import StepProduct
 
 LSTMState = tuple[Tensor, Tensor]

@@ -11,7 +11,7 @@ from torch import Tensor
 from torch.autograd import Function
 from torch.autograd.function import once_differentiable
 
-from rnnkit.layers import workspace
+from rnnkit import workspace
 from rnnkit.layers.bptt import (
     run_without_autocast,
     sigmoid_grad,

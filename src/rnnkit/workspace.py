@@ -2,14 +2,14 @@
 
 PyTorch on CPU has no caching allocator: each tensor comes from ``malloc``, and glibc hands large
 ones out as fresh pages, which the kernel faults in one by one (zeroed) at their first write. A
-time loop writes its (T, B, ...) buffers a step at a time, so a training step of
-``LSTM(128, 128)`` at B=64, T=100 spent about 15% of its time in those page faults, more than
-torch.nn's own kernel, whose workspace is one allocation. :func:`empty` keeps the buffers of
-:mod:`rnnkit.layers.bptt` and :mod:`rnnkit.layers.bptt_gru` (CPU only; CUDA has its own caching
-allocator) and hands one out again once nothing refers to it any more: not the output the
-caller kept, not the tensors saved for backward, not a gradient still in use. Whether anything
-does is read from the reference count of the buffer's storage, which counts every tensor viewing
-it; each caller gets a view, never the pooled tensor itself.
+time loop writes its (T, B, ...) buffers a step at a time, faulting them in as it goes: a
+training step of the loop ``LSTM(128, 128)`` at B=64, T=100 took 22% less time once its buffers
+were reused, and MinGRU's and MinLSTM's scans at T=2048 11% and 32% less. :func:`empty` keeps
+the buffers of :mod:`rnnkit.layers.bptt`, :mod:`rnnkit.layers.bptt_gru` and :mod:`rnnkit.scan`
+(CPU only; CUDA has its own caching allocator) and hands one out again once nothing refers to it
+any more: not the output the caller kept, not the tensors saved for backward, not a gradient
+still in use. Whether anything does is read from the reference count of the buffer's storage,
+which counts every tensor viewing it; each caller gets a view, never the pooled tensor itself.
 
 At most ``MAX_BUFFERS`` buffers are kept, and at most ``MAX_FREE_BYTES`` of them unused: beyond
 that the least recently used free ones are dropped. The memory kept is what one call of each
