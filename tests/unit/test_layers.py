@@ -218,12 +218,14 @@ def test_auto_chooses_fused_where_torch_computes_it():
 
 
 def test_auto_trains_rnn_and_gru_on_cpu_with_the_loop(monkeypatch: pytest.MonkeyPatch):
-    """Faster there (bench/layers.py); batches with lengths keep torch's packed kernel."""
-    chosen = {name: make(name).resolved_impl for name in VARIANTS}
-    assert chosen["rnn_relu"] == chosen["gru"] == "loop" and chosen["lstm_proj"] == "fused"
-    frozen = make("gru").requires_grad_(False)
-    assert frozen.resolved_impl == "fused"
-    layer = make("gru")
+    """Faster there (bench/layers.py); batches with lengths keep torch's packed kernel, and
+    so do hidden sizes below LOOP_MIN_HIDDEN."""
+    wide = GRU.LOOP_MIN_HIDDEN
+    assert RNN(D, wide).resolved_impl == GRU(D, wide).resolved_impl == "loop"
+    assert LSTM(D, wide).resolved_impl == "fused"
+    assert make("gru").resolved_impl == "fused"  # H below LOOP_MIN_HIDDEN
+    assert GRU(D, wide).requires_grad_(False).resolved_impl == "fused"
+    layer = GRU(D, wide, dtype=torch.float64)
     monkeypatch.setattr(layer, "_run_loop", lambda *args: pytest.fail("ran the loop"))
     x = torch.randn(T, B, D, dtype=torch.float64)
     layer(x, lengths=[T, T - 1, 1])[0].sum().backward()

@@ -16,12 +16,12 @@ options add parameters named in the same style (``weight_ci_l0``, ...).
   :func:`run_direction`'s time loop under autograd.
 * ``"auto"`` (default): ``"fused"`` where it computes the configuration, else ``"loop"``;
   except that RNN and GRU train full-length batches on CPU (autograd recording, weights that
-  need gradients) with ``"loop"``, which is faster there in fp32 and bf16 alike: torch's CPU
-  kernels for them step autograd through time, while the LSTM's is oneDNN's fused one.
-  ``bench/layers.py``, 2-core Xeon, training tokens/s of loop / fused: RNN 1.29 and 1.24 (fp32,
-  at (L, H) = (1, 128) and (2, 512)), 1.40 and 1.40 (bf16); GRU 1.02 and 1.03 (fp32), 1.37 and
-  1.44 (bf16). Without autograd (evaluation, sampling) the two are within 20% either way, and
-  ``"fused"`` keeps them.
+  need gradients, ``hidden_size`` at least ``LOOP_MIN_HIDDEN``) with ``"loop"``, which is
+  faster there in fp32 and bf16 alike: torch's CPU kernels for them step autograd through
+  time, while the LSTM's is oneDNN's fused one. ``bench/layers.py``, 2-core Xeon, training
+  tokens/s of loop / fused: RNN 1.29 and 1.24 (fp32, at (L, H) = (1, 128) and (2, 512)), 1.40
+  and 1.40 (bf16); GRU 1.02 and 1.03 (fp32), 1.37 and 1.44 (bf16). Without autograd
+  (evaluation, sampling) the two are within 20% either way, and ``"fused"`` keeps them.
 """
 
 from collections.abc import Callable
