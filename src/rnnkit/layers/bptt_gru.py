@@ -50,8 +50,9 @@ class GRUSequence(Function):
         steps, batch, gates = gates_x.shape
         hidden = gates // 3
         hs = states_buffer(h0, steps)  # (T+1, B, H)
-        # Buffers of at most 2H per row: at (B, H) = (64, 512) fp32 a (T, B, 3H) one is 39 MB, over
-        # glibc's 32 MB bound for reusing freed memory, so every call would fault it in afresh.
+        # Backward needs only the n part of the recurrent product m; the whole m is one step's
+        # scratch. (Saving all of m, as before, was 2-4% slower with the workspace and took 3x
+        # the memory: bench/layers.py rows, same process.)
         rz_all = workspace.empty((steps, batch, 2 * hidden), gates_x)  # (T, B, 2H): r, z
         n_all = workspace.empty((steps, batch, hidden), gates_x)  # (T, B, H)
         m_n_all = workspace.empty((steps, batch, hidden), gates_x)  # (T, B, H): (W_hh h_t + b_hh)_n
