@@ -26,6 +26,7 @@ from rnnkit.config import (
     SECTIONS,
     BenchConfig,
     EvalConfig,
+    PredictConfig,
     RunConfig,
     SampleConfig,
     TrainConfig,
@@ -38,9 +39,10 @@ from rnnkit.config import (
 )
 from rnnkit.errors import ConfigError, RnnkitError
 from rnnkit.reference import generate, load_model
-from rnnkit.training import evaluate_folder, load, train
+from rnnkit.tasks import get_task
+from rnnkit.training import evaluate_folder, load, predict_folder, train
 from rnnkit.training.checkpoint import read_run_config
-from rnnkit.training.loop import pick_device
+from rnnkit.training.control import pick_device
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 2, 130
 
@@ -59,6 +61,13 @@ _SAMPLE_EXAMPLES = """examples:
 """
 _EVAL_EXAMPLES = """examples:
   rnnkit eval runs/tiny examples/tiny.txt --json
+  rnnkit eval runs/sentiment examples/sentiment.tsv --json --plot confusion.png
+  rnnkit eval runs/ner examples/ner.conll --json
+"""
+_PREDICT_EXAMPLES = """examples:
+  rnnkit predict runs/sentiment examples/sentiment.tsv --top-k 2
+  echo "a wonderful little film" | rnnkit predict runs/sentiment - --json
+  rnnkit predict runs/ner examples/ner.conll
 """
 _BENCH_EXAMPLES = """examples:
   rnnkit bench                                 # L=2, H=256, B=32, T=100
@@ -131,12 +140,19 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser(
         "train",
         help="train a model on text and write its model folder",
-        description="Train a language model on a text file or folder (default: the Python "
-        "standard library's own source) and write the model folder --out.",
+        description="Train a model on DATA and write the model folder --out: a language model "
+        "(--task lm, the default) on a text file or folder (default: the Python standard "
+        "library's own source), a classifier (--task classify) or a tagger (--task tag).",
         epilog=_TRAIN_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    train.add_argument("data", nargs="?", metavar="DATA", help="text file or folder of them")
+    train.add_argument(
+        "data",
+        nargs="?",
+        metavar="DATA",
+        help="lm: text file or folder; classify: TSV label<TAB>text, folder of <label>.txt, "
+        ".npz; tag: CoNLL/BIO file, .npz",
+    )
     train.add_argument("--config", metavar="FILE", help="TOML run file, read before the flags")
     train.add_argument("--print-config", action="store_true", help="show the config and exit")
     train.add_argument("--resume", action="store_true", help="continue the run saved in --out")
@@ -168,10 +184,25 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     evaluate.add_argument("model_dir", metavar="MODEL_DIR", help="folder written by rnnkit train")
-    evaluate.add_argument("data", metavar="DATA", help="text file or folder of them")
+    evaluate.add_argument("data", metavar="DATA", help="held-out data, as for train")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.add_argument("--plot", metavar="PNG", help="classify: draw the confusion matrix")
     _add_flags(evaluate, EvalConfig, "eval", "evaluation")
     evaluate.set_defaults(func=_eval)
+
+    predict = commands.add_parser(
+        "predict",
+        help="labels or tags of new inputs from a classify or tag model",
+        description="Run the model in MODEL_DIR on INPUT (a file, or - for standard input): "
+        "classify gives label<TAB>probability per input line, tag gives CoNLL token<TAB>tag.",
+        epilog=_PREDICT_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    predict.add_argument("model_dir", metavar="MODEL_DIR", help="folder written by rnnkit train")
+    predict.add_argument("input", nargs="?", default="-", metavar="INPUT", help="file, or -")
+    predict.add_argument("--json", action="store_true", help="one JSON object per result")
+    _add_flags(predict, PredictConfig, "predict", "prediction")
+    predict.set_defaults(func=_predict)
 
     bench = commands.add_parser(
         "bench",
@@ -203,7 +234,8 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
     else:
         toml_engine = toml.get("train", {}).get("engine", TrainConfig().engine)
         engine = flags["train"].get("engine", toml_engine)
-        base = merge(RunConfig(), engine_preset(engine))
+        task = flags["run"].get("task", toml.get("run", {}).get("task", RunConfig().task))
+        base = merge(merge(RunConfig(task=task), get_task(task).preset()), engine_preset(engine))
     return merge(merge(base, toml), flags)
 
 
@@ -247,6 +279,12 @@ def _sample(args: argparse.Namespace) -> int:
     cfg = SampleConfig(**_given(args, "sample"))
     if cfg.engine == "numpy":
         return _sample_numpy(args.model_dir, cfg)
+    task = read_run_config(args.model_dir).task
+    if task != "lm":
+        raise ConfigError(
+            f"rnnkit sample generates text from lm models; {args.model_dir} is a {task} model "
+            f"(use rnnkit predict)"
+        )
     model = load(args.model_dir, device=pick_device(cfg.device))
     pieces = model.generate_pieces(
         cfg.prime,
@@ -278,16 +316,21 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    task = get_task(read_run_config(args.model_dir).task)
+    if args.plot and not args.plot.lower().endswith(".png"):
+        raise ConfigError(f"--plot writes a PNG file; got {args.plot!r}")
     metrics = evaluate_folder(args.model_dir, args.data, EvalConfig(**_given(args, "eval")))
-    if args.json:
-        print(json.dumps(metrics.to_dict()))
-        return EXIT_OK
-    values = metrics.to_dict()
-    bpc = f" | bpc {values['bpc']:.4f}" if "bpc" in values else ""
-    print(
-        f"loss {metrics.loss:.4f} nats/token{bpc} | perplexity {metrics.perplexity:.3f} "
-        f"| {metrics.tokens} tokens"
-    )
+    if args.plot:
+        task.plot(metrics, args.plot)
+    print(json.dumps(metrics) if args.json else task.summary(metrics))
+    return EXIT_OK
+
+
+def _predict(args: argparse.Namespace) -> int:
+    results = predict_folder(args.model_dir, args.input, PredictConfig(**_given(args, "predict")))
+    for text, record in results:
+        sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n" if args.json else text)
+    sys.stdout.flush()
     return EXIT_OK
 
 

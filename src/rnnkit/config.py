@@ -97,6 +97,14 @@ class ModelConfig:
     impl: Literal["auto", "fused", "loop", "scan"] = _opt(
         "auto", "layer implementation: fused (rnn/gru/lstm), loop, scan (mingru/minlstm)"
     )
+    pooling: Literal["last", "mean", "max", "attention"] = _opt(
+        "max", "classify: how the steps' outputs become one vector (over the real steps)"
+    )
+    crf: bool = _opt(False, "tag: a linear-chain CRF over the tag scores (Viterbi decoding)")
+    char_features: bool = _opt(
+        False, "tag: a character BiLSTM per word beside its embedding (rare and unseen words)"
+    )
+    freeze_embeddings: bool = _opt(False, "keep the --embeddings vectors fixed while training")
 
     def __post_init__(self) -> None:
         _check(self.cell in CELLS, "cell", f"one of {', '.join(CELLS)}", self.cell)
@@ -127,8 +135,11 @@ class DataConfig:
     level: Literal["char", "word"] = _opt("char", "tokens are characters or words")
     min_freq: int = _opt(1, "rarer tokens become <unk>")
     val_frac: float = _opt(0.1, "fraction at the end of the text held out for validation")
-    val: str | None = _opt(None, "validation text (file or folder) instead of --val-frac")
+    val: str | None = _opt(None, "validation data (file or folder) instead of --val-frac")
     encoding: str = _opt("utf-8", "text encoding of the data files")
+    embeddings: str | None = _opt(
+        None, "pretrained word vectors (word2vec/GloVe text: `word v1 v2 ...` per line)"
+    )
 
     def __post_init__(self) -> None:
         _check(self.min_freq >= 1, "min_freq", "at least 1", self.min_freq)
@@ -180,6 +191,9 @@ class TrainConfig:
     engine: Literal["torch", "numpy"] = _opt(
         "torch", "torch, or the NumPy reference engine (min-char-rnn's defaults)"
     )
+    class_weights: Literal["none", "balanced"] = _opt(
+        "none", "classify: balanced weighs each class's loss by N / (C · its count)"
+    )
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "seq_len", "eval_every", "log_every"):
@@ -225,18 +239,50 @@ class TrainConfig:
 class RunConfig:
     """Everything ``rnnkit train`` needs; ``asdict`` of it is the model folder's config.json."""
 
-    task: Literal["lm"] = _opt("lm", "what to learn")
+    task: Literal["lm", "classify", "tag"] = _opt(
+        "lm", "what to learn: lm (next token), classify (a label per sequence), tag (per step)"
+    )
     out: str = _opt("runs/lm", "model folder to write")
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
+        _check(self.task in TASK_OPTIONS, "task", f"one of {', '.join(TASK_OPTIONS)}", self.task)
         if self.task == "lm" and self.model.bidirectional:
             raise ConfigError(
                 "--bidirectional cannot be used with --task lm: a language model predicts the "
                 "next token and must not read the future"
             )
+        for section, name in TASK_OPTIONS_USED:
+            value = getattr(getattr(self, section), name)
+            default = getattr(SECTION_DEFAULTS[section], name)
+            if value != default and name not in TASK_OPTIONS[self.task]:
+                users = [t for t, names in TASK_OPTIONS.items() if name in names]
+                raise ConfigError(
+                    f"{_flag(name)} is an option of --task {' / '.join(users)}, not of "
+                    f"--task {self.task}"
+                )
+
+
+TASK_OPTIONS: dict[str, tuple[str, ...]] = {
+    "lm": (),
+    "classify": ("pooling", "class_weights", "embeddings", "freeze_embeddings"),
+    "tag": ("crf", "char_features", "embeddings", "freeze_embeddings"),
+}
+"""The options that only some tasks have, by task."""
+
+TASK_OPTIONS_USED = (
+    ("model", "pooling"),
+    ("model", "crf"),
+    ("model", "char_features"),
+    ("model", "freeze_embeddings"),
+    ("data", "embeddings"),
+    ("train", "class_weights"),
+)
+"""Where each task-only option lives: (section, field)."""
+
+SECTION_DEFAULTS = {"model": ModelConfig(), "data": DataConfig(), "train": TrainConfig()}
 
 
 @dataclass(frozen=True)
@@ -274,10 +320,28 @@ class EvalConfig:
     seq_len: int = _opt(100, "time steps per chunk")
     encoding: str = _opt("utf-8", "text encoding of the data files")
     device: Literal["auto", "cpu", "cuda"] = _opt("auto", "auto: cuda when available")
+    count_unknown_labels: bool = _opt(
+        False, "classify/tag: count items whose label training never saw as wrong (else error)"
+    )
 
     def __post_init__(self) -> None:
         _check(self.batch_size >= 1, "batch_size", "at least 1", self.batch_size)
         _check(self.seq_len >= 1, "seq_len", "at least 1", self.seq_len)
+        _check(known_encoding(self.encoding), "encoding", "a known text encoding", self.encoding)
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """How ``rnnkit predict`` reads its input and what it writes."""
+
+    top_k: int = _opt(1, "classify: the k most probable labels per input")
+    batch_size: int = _opt(64, "inputs per forward pass")
+    encoding: str = _opt("utf-8", "text encoding of the input")
+    device: Literal["auto", "cpu", "cuda"] = _opt("cpu", "auto: cuda when available")
+
+    def __post_init__(self) -> None:
+        _check(self.top_k >= 1, "top_k", "at least 1", self.top_k)
+        _check(self.batch_size >= 1, "batch_size", "at least 1", self.batch_size)
         _check(known_encoding(self.encoding), "encoding", "a known text encoding", self.encoding)
 
 

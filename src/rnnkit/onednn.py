@@ -6,7 +6,8 @@ in memory. ``torch.ops.mkldnn._reorder_linear_weight`` copies it once into oneDN
 layout, and ``torch.ops.mkldnn._linear_pointwise`` then multiplies by it (with a bias and an
 addition fused in). Whether that pays depends on the processor:
 
-* bfloat16: always on CPU (plain bf16 ``addmm`` is several times slower at small batch).
+* bfloat16: always on CPU (plain bf16 ``addmm`` is several times slower at small batch),
+  where oneDNN has bf16 products at all (:func:`bf16_onednn_works`: AVX-512 or AVX-NE-CONVERT).
 * float32: only where :func:`fp32_onednn_pays`. On a 2-core AMD EPYC (AVX-512) oneDNN was 14%
   faster on a whole LSTM(2, 512) training pass through the loop layer and 20% on MinGRU's input
   projection (forward + backward, T = 2048); on a 2-core Intel Xeon with AMX the plain
@@ -51,12 +52,29 @@ def fp32_onednn_pays() -> bool:
     return torch.backends.mkldnn.is_available() and cpu_vendor() != "GenuineIntel"
 
 
+@functools.cache
+def bf16_onednn_works() -> bool:
+    """Whether oneDNN's bf16 blocked products run on this CPU at all.
+
+    torch 2.13 refuses them ("bf16 path needs the cpu support avx_ne_convert or avx512bw,
+    avx512vl and avx512dq") on AVX2-only processors such as some AMD EPYC VMs; bf16 products
+    then stay plain ``torch.addmm``. Asked once, with a 2x2 weight.
+    """
+    if not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        torch.ops.mkldnn._reorder_linear_weight(torch.zeros(2, 2, dtype=torch.bfloat16), 1)
+    except RuntimeError:
+        return False
+    return True
+
+
 def _use_onednn(weight: Tensor) -> bool:
     """Whether a product by ``weight`` (N, K) goes through oneDNN (see the module docstring)."""
     if weight.device.type != "cpu" or weight.numel() < ONEDNN_MIN_WEIGHTS:
         return False
     if weight.dtype == torch.bfloat16:
-        return torch.backends.mkldnn.is_available()
+        return bf16_onednn_works()
     return weight.dtype == torch.float32 and fp32_onednn_pays()
 
 

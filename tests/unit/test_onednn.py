@@ -32,8 +32,17 @@ def test_the_path_follows_the_choice(fp32_path: str) -> None:
 
 
 @needs_onednn
-def test_bf16_always_goes_through_onednn_on_cpu() -> None:
-    assert StepProduct(torch.randn(*BIG).bfloat16(), batch=4)._onednn is True
+def test_bf16_goes_through_onednn_wherever_it_has_bf16_products() -> None:
+    expected = onednn.bf16_onednn_works()
+    assert StepProduct(torch.randn(*BIG).bfloat16(), batch=4)._onednn is expected
+
+
+def test_bf16_falls_back_to_addmm_where_onednn_refuses_it(monkeypatch) -> None:
+    monkeypatch.setattr(onednn, "bf16_onednn_works", lambda: False)
+    weight, h = torch.randn(*BIG).bfloat16(), torch.randn(4, BIG[1]).bfloat16()
+    product = StepProduct(weight, batch=4)
+    assert product._onednn is False
+    torch.testing.assert_close(product(h), h @ weight.t())
 
 
 @pytest.mark.parametrize(

@@ -24,12 +24,13 @@ options add parameters named in the same style (``weight_ci_l0``, ...).
   (evaluation, sampling) the two are within 20% either way, and ``"fused"`` keeps them.
 """
 
+import functools
 from collections.abc import Callable
 from functools import partial
 
 import torch
 import torch.nn.functional as F
-from torch import _VF, Tensor
+from torch import _VF, Tensor, nn
 
 from rnnkit.cells import (
     Nonlinearity,
@@ -304,7 +305,12 @@ class LSTM(RecurrentStack):
         return _VF.lstm
 
     def _fused_unsupported(self) -> str | None:
-        return "peephole=True" if self.peephole else None
+        if self.peephole:
+            return "peephole=True"
+        on_cpu = self.weight_hh_l0.device.type == "cpu"
+        if on_cpu and _cpu_bf16_autocast() and not _onednn_has_bf16_lstm():
+            return "bf16 autocast on this CPU (oneDNN has no bf16 LSTM kernel without AVX-512)"
+        return None
 
     def _fast_step(self, layer: int, x: Tensor, state: State) -> State:
         h, c = state
@@ -314,3 +320,25 @@ class LSTM(RecurrentStack):
     def extra_repr(self) -> str:
         text = super().extra_repr()
         return f"{text}, peephole=True" if self.peephole else text
+
+
+def _cpu_bf16_autocast() -> bool:
+    """Whether CPU autocast to bf16 is on here and now."""
+    return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+
+
+@functools.cache
+def _onednn_has_bf16_lstm() -> bool:
+    """Whether torch's fused LSTM runs under CPU bf16 autocast on this machine.
+
+    On CPUs without AVX-512 (e.g. an AVX2-only AMD EPYC), torch 2.13's oneDNN LSTM cannot
+    create its bf16 primitive and raises, for ``torch.nn.LSTM`` too; ``impl="auto"`` then runs
+    the loop. Asked once, on a 1-step batch of one.
+    """
+    probe = nn.LSTM(1, 1)
+    try:
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            probe(torch.zeros(1, 1, 1))
+    except RuntimeError:
+        return False
+    return True

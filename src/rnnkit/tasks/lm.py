@@ -12,19 +12,32 @@ import math
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 import rnnkit.layers as recurrent_layers
-from rnnkit.config import ModelConfig, SampleConfig
-from rnnkit.data.text import IGNORE_INDEX, Level, eval_chunks, token_text, tokenize
+from rnnkit.config import EvalConfig, ModelConfig, RunConfig, SampleConfig
+from rnnkit.data.text import (
+    IGNORE_INDEX,
+    Level,
+    TokenStreams,
+    eval_chunks,
+    load_lm_data,
+    read_text,
+    token_text,
+    tokenize,
+    tokens_needed,
+)
 from rnnkit.data.vocab import Vocab
-from rnnkit.errors import ConfigError
+from rnnkit.errors import ConfigError, DataError
 from rnnkit.layers.dropout import Dropout
 from rnnkit.layers.packed import WEIGHTS, Weights
 from rnnkit.sampling import generate_tokens
+from rnnkit.tasks.base import StepLoss, Task, TaskData
 
 State = Tensor | tuple[Tensor, Tensor]
 """The recurrent layer's state: (L, B, H), or ((L, B, H), (L, B, H)) for an LSTM."""
@@ -326,3 +339,81 @@ def evaluate(model: LanguageModel, ids: Tensor, batch_size: int, seq_len: int) -
         count += int((targets != IGNORE_INDEX).sum())
     model.train(was_training)
     return LMMetrics(loss=total / count, tokens=count, level=model.level)
+
+
+class _Streams(TokenStreams):
+    """The LM's training batches: chunk ``index`` of the streams, the same in every epoch."""
+
+    def get(self, epoch: int, index: int) -> tuple[Tensor, Tensor]:
+        return self.chunk(index)  # (B, T), (B, T)
+
+
+class LanguageModelling(Task):
+    """``--task lm``: next-token prediction over a text read as ``B`` streams (TBPTT).
+
+    The state is carried from chunk to chunk of the streams and reset at each epoch; the
+    kept model is the one of lowest validation loss (nats/token).
+    """
+
+    name = "lm"
+    best_metric = "loss"
+    carries_state = True
+
+    def load_data(self, run: RunConfig, meta: dict[str, Any] | None) -> TaskData:
+        vocab = Vocab.from_dict(meta) if meta is not None else None
+        data = load_lm_data(run.data, vocab)
+        cfg = run.train
+        need = tokens_needed(cfg.batch_size, cfg.seq_len)
+        if data.train.numel() < need:
+            raise DataError(
+                f"{data.source} is too small: {data.train.numel()} training {run.data.level} "
+                f"tokens, but one batch of --batch-size {cfg.batch_size} × --seq-len "
+                f"{cfg.seq_len} needs {need}; give more text or lower them"
+            )
+        summary = (
+            f"{data.train.numel()} train / {data.val.numel()} val {run.data.level} tokens, "
+            f"vocabulary {len(data.vocab)}"
+        )
+        return TaskData(data.vocab.to_dict(), data.train, data.val, str(data.source), summary)
+
+    def build_model(self, run: RunConfig, meta: dict[str, Any]) -> LanguageModel:
+        vocab = Vocab.from_dict(meta)
+        model = LanguageModel(run.model, len(vocab))
+        model.attach_vocab(vocab, run.data.level)
+        return model
+
+    def batches(self, run: RunConfig, data: TaskData) -> _Streams:
+        return _Streams(data.train, run.train.batch_size, run.train.seq_len)
+
+    def loss(self, model: nn.Module, batch: Any, state: Any, device: torch.device) -> StepLoss:
+        inputs, targets = (t.to(device) for t in batch)  # (B, T), (B, T)
+        logits, state = model(inputs, state)  # (B, T, V)
+        return StepLoss(lm_loss(logits, targets), inputs.numel(), state)
+
+    def evaluate(
+        self, model: nn.Module, val: Any, run: RunConfig, device: torch.device
+    ) -> dict[str, Any]:
+        return evaluate(model, val, run.train.batch_size, run.train.seq_len).to_dict()
+
+    def evaluate_file(
+        self, model: nn.Module, path: str | Path, cfg: EvalConfig, device: torch.device
+    ) -> dict[str, Any]:
+        """Loss over every token of the text ``path`` (file or folder), tokenised as in
+        training (unknown tokens count as ``<unk>``), read as ``cfg.batch_size`` streams."""
+        tokens = tokenize(read_text(path, cfg.encoding), model.level)
+        if len(tokens) < 2:
+            raise DataError(
+                f"{path} has {len(tokens)} {model.level} token(s); eval needs at least 2"
+            )
+        ids = torch.tensor(model.vocab.encode(tokens), dtype=torch.long)  # (N,)
+        return evaluate(model, ids, cfg.batch_size, cfg.seq_len).to_dict()
+
+    def summary(self, metrics: dict[str, Any]) -> str:
+        bpc = f" | bpc {metrics['bpc']:.4f}" if "bpc" in metrics else ""
+        return (
+            f"loss {metrics['loss']:.4f} nats/token{bpc} | perplexity "
+            f"{metrics['perplexity']:.3f} | {metrics['tokens']} tokens"
+        )
+
+
+TASK = LanguageModelling()

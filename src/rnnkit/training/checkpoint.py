@@ -39,7 +39,7 @@ import rnnkit
 from rnnkit.config import RunConfig, run_from_dict, run_to_dict
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import CheckpointError, ConfigError, one_line, read_folder_json
-from rnnkit.tasks.lm import LanguageModel, State
+from rnnkit.tasks import get_task
 
 CONFIG_FILE = "config.json"
 VOCAB_FILE = "vocab.json"
@@ -80,6 +80,7 @@ def write_weights(model: nn.Module, path: Path) -> None:
 
 def read_run_config(folder: str | Path) -> RunConfig:
     """The :class:`RunConfig` saved in ``folder/config.json``."""
+    _check_folder(Path(folder))
     path = Path(folder) / CONFIG_FILE
     values = read_folder_json(path)
     if not isinstance(values, dict):
@@ -117,8 +118,20 @@ def _check_folder(folder: Path) -> None:
         raise CheckpointError(f"model folder {folder} {what}")
 
 
-def load(path: str | Path, *, device: str | torch.device = "cpu") -> LanguageModel:
+def read_meta(folder: str | Path) -> dict[str, Any]:
+    """The JSON object of ``folder/vocab.json``: a task's vocabularies and labels."""
+    path = Path(folder) / VOCAB_FILE
+    values = read_folder_json(path)
+    if not isinstance(values, dict):
+        raise CheckpointError(f"{path} is corrupted: expected a JSON object")
+    return values
+
+
+def load(path: str | Path, *, device: str | torch.device = "cpu") -> nn.Module:
     """The trained model of a model folder, in eval mode, with its vocabulary attached.
+
+    The folder's config.json names the task; the result is that task's model object
+    (``rnnkit.tasks.lm.LanguageModel`` for ``lm``, ``rnnkit.tasks.classify.Classifier``, ...).
 
     Example::
 
@@ -131,10 +144,12 @@ def load(path: str | Path, *, device: str | torch.device = "cpu") -> LanguageMod
     folder = Path(path)
     _check_folder(folder)
     run = read_run_config(folder)
-    vocab = read_vocab(folder)
-    model = LanguageModel(run.model, len(vocab))
+    meta = read_meta(folder)
+    try:
+        model = get_task(run.task).build_model(run, meta)
+    except (ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{folder / VOCAB_FILE} is corrupted: {one_line(err)}") from None
     load_weights(model, folder / WEIGHTS_FILE)
-    model.attach_vocab(vocab, run.data.level)
     return model.to(device).eval()
 
 
@@ -157,15 +172,16 @@ def check_new_folder(out: Path, *, force: bool) -> None:
         )
 
 
-def start_folder(out: Path, run: RunConfig, vocab: Vocab) -> None:
-    """Remove any previous run's files from ``out``, then write config.json and vocab.json."""
+def start_folder(out: Path, run: RunConfig, vocab: Vocab | dict[str, Any]) -> None:
+    """Remove any previous run's files from ``out``, then write config.json and vocab.json
+    (a :class:`Vocab`, or a task's JSON object of vocabularies and labels)."""
     out.mkdir(parents=True, exist_ok=True)
     for name in (WEIGHTS_FILE, METRICS_FILE, CONFIG_FILE, VOCAB_FILE):
         (out / name).unlink(missing_ok=True)
     for name in (STATE_DIR, f"{STATE_DIR}.tmp", f"{STATE_DIR}.old"):
         shutil.rmtree(out / name, ignore_errors=True)
     write_config(out, run)
-    write_json(out / VOCAB_FILE, vocab.to_dict())
+    write_json(out / VOCAB_FILE, vocab.to_dict() if isinstance(vocab, Vocab) else vocab)
 
 
 def write_config(out: Path, run: RunConfig) -> None:
@@ -214,6 +230,8 @@ class TrainerState:
         best_val_loss: lowest validation loss so far (the one in model.safetensors).
         best_step: the step of that evaluation.
         last_eval_step: the step of the last evaluation.
+        best_metrics: every validation metric of that evaluation (the task's, e.g. accuracy).
+        loss_ema: moving average of the training loss (weight 0.1 on each new step).
     """
 
     step: int = 0
@@ -227,6 +245,12 @@ class TrainerState:
     best_val_loss: float | None = None
     best_step: int | None = None
     last_eval_step: int | None = None
+    best_metrics: dict[str, Any] | None = None
+    loss_ema: float | None = None
+
+    def smoothed_loss(self, loss: float) -> float:
+        """The moving average of the training loss once ``loss`` is counted."""
+        return loss if self.loss_ema is None else 0.9 * self.loss_ema + 0.1 * loss
 
     def count_loss(self, loss: float, tokens: int, elapsed: float) -> None:
         """Account for one training step's ``loss`` over ``tokens`` tokens, ``elapsed`` seconds
@@ -235,6 +259,7 @@ class TrainerState:
         self.first_loss = self.first_loss if self.first_loss is not None else loss
         self.loss_sum += loss
         self.loss_count += 1
+        self.loss_ema = self.smoothed_loss(loss)
         self.elapsed = elapsed
 
 
@@ -322,7 +347,7 @@ def save_state(
     trainer: TrainerState,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    hidden: State | None,
+    hidden: Any,
 ) -> None:
     """Write ``out/state/`` for an exact resume: a complete new folder, then swapped in."""
     optimizer_tensors, optimizer_rest = _optimizer_parts(optimizer)
@@ -345,7 +370,7 @@ def save_state(
 
 def load_state(
     out: Path, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device
-) -> tuple[TrainerState, State | None]:
+) -> tuple[TrainerState, Any]:
     """Restore the current weights, the optimizer and the RNG states saved by :func:`save_state`.
 
     Returns:

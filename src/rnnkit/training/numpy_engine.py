@@ -29,7 +29,7 @@ from rnnkit.data.text import load_lm_data
 from rnnkit.errors import CheckpointError, ConfigError
 from rnnkit.reference import CharRNN, Trainer, text_loss, torch_weights
 from rnnkit.training import checkpoint
-from rnnkit.training.loop import (
+from rnnkit.training.control import (
     StopOnInterrupt,
     StopReason,
     TrainResult,

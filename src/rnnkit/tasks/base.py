@@ -1,0 +1,179 @@
+"""The task interface: what the one training loop, ``rnnkit.load``, ``eval`` and ``predict``
+need from a sequence shape.
+
+A task module (``tasks/lm.py``, ``tasks/classify.py``, ``tasks/tag.py``) defines a subclass of
+:class:`Task` and an instance of it named ``TASK``. The loop asks it, in this order:
+
+    preset()                    defaults of the task, under the config file and the flags
+    load_data(run, meta)        read the data; build vocabularies/labels (or reuse ``meta``)
+    build_model(run, meta)      the model, with its vocabularies and labels attached
+    batches(run, data)          the training batches of any epoch, by position
+    loss(model, batch, state)   the loss of one batch (and the state carried to the next)
+    evaluate(model, data, run)  the validation metrics; ``best_metric`` picks the kept model
+
+and ``rnnkit eval`` / ``rnnkit predict`` call :meth:`Task.evaluate_file` / :meth:`Task.predict`.
+``meta`` is the JSON object saved as the model folder's vocab.json.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from rnnkit.config import EvalConfig, PredictConfig, RunConfig
+from rnnkit.errors import ConfigError
+
+
+class Batches(Protocol):
+    """The training batches of a run: ``len()`` per epoch, any one by (epoch, index).
+
+    A batch depends only on (seed, epoch, index), so a resumed run draws the same ones.
+    """
+
+    def __len__(self) -> int: ...
+
+    def get(self, epoch: int, index: int) -> Any: ...
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """A task's data, read and encoded.
+
+    Attributes:
+        meta: vocabularies and labels, JSON-ready (the model folder's vocab.json).
+        train: the training examples, in the task's own form.
+        val: the validation examples, in the task's own form.
+        source: where the data came from, for messages.
+        summary: one line for the log, e.g. ``6920 train / 872 val examples, 2 labels``.
+    """
+
+    meta: dict[str, Any]
+    train: Any
+    val: Any
+    source: str
+    summary: str
+
+
+@dataclass(frozen=True)
+class StepLoss:
+    """The loss of one training batch.
+
+    Attributes:
+        loss: scalar, mean over the batch's counted units (tokens or examples), float32.
+        count: how many tokens the batch holds (for tokens/s).
+        state: what to carry into the next batch (the LM's recurrent state), or None.
+    """
+
+    loss: Tensor
+    count: int
+    state: Any = None
+
+
+class Task(ABC):
+    """One sequence shape. Subclasses set the class attributes and implement the methods.
+
+    Attributes:
+        name: the ``--task`` name.
+        best_metric: the validation metric that picks the kept model (a key of
+            :meth:`evaluate`'s dict).
+        higher_is_better: whether a larger ``best_metric`` is better (accuracy, F1).
+        carries_state: whether the recurrent state flows from one batch to the next within
+            an epoch (truncated BPTT over streams); it restarts from zeros at each epoch.
+    """
+
+    name: ClassVar[str]
+    best_metric: ClassVar[str] = "loss"
+    higher_is_better: ClassVar[bool] = False
+    carries_state: ClassVar[bool] = False
+
+    def preset(self) -> dict[str, dict[str, Any]]:
+        """Overrides of the dataclass defaults for this task (see :func:`rnnkit.config.merge`)."""
+        return {}
+
+    @abstractmethod
+    def load_data(self, run: RunConfig, meta: dict[str, Any] | None) -> TaskData:
+        """Read ``run.data``; build the vocabularies and labels, or reuse ``meta`` (resume).
+
+        Raises:
+            DataError: the data are missing or malformed (one line naming file and line).
+        """
+
+    @abstractmethod
+    def build_model(self, run: RunConfig, meta: dict[str, Any]) -> nn.Module:
+        """The model of ``run.model`` for these vocabularies and labels, on the CPU."""
+
+    @abstractmethod
+    def batches(self, run: RunConfig, data: TaskData) -> Batches:
+        """The training batches of ``data.train``."""
+
+    @abstractmethod
+    def loss(self, model: nn.Module, batch: Any, state: Any, device: torch.device) -> StepLoss:
+        """Forward one batch (moved to ``device``) and return its loss."""
+
+    @abstractmethod
+    def evaluate(
+        self, model: nn.Module, val: Any, run: RunConfig, device: torch.device
+    ) -> dict[str, Any]:
+        """Metrics of ``model`` on ``val``: a dict with ``loss`` and ``best_metric``."""
+
+    @abstractmethod
+    def evaluate_file(
+        self, model: nn.Module, path: str | Path, cfg: EvalConfig, device: torch.device
+    ) -> dict[str, Any]:
+        """``rnnkit eval``: the metrics of a loaded model on a data file (DESIGN.md's keys)."""
+
+    def predict(
+        self, model: nn.Module, text: str, source: str, cfg: PredictConfig, device: torch.device
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """``rnnkit predict``: per result, the output text and its JSON record."""
+        raise ConfigError(f"rnnkit predict does not work on {self.name} models")
+
+    def predict_file(
+        self, model: nn.Module, path: str | Path, cfg: PredictConfig, device: torch.device
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """``rnnkit predict`` on a binary input file (``.npz`` feature sequences)."""
+        raise ConfigError(f"rnnkit predict of {self.name} models reads text, not {path}")
+
+    def plot(self, metrics: dict[str, Any], path: str | Path) -> None:
+        """``rnnkit eval --plot``: draw the metrics as a PNG."""
+        raise ConfigError(f"rnnkit eval --plot has no picture for {self.name} models")
+
+    def summary(self, metrics: dict[str, Any]) -> str:
+        """One readable line of the metrics, for ``rnnkit eval`` without ``--json``."""
+        return " | ".join(
+            f"{key} {value:.4f}" if isinstance(value, float) else f"{key} {value}"
+            for key, value in metrics.items()
+            if isinstance(value, (int, float))
+        )
+
+    def is_better(self, metrics: dict[str, Any], best: dict[str, Any] | None) -> bool:
+        """Whether ``metrics`` beat the kept model's (``best``, None before the first).
+
+        Ties on ``best_metric`` go to the lower loss; non-finite values never win.
+        """
+        value = metrics[self.best_metric]
+        if not math.isfinite(value) or not math.isfinite(metrics["loss"]):
+            return False
+        if best is None:
+            return True
+        old = best[self.best_metric]
+        if value == old:
+            return metrics["loss"] < best["loss"]
+        return value > old if self.higher_is_better else value < old
+
+
+def detach_state(state: Any) -> Any:
+    """A carried state without its graph, so that the next batch does not backprop into this
+    one: a tensor, or nested tuples of them."""
+    if state is None:
+        return None
+    if isinstance(state, Tensor):
+        return state.detach()
+    return type(state)(detach_state(part) for part in state)

@@ -1,0 +1,21 @@
+"""``rnnkit train``'s entry point: the torch loop, or the NumPy reference engine."""
+
+from __future__ import annotations
+
+from rnnkit.config import RunConfig
+from rnnkit.errors import ConfigError
+from rnnkit.training.control import TrainResult
+from rnnkit.training.loop import train as train_torch
+from rnnkit.training.numpy_engine import train_numpy
+
+
+def train(
+    run: RunConfig, *, resume: bool = False, force: bool = False, show_progress: bool = False
+) -> TrainResult:
+    """Train ``run`` with its engine (``run.train.engine``); see
+    :func:`rnnkit.training.loop.train` for the arguments and errors."""
+    if run.train.engine == "numpy":
+        if run.task != "lm":
+            raise ConfigError(f"--engine numpy trains language models only; got --task {run.task}")
+        return train_numpy(run, resume=resume, force=force)
+    return train_torch(run, resume=resume, force=force, show_progress=show_progress)
