@@ -168,7 +168,7 @@ def test_conll_without_tabs_splits_on_whitespace(tmp_path) -> None:
 
 def test_conll_column_count_must_match_the_first_line(tmp_path) -> None:
     path = write(tmp_path / "c.txt", "a\tX\tO\n\nb\tO\n")
-    with raises_at(path, 3, r"2 columns, but the first line \(1\) has 3"):
+    with raises_at(path, 3, r"2 columns, but line 1 \(the first\) has 3"):
         read_conll(path)
 
 

@@ -267,7 +267,7 @@ def read_conll(path: str | Path, *, encoding: str = "utf-8") -> TaggedSentences:
             first = (lineno, len(columns))
         elif len(columns) != first[1]:
             raise DataError(
-                f"{path}:{lineno}: {len(columns)} columns, but the first line ({first[0]}) "
+                f"{path}:{lineno}: {len(columns)} columns, but line {first[0]} (the first) "
                 f"has {first[1]}"
             )
         token, tag = columns[0], columns[-1].strip()
@@ -303,8 +303,7 @@ def parse_tag_input(text: str, source: str) -> tuple[list[list[str]], bool]:
     sentences: list[list[str]] = [[]]
     for lineno, line in enumerate(lines, start=1):
         if _is_separator(line):
-            if sentences[-1]:
-                sentences.append([])
+            sentences.append([])
             continue
         token = line.split("\t", 1)[0]
         if not token:
