@@ -22,7 +22,8 @@ def _faults_of_a_fresh_buffer(megabytes: int) -> int:
 @pytest.mark.skipif(not GLIBC, reason="mallopt is glibc's")
 def test_a_freed_large_buffer_is_reused_without_page_faults() -> None:
     assert memory.keep_freed_memory()
-    _faults_of_a_fresh_buffer(64)  # the first one may grow the heap
+    for _ in range(2):  # the first ones may grow the heap (twice, seen on an AMD EPYC VM)
+        _faults_of_a_fresh_buffer(64)
     pages = 64 * 2**20 // resource.getpagesize()
     assert _faults_of_a_fresh_buffer(64) < pages // 20  # glibc's default: every page, each time
 
