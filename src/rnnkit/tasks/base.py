@@ -153,20 +153,32 @@ class Task(ABC):
             if isinstance(value, (int, float))
         )
 
-    def is_better(self, metrics: dict[str, Any], best: dict[str, Any] | None) -> bool:
+    def selection(self, run: RunConfig) -> tuple[str, bool]:
+        """The validation metric that picks the kept model, and whether higher is better:
+        ``(best_metric, higher_is_better)`` unless the task's data call for another."""
+        return self.best_metric, self.higher_is_better
+
+    def init_model(self, model: nn.Module, data: TaskData) -> None:
+        """Set up a new model from the data before training (e.g. pretrained embeddings);
+        not called on resume, whose weights come from the folder."""
+
+    def is_better(
+        self, metrics: dict[str, Any], best: dict[str, Any] | None, run: RunConfig
+    ) -> bool:
         """Whether ``metrics`` beat the kept model's (``best``, None before the first).
 
-        Ties on ``best_metric`` go to the lower loss; non-finite values never win.
+        Ties on the selection metric go to the lower loss; non-finite values never win.
         """
-        value = metrics[self.best_metric]
+        name, higher = self.selection(run)
+        value = metrics[name]
         if not math.isfinite(value) or not math.isfinite(metrics["loss"]):
             return False
-        if best is None:
+        if best is None or name not in best:
             return True
-        old = best[self.best_metric]
+        old = best[name]
         if value == old:
             return metrics["loss"] < best["loss"]
-        return value > old if self.higher_is_better else value < old
+        return value > old if higher else value < old
 
 
 def detach_state(state: Any) -> Any:

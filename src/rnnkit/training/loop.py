@@ -76,7 +76,11 @@ def train(
     torch.manual_seed(cfg.seed)
     data = task.load_data(run, checkpoint.read_meta(out) if resume else None)
     batches = task.batches(run, data)
-    model = task.build_model(run, data.meta).to(device)
+    model = task.build_model(run, data.meta)
+    if not resume:
+        task.init_model(model, data)
+    model = model.to(device)
+    metric, _ = task.selection(run)
     optimizer = make_optimizer((p for p in model.parameters() if p.requires_grad), cfg)
     precision = pick_precision(cfg.precision, device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
@@ -109,9 +113,9 @@ def train(
             model.train()
             st.last_eval_step = st.step
             record = {"step": st.step, "time": round(st.elapsed, 3), "val_loss": metrics["loss"]}
-            if task.best_metric != "loss":
-                record[f"val_{task.best_metric}"] = metrics[task.best_metric]
-            if task.is_better(metrics, st.best_metrics):
+            if metric != "loss":
+                record[f"val_{metric}"] = metrics[metric]
+            if task.is_better(metrics, st.best_metrics, run):
                 st.best_val_loss, st.best_step = metrics["loss"], st.step
                 st.best_metrics = _json_numbers(metrics)
                 checkpoint.write_weights(model, out / checkpoint.WEIGHTS_FILE)
