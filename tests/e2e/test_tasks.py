@@ -363,3 +363,125 @@ def test_kill_9_then_ctrl_c(kind, tmp_path) -> None:
     assert process.returncode == 130, err.decode()
     trainer = json.loads((out / "state" / "trainer.json").read_text())["trainer"]
     assert trainer["step"] >= 1 and "interrupted at step" in err.decode()
+
+
+# --- bad input: one line, exit 2, nothing written --------------------------------------------
+
+
+def _bad(argv: list[str], capsys, *expected: str) -> None:
+    capsys.readouterr()  # what earlier commands printed
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"rnnkit {argv[0]}: error: "), lines[0]
+    for text in expected:
+        assert text in lines[0], lines[0]
+
+
+def test_bad_text_data(tmp_path, capsys) -> None:
+    out = tmp_path / "never"
+    train = ["train", "--out", str(out), "--task"]
+    tsv = tmp_path / "a.tsv"
+    tsv.write_text("pos\tgood film\nneg bad film\n", encoding="utf-8")
+    _bad([*train, "classify", str(tsv)], capsys, "a.tsv:2", "TAB")
+    tsv.write_text("pos\tgood film\nneg\t \n", encoding="utf-8")
+    _bad([*train, "classify", str(tsv)], capsys, "a.tsv:2", "empty")
+    tsv.write_text("", encoding="utf-8")
+    _bad([*train, "classify", str(tsv)], capsys, "a.tsv", "empty")
+    conll = tmp_path / "b.conll"
+    conll.write_text("Ann\tX\tB-per\nsaw\tO\n", encoding="utf-8")
+    _bad([*train, "tag", str(conll)], capsys, "b.conll:2", "column")
+    conll.write_text("Ann\tB-per\nsaw\tO\nSmith\tI-per\n", encoding="utf-8")
+    _bad([*train, "tag", str(conll)], capsys, "b.conll:3", "I-per")
+    tsv.write_text("pos\tgood film here\nneg\tbad film there\n", encoding="utf-8")
+    _bad([*train, "tag", str(tsv)], capsys, "a.tsv", "--task classify")
+    conll.write_text("Ann\tB-per\nsaw\tO\n\nBob\tB-per\nran\tO\n", encoding="utf-8")
+    _bad([*train, "classify", str(conll)], capsys, "b.conll", "--task tag")
+    assert not out.exists()
+
+
+def test_bad_arrays_and_mismatches(kind, trained, tmp_path, capsys) -> None:
+    name, data, flags = kind
+    if data.suffix != ".npz":
+        pytest.skip("arrays only")
+    task = flags[1]
+    out = tmp_path / "never"
+    np.savez(tmp_path / "nox.npz", y=np.zeros(3, dtype=np.int64))
+    _bad(["train", str(tmp_path / "nox.npz"), "--out", str(out), *flags], capsys, "nox.npz", "x")
+    arrays = dict(np.load(data))
+    np.savez(tmp_path / "short.npz", **(arrays | {"y": arrays["y"][:5]}))
+    _bad(
+        ["train", str(tmp_path / "short.npz"), "--out", str(out), *flags],
+        capsys,
+        "short.npz",
+        "y",
+    )
+    wider = arrays | {"x": np.concatenate([arrays["x"], arrays["x"][..., :1]], axis=-1)}
+    np.savez(tmp_path / "wider.npz", **wider)
+    _bad(["eval", str(trained), str(tmp_path / "wider.npz")], capsys, "wider.npz", "features")
+    _bad(["predict", str(trained), str(tmp_path / "wider.npz")], capsys, "wider.npz", "features")
+    if task == "classify":  # per-sequence labels given to a tagger, and the reverse
+        _bad(["train", str(data), "--out", str(out), *flags[:1], "tag"], capsys, data.name)
+    assert not out.exists()
+
+
+def test_unknown_labels_at_eval(tmp_path, capsys) -> None:
+    data = _classify_text(tmp_path)
+    out = tmp_path / "m"
+    assert (
+        main(
+            ["train", str(data), "--out", str(out), "--task", "classify", *TINY, "--max-steps", "3"]
+        )
+        == 0
+    )
+    held = tmp_path / "held.tsv"
+    held.write_text("pos\tgood film\nweird\tso so\n", encoding="utf-8")
+    _bad(["eval", str(out), str(held)], capsys, "held.tsv", "'weird'", "--count-unknown-labels")
+    capsys.readouterr()
+    assert main(["eval", str(out), str(held), "--json", "--count-unknown-labels"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["labels"][-1] == "weird" and metrics["examples"] == 2
+    assert metrics["per_class"]["weird"]["recall"] == 0.0
+
+
+def test_embeddings_are_loaded_frozen_and_ragged_ones_refused(tmp_path, capsys) -> None:
+    data = _classify_text(tmp_path)
+    vectors = tmp_path / "vectors.txt"
+    vectors.write_text("good 1 2 3 4 5 6 7 8\nFILM 8 7 6 5 4 3 2 1\nzzz 0 0 0 0 0 0 0 0\n")
+    out = tmp_path / "m"
+    argv = ["train", str(data), "--out", str(out), "--task", "classify", *TINY, "--max-steps", "3"]
+    assert main([*argv, "--embeddings", str(vectors), "--freeze-embeddings"]) == 0
+    model = rnnkit.load(out)
+    weight = model.encoder.embedding.weight
+    assert weight[model.vocab.index["good"]].tolist() == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert weight[model.vocab.index["film"]].tolist() == [8, 7, 6, 5, 4, 3, 2, 1]  # any case
+    vectors.write_text("good 1 2 3 4 5 6 7 8\nfilm 1 2 3\n")
+    _bad([*argv, "--embeddings", str(vectors), "--force"], capsys, "vectors.txt:2", "3 values")
+    vectors.write_text("good 1 2 3\n")
+    _bad([*argv, "--embeddings", str(vectors), "--force"], capsys, "--embedding-size 3")
+
+
+def test_task_options_belong_to_their_task(tmp_path, capsys) -> None:
+    data = _classify_text(tmp_path)
+    out = tmp_path / "m"
+    _bad(
+        ["train", str(data), "--out", str(out), "--task", "classify", "--crf"],
+        capsys,
+        "--crf",
+        "tag",
+    )
+    _bad(["train", str(data), "--out", str(out), "--pooling", "mean"], capsys, "--pooling", "lm")
+    assert not out.exists()
+
+
+def test_class_weights_balance_a_skewed_training_set(tmp_path) -> None:
+    data = tmp_path / "skewed.tsv"
+    data.write_text("".join(["a\tx y\n"] * 30 + ["b\tz w\n"] * 10), encoding="utf-8")
+    out = tmp_path / "m"
+    argv = ["train", str(data), "--out", str(out), "--task", "classify", *TINY, "--max-steps", "2"]
+    assert main([*argv, "--class-weights", "balanced", "--val-frac", "0.25"]) == 0
+    weights = rnnkit.load(out).class_weight.tolist()
+    # the stratified split keeps 22 of the 30 'a' and 7 of the 10 'b' (halves round up into
+    # validation): N / (C · count) over the 29 training items
+    assert weights == pytest.approx([29 / (2 * 22), 29 / (2 * 7)])
