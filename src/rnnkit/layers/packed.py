@@ -40,6 +40,22 @@ def check_weights(weights: str) -> None:
         raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}; got {weights!r}")
 
 
+def quantize_int8(weight: Tensor) -> tuple[Tensor, Tensor]:
+    """Weight-only int8 with one scale per output row: ``W ≈ q * s[:, None]``.
+
+    ``s = max|W_row| / 127``, rounded to bf16 (the dtype the CPU kernel takes scales in), and
+    ``q = round(W / s)``: every row's largest weight maps to ±127 and ``|q·s − W| <= s/2``
+    elementwise (bf16 moves s by at most 2⁻⁸ of itself, so ``|W / s|`` stays below 127.5 and
+    the clamp to [−127, 127] clips nothing). An all-zero row gets a tiny scale and q = 0.
+
+    Shapes: weight (N, K) float  ->  q (N, K) int8, s (N,) bfloat16
+    """
+    weight = weight.detach().float()  # (N, K)
+    scales = (weight.abs().amax(dim=1).clamp_min(1e-30) / 127).bfloat16()  # (N,)
+    quantized = weight / scales.float()[:, None]  # (N, K)
+    return quantized.round_().clamp_(-127, 127).to(torch.int8), scales
+
+
 class PackedLinear:
     """``y = x Wᵀ + b`` with ``W`` kept as fp32, bf16 or int8 (see the module docstring).
 
@@ -71,11 +87,7 @@ class PackedLinear:
             self._weight = weight.bfloat16()  # (N, K)
             self._product = self._bf16
         else:
-            scales = weight.float().abs().amax(dim=1).clamp_min(1e-30) / 127  # (N,)
-            # Scales exactly representable in bf16, the dtype the kernel takes them in.
-            self._scales = scales.bfloat16()  # (N,)
-            quantized = weight.float() / self._scales.float()[:, None]  # (N, K)
-            self._weight = quantized.round_().clamp_(-127, 127).to(torch.int8)  # (N, K)
+            self._weight, self._scales = quantize_int8(weight)  # (N, K) int8, (N,) bf16
             if on_cpu:
                 self._pad = -weight.shape[1] % _INT8_K_MULTIPLE
                 self._weight = F.pad(self._weight, (0, self._pad))  # (N, K + pad)
