@@ -6,7 +6,9 @@ in memory. ``torch.ops.mkldnn._reorder_linear_weight`` copies it once into oneDN
 layout, and ``torch.ops.mkldnn._linear_pointwise`` then multiplies by it (with a bias and an
 addition fused in). Whether that pays depends on the processor:
 
-* bfloat16: always on CPU (plain bf16 ``addmm`` is several times slower at small batch).
+* bfloat16: on every CPU whose oneDNN has a bf16 path (AVX-512 or AVX-NE-CONVERT; plain bf16
+  ``addmm`` is several times slower at small batch). Elsewhere (an AVX2-only CPU) oneDNN
+  refuses bf16 weights, so they take ``torch.addmm``.
 * float32: only where :func:`fp32_onednn_pays`. On a 2-core AMD EPYC (AVX-512) oneDNN was 14%
   faster on a whole LSTM(2, 512) training pass through the loop layer and 20% on MinGRU's input
   projection (forward + backward, T = 2048); on a 2-core Intel Xeon with AMX the plain
@@ -51,19 +53,27 @@ def fp32_onednn_pays() -> bool:
     return torch.backends.mkldnn.is_available() and cpu_vendor() != "GenuineIntel"
 
 
+@functools.cache
+def bf16_onednn_works() -> bool:
+    """Whether oneDNN multiplies bf16 weights on this CPU: it needs AVX-512 (BW, VL, DQ) or
+    AVX-NE-CONVERT, and raises on an AVX2-only CPU."""
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 def _use_onednn(weight: Tensor) -> bool:
     """Whether a product by ``weight`` (N, K) goes through oneDNN (see the module docstring)."""
     if weight.device.type != "cpu" or weight.numel() < ONEDNN_MIN_WEIGHTS:
         return False
     if weight.dtype == torch.bfloat16:
-        return torch.backends.mkldnn.is_available()
+        return bf16_onednn_works()
     return weight.dtype == torch.float32 and fp32_onednn_pays()
 
 
 class StepProduct:
     """``h ↦ h @ Wᵀ (+ bias) (+ addend)``: the per-step products of a time loop, W fixed for it.
 
-    On CPU, a bf16 W of at least ``ONEDNN_MIN_WEIGHTS`` elements, and an fp32 one where
+    On CPU, a bf16 W of at least ``ONEDNN_MIN_WEIGHTS`` elements where
+    :func:`bf16_onednn_works`, and an fp32 one where
     :func:`fp32_onednn_pays`, is reordered once into oneDNN's blocked layout and each product
     runs ``torch.ops.mkldnn._linear_pointwise`` with the additions fused in (the reorder costs
     one copy of W per sequence). On a 2-core AMD EPYC at B = 64 that made a whole LSTM(2, 512)
