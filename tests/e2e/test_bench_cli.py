@@ -28,11 +28,21 @@ TRAINING_KEYS = {
 }
 SAMPLING_KEYS = {
     "chars_per_s",
-    "torch_nn_chars_per_s",
-    "limit_chars_per_s",
-    "ratio_to_limit",
     "bf16_chars_per_s",
     "int8_chars_per_s",
+    "torch_nn_chars_per_s",
+    "reference_loop_chars_per_s",
+    "limit_chars_per_s",
+    "ratio_to_limit",
+    "bf16_ratio_to_limit",
+    "int8_ratio_to_limit",
+    "memory_gb_s",
+}
+LIMIT_KEYS = {
+    "products_chars_per_s",
+    "weight_bytes_per_step",
+    "bandwidth_gb_s",
+    "bandwidth_chars_per_s",
 }
 
 
@@ -60,7 +70,10 @@ def test_json_has_the_documented_keys(quick_json):
     for row in quick_json["training"]:
         assert set(row) == TRAINING_KEYS
         assert row["impl"] in {"fused", "loop"}
-    assert set(quick_json["sampling"]) == SAMPLING_KEYS
+    assert set(quick_json["sampling"]) == SAMPLING_KEYS | {"limits"}
+    assert set(quick_json["sampling"]["limits"]) == {"fp32", "bf16", "int8"}
+    for limit in quick_json["sampling"]["limits"].values():
+        assert set(limit) == LIMIT_KEYS | {"kernel"}
 
 
 def test_json_figures_are_positive_numbers(quick_json):
@@ -72,6 +85,9 @@ def test_json_figures_are_positive_numbers(quick_json):
             assert _positive(row[key]), (row["cell"], key)
     for key in SAMPLING_KEYS:
         assert _positive(quick_json["sampling"][key]), key
+    for dtype, limit in quick_json["sampling"]["limits"].items():
+        for key in LIMIT_KEYS:
+            assert _positive(limit[key]), (dtype, key)
 
 
 def test_quick_uses_tiny_sizes_and_counts_six_flops_per_weight(quick_json):

@@ -31,7 +31,7 @@ WEIGHTS: tuple[Weights, ...] = ("fp32", "bf16", "int8")
 
 # torch._weight_int8pack_mm on CPU reads past the end of rows whose length is not a multiple
 # of 16 (torch 2.13: wrong results, then a crash), so the input dimension is zero-padded.
-_INT8_K_MULTIPLE = 16
+INT8_K_MULTIPLE = 16
 
 
 def check_weights(weights: str) -> None:
@@ -89,7 +89,7 @@ class PackedLinear:
         else:
             self._weight, self._scales = quantize_int8(weight)  # (N, K) int8, (N,) bf16
             if on_cpu:
-                self._pad = -weight.shape[1] % _INT8_K_MULTIPLE
+                self._pad = -weight.shape[1] % INT8_K_MULTIPLE
                 self._weight = F.pad(self._weight, (0, self._pad))  # (N, K + pad)
                 self._product = self._int8_cpu
             else:
