@@ -8,9 +8,11 @@ per weight are faster. :class:`PackedLinear` keeps ``W`` in one of three forms:
   (:class:`StepProduct`).
 * ``bf16``: bfloat16 weights. On CPU they are reordered once into oneDNN's blocked layout and
   multiplied by ``torch.ops.mkldnn._linear_pointwise`` (x is rounded to bf16, sums are
-  accumulated in fp32, the result is rounded to bf16).
-* ``int8``: weight-only int8 with one scale per output channel, ``W ≈ q * s`` with
-  ``s = max|W_row| / 127``; on CPU ``torch._weight_int8pack_mm`` (x in bf16, result in bf16).
+  accumulated in fp32, the result is rounded to bf16), where the CPU has oneDNN's bf16 path
+  (AVX-512 or AVX-NE-CONVERT; elsewhere a plain bf16 product, see :class:`StepProduct`).
+* ``int8``: weight-only int8 with one scale per output row (:func:`quantize_int8`),
+  ``W ≈ q * s`` with ``s = max|W_row| / 127``; on CPU ``torch._weight_int8pack_mm`` (x in bf16,
+  result in bf16).
 
 The result is float32 in every form: the bias is added in float32. Measured at batch 1 on a
 2-core AVX-512 machine (bench/sampling.py), bf16 and int8 run the product about twice as fast as
