@@ -147,7 +147,7 @@ def test_train_writes_the_folder_and_metrics(kind, trained) -> None:
 
 
 def test_the_loss_goes_down(kind, tmp_path) -> None:
-    name, data, flags = kind
+    _name, data, flags = kind
     out = tmp_path / "longer"
     assert (
         main(["train", str(data), "--out", str(out), *flags, "--max-steps", "80", "--lr", "1e-2"])
@@ -344,7 +344,7 @@ def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 120.0) -> 
 
 def test_kill_9_then_ctrl_c(kind, tmp_path) -> None:
     """kill -9 leaves a folder that loads, predicts and resumes; Ctrl-C saves and exits 130."""
-    name, data, flags = kind
+    _name, data, flags = kind
     out = tmp_path / "killed"
     process = _start(data, flags, out)
     _wait_for(out / "model.safetensors", process)
@@ -402,7 +402,7 @@ def test_bad_text_data(tmp_path, capsys) -> None:
 
 
 def test_bad_arrays_and_mismatches(kind, trained, tmp_path, capsys) -> None:
-    name, data, flags = kind
+    _name, data, flags = kind
     if data.suffix != ".npz":
         pytest.skip("arrays only")
     task = flags[1]
