@@ -7,6 +7,7 @@ Tiny generated data and models (H 8, one layer), so that each run takes about a 
 
 import hashlib
 import json
+import os
 import random
 import re
 import shutil
@@ -25,6 +26,7 @@ import rnnkit
 from rnnkit.cli import main
 
 RNNKIT = Path(sys.executable).with_name("rnnkit")
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: threads only cost
 TINY = [
     *("--hidden-size", "8", "--embedding-size", "8", "--num-layers", "1"),
     *("--batch-size", "8", "--log-every", "2", "--eval-every", "5", "--warmup-steps", "0"),
@@ -331,6 +333,7 @@ def _start(data: Path, flags: list[str], out: Path) -> subprocess.Popen:
         [*args, "--max-steps", "100000", "--epochs", "10000"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
 
 
