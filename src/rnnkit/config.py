@@ -140,6 +140,11 @@ class DataConfig:
     val_frac: float = _opt(0.1, "fraction at the end of the text held out for validation")
     val: str | None = _opt(None, "validation data (file or folder) instead of --val-frac")
     encoding: str = _opt("utf-8", "text encoding of the data files")
+    newlines: Literal["universal", "keep"] = _opt(
+        "universal",
+        "universal: \\r\\n and \\r become \\n as in Python's text mode (one token per line end); "
+        "keep: model the bytes' line ends as they are",
+    )
     embeddings: str | None = _opt(
         None, "pretrained word vectors (word2vec/GloVe text: `word v1 v2 ...` per line)"
     )

@@ -176,3 +176,17 @@ def test_stdlib_corpus_is_bounded_and_deterministic() -> None:
     names = [p.name for p in stdlib_files()]
     assert names == sorted(names) and all(n.endswith(".py") for n in names)
     assert 0 < len(stdlib_text(50_000)) <= 50_000
+
+
+def test_universal_newlines_make_every_line_end_one_token(tmp_path) -> None:
+    from rnnkit.config import DataConfig
+    from rnnkit.data.text import load_lm_data, read_text
+
+    path = tmp_path / "windows.txt"
+    path.write_bytes(b"ab\r\ncd\ref\n" * 20)
+    assert read_text(path)[:9] == "ab\ncd\nef\n"
+    assert read_text(path, newlines="keep")[:9] == "ab\r\ncd\ref"
+    universal = load_lm_data(DataConfig(path=str(path)))
+    kept = load_lm_data(DataConfig(path=str(path), newlines="keep"))
+    assert "\r" not in universal.vocab and "\r" in kept.vocab
+    assert universal.train.numel() + universal.val.numel() == 9 * 20

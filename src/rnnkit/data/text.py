@@ -50,8 +50,16 @@ def _read_file(path: Path, encoding: str) -> str:
     return text.removeprefix("\ufeff")
 
 
-def read_text(path: str | Path, encoding: str = "utf-8") -> str:
+def universal_newlines(text: str) -> str:
+    """``\\r\\n`` and lone ``\\r`` become ``\\n``, as Python's text mode reads files."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def read_text(path: str | Path, encoding: str = "utf-8", *, newlines: str = "universal") -> str:
     """The text of a file, or of every non-hidden file in a folder, sorted and concatenated.
+
+    With ``newlines="universal"`` (the default) every line end reads as ``\\n`` (a Windows
+    file's ``\\r\\n`` is one token, as in nanoGPT and char-rnn); ``"keep"`` keeps them.
 
     Raises:
         DataError: the path does not exist, has no text, or a file cannot be decoded.
@@ -59,11 +67,12 @@ def read_text(path: str | Path, encoding: str = "utf-8") -> str:
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path} does not exist")
+    convert = universal_newlines if newlines == "universal" else str
     if not path.is_dir():
         text = _read_file(path, encoding)
         if not text:
             raise DataError(f"{path} is empty")
-        return text
+        return convert(text)
     files = sorted(
         f
         for f in path.rglob("*")
@@ -72,7 +81,7 @@ def read_text(path: str | Path, encoding: str = "utf-8") -> str:
     text = "".join(_read_file(f, encoding) for f in files)
     if not text:
         raise DataError(f"{path} is a folder with no text in it ({len(files)} files)")
-    return text
+    return convert(text)
 
 
 def tokenize(text: str, level: Level) -> list[str]:
@@ -148,10 +157,11 @@ def load_lm_data(cfg: DataConfig, vocab: Vocab | None = None) -> LMData:
     if cfg.path is None:
         text, source = stdlib_text(), "the Python standard library"
     else:
-        text, source = read_text(cfg.path, cfg.encoding), cfg.path
+        text, source = read_text(cfg.path, cfg.encoding, newlines=cfg.newlines), cfg.path
     tokens = tokenize(text, cfg.level)
     if cfg.val is not None:
-        train_tokens, val_tokens = tokens, tokenize(read_text(cfg.val, cfg.encoding), cfg.level)
+        val_text = read_text(cfg.val, cfg.encoding, newlines=cfg.newlines)
+        train_tokens, val_tokens = tokens, tokenize(val_text, cfg.level)
         val_source = cfg.val
     else:
         num_val = int(len(tokens) * cfg.val_frac)

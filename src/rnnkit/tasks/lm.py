@@ -380,6 +380,7 @@ class LanguageModelling(Task):
         vocab = Vocab.from_dict(meta)
         model = LanguageModel(run.model, len(vocab))
         model.attach_vocab(vocab, run.data.level)
+        model.newlines = run.data.newlines  # how eval reads held-out text
         return model
 
     def batches(self, run: RunConfig, data: TaskData) -> _Streams:
@@ -400,7 +401,8 @@ class LanguageModelling(Task):
     ) -> dict[str, Any]:
         """Loss over every token of the text ``path`` (file or folder), tokenised as in
         training (unknown tokens count as ``<unk>``), read as ``cfg.batch_size`` streams."""
-        tokens = tokenize(read_text(path, cfg.encoding), model.level)
+        newlines = getattr(model, "newlines", "universal")
+        tokens = tokenize(read_text(path, cfg.encoding, newlines=newlines), model.level)
         if len(tokens) < 2:
             raise DataError(
                 f"{path} has {len(tokens)} {model.level} token(s); eval needs at least 2"
