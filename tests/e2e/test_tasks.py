@@ -173,6 +173,9 @@ def test_eval_json_has_the_design_keys(kind, trained, capsys) -> None:
         assert metrics["examples"] == sum(map(sum, metrics["confusion"]))
         correct = sum(metrics["confusion"][i][i] for i in range(n))
         assert metrics["accuracy"] == pytest.approx(correct / metrics["examples"])
+        png = trained.parent / f"{name}-confusion.png"
+        assert main(["eval", str(trained), str(data), "--plot", str(png)]) == 0
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     elif name == "tag-text":
         assert {"precision", "recall", "f1", "accuracy", "per_type", "sentences", "tokens"} <= set(
             metrics

@@ -1,0 +1,140 @@
+"""The reference runs of the sequence tasks: rnnkit's defaults on the shared datasets, timed.
+
+Each row trains with `rnnkit train` under the issue's time budget (2 CPU cores) and evaluates
+the kept model on the held-out test split with `rnnkit eval --json`:
+
+    names/           classify, char level, stratified random 75/10/15 (seed 0), 120 s
+    sst2/            classify, word level, Kim's train / dev / test, 240 s
+    wnut17/          tag, --crf --char-features, train / dev / test, 300 s
+    japanese_vowels/ classify, the official 270 / 370 (10% of train for validation), 60 s
+    frames           tag, causal (--no-bidirectional): japanese_vowels' speaker at every frame,
+                     judged frame by frame from the frames so far, 90 s
+
+    python bench/reference_tasks.py [--only names sst2 ...] [--scale 0.1 (shorter budgets)]
+
+Writes bench/results/reference_tasks.json. Needs ../shared/data; run on an idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from rnnkit.benchmark import provenance
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE.parent.parent / "shared" / "data"
+RNNKIT = [sys.executable, "-m", "rnnkit"]
+
+
+def names_split(folder: Path) -> tuple[Path, Path, Path]:
+    """names/ as TSV files, stratified random 75/10/15 per language (seed 0)."""
+    rng = random.Random(0)
+    parts: dict[str, list[str]] = {"train": [], "dev": [], "test": []}
+    for path in sorted((DATA / "names").glob("*.txt")):
+        items = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        items = [f"{path.stem}\t{name}" for name in items if name]
+        rng.shuffle(items)
+        n_dev, n_test = round(0.10 * len(items)), round(0.15 * len(items))
+        parts["dev"] += items[:n_dev]
+        parts["test"] += items[n_dev : n_dev + n_test]
+        parts["train"] += items[n_dev + n_test :]
+    out = []
+    for name, lines in parts.items():
+        path = folder / f"names_{name}.tsv"
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        out.append(path)
+    return tuple(out)
+
+
+def frames(folder: Path) -> tuple[Path, Path]:
+    """japanese_vowels with the speaker as the label of every real frame."""
+    out = []
+    for split in ("train", "test"):
+        arrays = np.load(DATA / "japanese_vowels" / f"{split}.npz")
+        x, lengths, y = arrays["x"], arrays["lengths"], arrays["y"]
+        steps = np.arange(x.shape[1])[None, :] < lengths[:, None]  # (N, T)
+        per_frame = np.where(steps, y[:, None], 0).astype(np.int64)  # (N, T)
+        path = folder / f"frames_{split}.npz"
+        np.savez(path, x=x, lengths=lengths, y=per_frame)
+        out.append(path)
+    return tuple(out)
+
+
+def run(name: str, train: list[str], test: Path, seconds: float, folder: Path) -> dict:
+    out = folder / name
+    command = [*RNNKIT, "train", *train, "--out", str(out), "--max-time", f"{seconds:g}"]
+    print("$", " ".join(command[2:]), flush=True)
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    result = subprocess.run(
+        [*RNNKIT, "eval", str(out), str(test), "--json"], capture_output=True, text=True, check=True
+    )
+    metrics = json.loads(result.stdout)
+    trainer = json.loads((out / "state" / "trainer.json").read_text())["trainer"]
+    keep = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+    row = {"name": name, "seconds": seconds, "command": command[2:], "test": keep}
+    row |= {"steps": trainer["step"], "best_step": trainer["best_step"]}
+    row["val"] = trainer.get("best_metrics")
+    print(
+        f"  {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in keep.items() if isinstance(v, float))
+    )
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--only", nargs="*", default=["names", "sst2", "wnut17", "vowels", "frames"]
+    )
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every time budget")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "reference_tasks.json")
+    args = parser.parse_args()
+    if not DATA.is_dir():
+        sys.exit(f"skipped: {DATA} is absent")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        for name in args.only:
+            if name == "names":
+                train, dev, test = names_split(folder)
+                flags = [str(train), "--task", "classify", "--val", str(dev)]
+                rows.append(run(name, flags, test, 120 * args.scale, folder))
+            elif name == "sst2":
+                sst = DATA / "sst2"
+                flags = [
+                    str(sst / "train.tsv"),
+                    "--task",
+                    "classify",
+                    "--val",
+                    str(sst / "dev.tsv"),
+                ]
+                rows.append(run(name, flags, sst / "test.tsv", 240 * args.scale, folder))
+            elif name == "wnut17":
+                w = DATA / "wnut17"
+                flags = [str(w / "train.txt"), "--task", "tag", "--val", str(w / "dev.txt")]
+                flags += ["--crf", "--char-features"]
+                rows.append(run(name, flags, w / "test.txt", 300 * args.scale, folder))
+            elif name == "vowels":
+                jv = DATA / "japanese_vowels"
+                flags = [str(jv / "train.npz"), "--task", "classify"]
+                rows.append(run(name, flags, jv / "test.npz", 60 * args.scale, folder))
+            elif name == "frames":
+                train, test = frames(folder)
+                flags = [str(train), "--task", "tag", "--no-bidirectional"]
+                rows.append(run(name, flags, test, 90 * args.scale, folder))
+            else:
+                parser.error(f"unknown reference run {name!r}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"provenance": provenance(HERE.parent), "runs": rows}, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
