@@ -157,11 +157,6 @@ def _write_data(task: str, folder: Path) -> Path | None:
 TASKS = ["toy", "lm", "classify", "tag"]
 
 
-def _needs(task: str) -> None:
-    if task != "toy" and importlib.util.find_spec(rnnkit.tasks.TASK_MODULES[task]) is None:
-        pytest.skip(f"rnnkit.tasks.{task} is not in this tree yet")
-
-
 def _run(task: str, data: Path | None, out: Path, **train: Any) -> RunConfig:
     """A tiny run of ``task``: global batch 4, no dropout, fp32, one thread, a log every step."""
     model = ModelConfig(hidden_size=12, num_layers=1, embedding_size=6, dropout=0.0)
@@ -272,18 +267,48 @@ def _losses(out: Path, key: str) -> dict[int, float]:
     return {r["step"]: r[key] for r in records}
 
 
+def _available(task: str) -> bool:
+    return task == "toy" or importlib.util.find_spec(rnnkit.tasks.TASK_MODULES[task]) is not None
+
+
+def _dropout_lm(data: Path, out: Path, steps: int) -> RunConfig:
+    """Two layers with dropout, constant lr (the cosine schedule follows --max-steps)."""
+    run = _run("lm", data, out, max_steps=steps, schedule="constant")
+    return rnnkit.config.merge(run, {"model": {"num_layers": 2, "dropout": 0.3}})
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    """Every available task trained by one process, here, and by two ranks; and an LM with
+    dropout trained by two ranks for 6 steps, and for 3 then resumed to 6. All two-rank runs
+    share one start of the two processes (most of their time is Python and torch starting)."""
+    folder = tmp_path_factory.mktemp("ddp")
+    jobs = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(rnnkit.tasks.TASK_MODULES, "toy", __name__)
+        patch.setitem(rnnkit.config.TASK_OPTIONS, "toy", ())
+        for task in filter(_available, TASKS):
+            (folder / task).mkdir()
+            data = _write_data(task, folder / task)
+            train(_run(task, data, folder / task / "one"))
+            jobs.append((_run(task, data, folder / task / "two"), False))
+    data = _write_data("lm", folder)
+    jobs += [
+        (_dropout_lm(data, folder / "straight", 6), False),
+        (_dropout_lm(data, folder / "resumed", 3), False),
+        (_dropout_lm(data, folder / "resumed", 6), True),
+    ]
+    _two_ranks(jobs, folder)
+    return folder
+
+
 @pytest.mark.parametrize("task", TASKS)
-def test_two_ranks_train_the_model_of_one_process(task, tmp_path, monkeypatch) -> None:
+def test_two_ranks_train_the_model_of_one_process(task, runs) -> None:
     """k steps of 2 gloo ranks with global batch 4 land on the weights and the logged losses
     of 1 process with batch 4 (the toy task's last batch holds one example: rank 1 has none)."""
-    _needs(task)
-    monkeypatch.setitem(rnnkit.tasks.TASK_MODULES, "toy", __name__)
-    monkeypatch.setitem(rnnkit.config.TASK_OPTIONS, "toy", ())
-    data = _write_data(task, tmp_path)
-    one, two = tmp_path / "one", tmp_path / "two"
-    train(_run(task, data, one))
-    _two_ranks([(_run(task, data, two), False)], tmp_path)
-
+    if not _available(task):
+        pytest.skip(f"rnnkit.tasks.{task} is not in this tree yet")
+    one, two = runs / task / "one", runs / task / "two"
     assert _max_difference(one, two) < 1e-5
     assert _losses(two, "loss") == pytest.approx(_losses(one, "loss"), abs=1e-6)
     assert list(_losses(two, "loss")) == [1, 2, 3, 4, 5, 6]  # once each: rank 0 logs
@@ -295,19 +320,10 @@ def test_two_ranks_train_the_model_of_one_process(task, tmp_path, monkeypatch) -
     assert leftovers == []
 
 
-def test_two_ranks_resume_exactly_with_dropout_and_carried_state(tmp_path) -> None:
+def test_two_ranks_resume_exactly_with_dropout_and_carried_state(runs) -> None:
     """3 steps, then --resume to 6, equals 6 steps in one go: each rank's dropout stream and
     its share of the carried LM state come back from the folder rank 0 wrote."""
-    data = _write_data("lm", tmp_path)
-    model = {"num_layers": 2}
-    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-
-    def lm(out: Path, steps: int) -> RunConfig:  # constant lr: cosine follows --max-steps
-        run = _run("lm", data, out, max_steps=steps, schedule="constant")
-        return rnnkit.config.merge(run, {"model": model | {"dropout": 0.3}})
-
-    jobs = [(lm(straight, 6), False), (lm(resumed, 3), False), (lm(resumed, 6), True)]
-    _two_ranks(jobs, tmp_path)
+    straight, resumed = runs / "straight", runs / "resumed"
     assert _max_difference(straight, resumed) == 0.0
     assert _losses(resumed, "loss") == pytest.approx(_losses(straight, "loss"), abs=1e-6)
     loop = load_file(str(resumed / "state" / "loop.safetensors"))
@@ -315,6 +331,7 @@ def test_two_ranks_resume_exactly_with_dropout_and_carried_state(tmp_path) -> No
     assert not torch.equal(loop["rank0.rng.cpu"], loop["rank1.rng.cpu"])
 
 
+@pytest.mark.slow
 def test_a_rank_killed_makes_the_other_fail_soon(tmp_path) -> None:
     """Without torchrun's agent, the surviving rank fails in its next collective (gloo sees
     the closed connection) instead of waiting for the timeout."""

@@ -497,9 +497,18 @@ def launch(args: Sequence[str], nproc: int, threads: int | None) -> LaunchResult
     torchrun_args = ["--standalone", "--nproc-per-node", str(nproc), "-m", "rnnkit", *args]
     handled = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT]
     handlers = {sig: signal.getsignal(sig) for sig in handled}  # the agent replaces them
-    elastic_logger = logging.getLogger("torch.distributed.elastic")
-    level = elastic_logger.level
-    elastic_logger.setLevel(logging.ERROR)  # its warnings repeat what the ranks report
+    # The agent's own log lines (signals passed on, exit codes) repeat what rank 0 and the
+    # LaunchResult report, as warnings and errors of a logger per module: quiet them.
+    agent_loggers = [
+        logging.getLogger(name)
+        for name in list(logging.root.manager.loggerDict)
+        if name.startswith(
+            ("torch.distributed.elastic", "torch.distributed.launcher", "torch.distributed.run")
+        )
+    ]
+    levels = [agent_logger.level for agent_logger in agent_loggers]
+    for agent_logger in agent_loggers:
+        agent_logger.setLevel(logging.CRITICAL)
     omp = os.environ.get("OMP_NUM_THREADS")
     os.environ["OMP_NUM_THREADS"] = str(threads or max(1, cpu_cores() // nproc))
     try:
@@ -513,7 +522,8 @@ def launch(args: Sequence[str], nproc: int, threads: int | None) -> LaunchResult
             os.environ.pop("OMP_NUM_THREADS", None)
         else:
             os.environ["OMP_NUM_THREADS"] = omp
-        elastic_logger.setLevel(level)
+        for agent_logger, level in zip(agent_loggers, levels, strict=True):
+            agent_logger.setLevel(level)
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
     return LaunchResult(0)
