@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ["layers.py", "scan.py", "sampling.py", "numpy_engine.py", "lm.py"]
+SCRIPTS = ["layers.py", "scan.py", "sampling.py", "numpy_engine.py", "lm.py", "distributed.py"]
 
 
 def main() -> int:

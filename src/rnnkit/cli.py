@@ -277,7 +277,7 @@ def _without_nproc(argv: Sequence[str]) -> list[str]:
 
 def _train_nproc(args: argparse.Namespace, run: RunConfig) -> int:
     """``rnnkit train --nproc N``: the same command in N processes under torchrun's agent."""
-    distributed.check_launch(run, args.nproc, resume=args.resume)
+    distributed.check_launch(run, args.nproc, resume=args.resume, force=args.force)
     result = distributed.launch(_without_nproc(args.argv), args.nproc, run.train.threads)
     if result.message:
         print(f"rnnkit train: error: {result.message}", file=sys.stderr)

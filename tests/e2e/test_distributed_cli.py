@@ -222,6 +222,16 @@ def test_a_global_batch_the_processes_cannot_share_is_refused(corpus, tmp_path, 
     )
 
 
+def test_what_every_rank_would_report_is_reported_once(corpus, tmp_path, capsys) -> None:
+    missing = tmp_path / "missing.txt"
+    _bad(["train", str(missing), "--nproc", "2"], capsys, f"{missing} does not exist")
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "model.safetensors").write_bytes(b"")
+    argv = ["train", str(corpus), "--out", str(out), "--nproc", "2"]
+    _bad(argv, capsys, f"--out {out} already holds a model (model.safetensors)")
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 @pytest.mark.parametrize("nproc", ["1", "2"])
 def test_nccl_without_cuda_is_refused(nproc, corpus, tmp_path, capsys) -> None:

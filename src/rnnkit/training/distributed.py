@@ -51,9 +51,14 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from rnnkit.config import RunConfig, TrainConfig, merge
-from rnnkit.errors import ConfigError
+from rnnkit.errors import ConfigError, DataError
 from rnnkit.tasks.base import StepLoss
-from rnnkit.training.checkpoint import TrainerState, read_loop_tensors, read_run_config
+from rnnkit.training.checkpoint import (
+    TrainerState,
+    check_new_folder,
+    read_loop_tensors,
+    read_run_config,
+)
 from rnnkit.training.control import pick_device
 
 __all__ = [
@@ -438,13 +443,14 @@ def shard(batch: Any, start: int, stop: int) -> Any:
 # --- rnnkit train --nproc N: torchrun's agent on this machine --------------------------------
 
 
-def check_launch(run: RunConfig, nproc: int, *, resume: bool) -> None:
+def check_launch(run: RunConfig, nproc: int, *, resume: bool, force: bool) -> None:
     """Refuse ``rnnkit train --nproc N`` before any process starts: more processes than cores
     (or CUDA devices), a batch they cannot share, nccl without CUDA, a resume with another
-    number of processes, or an engine that runs alone.
+    number of processes, an engine that runs alone; and the mistakes every process would
+    report alike: missing data, a model already in ``--out``.
 
     Raises:
-        ConfigError: one line naming the option.
+        ConfigError, DataError, CheckpointError: one line naming the option or the file.
     """
     if env_world_size() > 1:
         raise ConfigError(
@@ -464,8 +470,12 @@ def check_launch(run: RunConfig, nproc: int, *, resume: bool) -> None:
             f"--nproc {nproc} is more processes than this machine's {cpu_cores()} cores"
         )
     check_world(run.train, nproc, device)
+    if run.data.path is not None and not Path(run.data.path).exists():
+        raise DataError(f"{run.data.path} does not exist")
     if resume:
         check_resume(read_run_config(run.out), nproc, run.out)
+    else:
+        check_new_folder(Path(run.out), force=force)
 
 
 @dataclass(frozen=True)
