@@ -171,6 +171,7 @@ def _run(task: str, data: Path | None, out: Path, **train: Any) -> RunConfig:
         "precision": "fp32",
         "device": "cpu",
         "threads": 1,
+        "dist_timeout": 120.0,
     }
     return RunConfig(
         task=task,
@@ -190,7 +191,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _rank_env(rank: int, world_size: int, port: int) -> dict[str, str]:
+def _rank_env(rank: int, world_size: int) -> dict[str, str]:
     src = str(Path(rnnkit.__file__).resolve().parents[1])
     return os.environ | {
         "RANK": str(rank),
@@ -198,21 +199,20 @@ def _rank_env(rank: int, world_size: int, port: int) -> dict[str, str]:
         "WORLD_SIZE": str(world_size),
         "LOCAL_WORLD_SIZE": str(world_size),
         "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(port),
         "OMP_NUM_THREADS": "1",
         "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]),
     }
 
 
 def _start_ranks(jobs: list[tuple[RunConfig, bool]], folder: Path) -> list[subprocess.Popen]:
-    """Two processes, each running ``train(run, resume=...)`` for every job in turn."""
+    """Two processes, each running ``train(run, resume=...)`` for every job in turn, each job
+    with a port of its own (rank 0 serves the process group's store there)."""
     spec = folder / "jobs.json"
-    spec.write_text(json.dumps([[run_to_dict(run), resume] for run, resume in jobs]))
-    port = _free_port()
+    spec.write_text(json.dumps([[run_to_dict(run), resume, _free_port()] for run, resume in jobs]))
     return [
         subprocess.Popen(
             [sys.executable, __file__, str(spec)],
-            env=_rank_env(rank, 2, port),
+            env=_rank_env(rank, 2),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -223,16 +223,21 @@ def _start_ranks(jobs: list[tuple[RunConfig, bool]], folder: Path) -> list[subpr
 
 def _two_ranks(jobs: list[tuple[RunConfig, bool]], folder: Path) -> None:
     processes = _start_ranks(jobs, folder)
-    for rank, process in enumerate(processes):
-        _, err = process.communicate(timeout=300)
-        assert process.returncode == 0, f"rank {rank}:\n{err}"
+    try:
+        for rank, process in enumerate(processes):
+            _, err = process.communicate(timeout=300)
+            assert process.returncode == 0, f"rank {rank}:\n{err}"
+    finally:
+        for process in processes:
+            process.kill()
 
 
 def _worker(spec: str) -> None:
     """One rank: the jobs of ``spec`` in turn (the runs rebuilt field by field, so that
     ``--task toy`` needs no entry in the config's literal types)."""
     _register_toy()
-    for values, resume in json.loads(Path(spec).read_text()):
+    for values, resume, port in json.loads(Path(spec).read_text()):
+        os.environ["MASTER_PORT"] = str(port)
         run = RunConfig(
             task=values["task"],
             out=values["out"],
@@ -346,7 +351,10 @@ def test_a_rank_killed_makes_the_other_fail_soon(tmp_path) -> None:
         assert deadline > 0, "no checkpoint"
         time.sleep(0.1)
     processes[1].send_signal(signal.SIGKILL)
-    processes[0].wait(timeout=60)
+    try:
+        processes[0].wait(timeout=60)
+    finally:
+        processes[0].kill()
     assert processes[0].returncode != 0
     processes[1].wait()
     assert rnnkit.load(tmp_path / "killed").generate(length=3)  # rank 0's writes are whole
