@@ -8,11 +8,17 @@ Functions with hand-written BPTT of ``rnnkit.layers.bptt``) and a naive loop (ou
 with ``x[t]``, nothing hoisted), in float32; then torch.nn, fused and loop again under
 ``torch.autocast(dtype=torch.bfloat16)``. Every ratio is to float32 torch.nn of the same size in
 the same run (for the variants torch lacks, torch.nn's module of the base cell, timed in the same
-round). The modules of one cell are timed in turn, round after round (7 rounds, each starting
-one module later, so that every module runs once in every position), and each figure is the
-median of its rounds, so a burst of load from elsewhere touches all of them alike. A second table
-times ``step()`` at batch 1, as sampling uses it, beside the bare matrix products of one step.
-``--quick`` uses tiny sizes and one round (a smoke run for the tests).
+round). Every module compared starts from one state dict: torch.nn's (for the variants, the
+loop's, of which torch.nn's base cell takes the tensors its names and shapes share), and the
+input requires its gradient (as an embedding's output does), so that every backward computes
+the input's gradient too. The modules of one cell are timed in turn, round after round (7
+rounds, each starting one module later, so that every module runs once in every position), and
+each figure is the median of its rounds, so a burst of load from elsewhere touches all of them
+alike. A row whose module raises here (torch's oneDNN LSTM under bf16 autocast on a CPU without
+AVX-512) is reported as skipped, with the error. A second table times ``step()`` at batch 1, as
+sampling uses it, beside the matrix products of one step alone. ``--quick`` uses tiny sizes and
+one round (a smoke run for the tests). The JSON records the machine, the git commit and the date
+(``rnnkit.benchmark.provenance``).
 
 One timed training step is the same for every row, torch.nn's included: ``zero_grad(set_to_none=
 True)``, the forward pass (under autocast for bf16), ``backward()`` of the outputs' sum, and
@@ -31,6 +37,9 @@ import torch
 from torch import nn
 
 from rnnkit import cells, layers
+from rnnkit.benchmark import provenance
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # name -> (our layer, base cell for torch.nn / naive, extra keywords)
 CELLS = {
@@ -62,6 +71,14 @@ class NaiveStack(nn.Module):
         super().__init__()
         sizes = [input_size] + [hidden_size] * (num_layers - 1)
         self.cells = nn.ModuleList(OUR_CELLS[base](d, hidden_size, **options) for d in sizes)
+
+    def load_layer_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Take a layer's ``{name}_l{layer}`` tensors as ``cells.{layer}.{name}``."""
+        renamed = {}
+        for key, value in state.items():
+            name, layer = key.rsplit("_l", 1)
+            renamed[f"cells.{layer}.{name}"] = value
+        self.load_state_dict(renamed)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
         """x (T, B, D) -> (T, B, H)."""
@@ -103,6 +120,7 @@ def training_step(module: nn.Module, x: torch.Tensor, precision: str) -> Callabl
     def run() -> float:
         start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
+        x.grad = None
         with torch.autocast(x.device.type, torch.bfloat16, enabled=precision == "bf16"):
             out = module(x)[0]  # (T, B, H)
         out.float().sum().backward()
@@ -132,27 +150,34 @@ def runs_here(module: nn.Module, x: torch.Tensor, precision: str) -> bool:
 
 def interleaved_tokens_per_s(
     runs: dict[tuple[str, str], Callable[[], float]], tokens: int, warmup: int, repeats: int
-) -> dict[tuple[str, str], float]:
+) -> tuple[dict[tuple[str, str], float], dict[tuple[str, str], str]]:
     """Tokens/s of each run: warm-ups, then ``repeats`` rounds timing every run once; medians.
+    Also the runs whose warm-up raised a RuntimeError, with its first line; they are not timed.
 
     Each round starts one run later than the one before, so no run always follows the same
     one: what a run leaves behind (glibc's heap, trimmed or not; the caches) moves the next
     run's time by up to 30% on a 2-core VM.
     """
-    for run in runs.values():
-        for _ in range(warmup):
-            run()
+    failed = {}
+    for key, run in runs.items():
+        try:
+            for _ in range(max(warmup, 1)):
+                run()
+        except RuntimeError as error:
+            failed[key] = str(error).splitlines()[0]
+    runs = {key: run for key, run in runs.items() if key not in failed}
     times: dict[tuple[str, str], list[float]] = {key: [] for key in runs}
     keys = list(runs)
     for round_ in range(repeats):
         start = round_ % len(keys)
         for key in keys[start:] + keys[:start]:
             times[key].append(runs[key]())
-    return {key: tokens / statistics.median(seconds) for key, seconds in times.items()}
+    return {key: tokens / statistics.median(seconds) for key, seconds in times.items()}, failed
 
 
 def modules_to_time(name: str, num_layers: int, hidden: int, device: str) -> dict[str, nn.Module]:
-    """torch.nn's base layer, our fused (where it exists) and loop layers, and the naive loop."""
+    """torch.nn's base layer, our fused (where it exists) and loop layers, and the naive loop,
+    all with the weights of one state dict (:func:`share_weights`)."""
     layer_cls, base, options = CELLS[name]
     shape = (hidden, hidden, num_layers)
     modules = {"torch.nn": TORCH_LAYERS[base](*shape)}
@@ -162,11 +187,26 @@ def modules_to_time(name: str, num_layers: int, hidden: int, device: str) -> dic
         except ValueError:  # impl="fused" for an option torch's kernels lack
             continue
     modules["naive"] = NaiveStack(base, *shape, **options)
+    share_weights(modules, source="loop" if options else "torch.nn")
     return {label: module.to(device) for label, module in modules.items()}
 
 
+def share_weights(modules: dict[str, nn.Module], source: str) -> None:
+    """Load ``modules[source]``'s state dict into every module: each takes the tensors whose
+    names and shapes it has (all of them, but for torch.nn's base cell beside a variant)."""
+    state = modules[source].state_dict()
+    for module in modules.values():
+        if isinstance(module, NaiveStack):
+            module.load_layer_state(state)
+            continue
+        own = module.state_dict()
+        shared = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        module.load_state_dict(shared, strict=False)
+
+
 def step_microseconds(num_layers: int, hidden: int, device: str, warmup: int, repeats: int):
-    """µs per call at batch 1: LSTM.step(), forward on one step, and the bare matrix products."""
+    """µs per call at batch 1: LSTM.step(), forward on one step, and its matrix products alone
+    (per layer ``W_ih x`` and ``W_hh h``, fp32 addmm)."""
     lstm = layers.LSTM(hidden, hidden, num_layers).to(device).eval()
     x = torch.randn(1, hidden, device=device)
     state = lstm.step(x)[1]
@@ -176,14 +216,14 @@ def step_microseconds(num_layers: int, hidden: int, device: str, warmup: int, re
     ]
     calls = 200
 
-    def bare() -> None:
+    def products_alone() -> None:
         for w_ih, w_hh in weights:
             torch.addmm(x @ w_ih.t(), x, w_hh.t())
 
     timed = {
         "step": lambda: lstm.step(x, state),
         "forward_one_step": lambda: lstm(x.unsqueeze(0), state),
-        "bare_matmuls": bare,
+        "products_alone": products_alone,
     }
     result = {}
     with torch.no_grad():
@@ -210,11 +250,11 @@ def main() -> None:
     else:
         shapes, batch, steps, warmup, repeats = [(1, 128), (2, 512)], 64, 100, 1, 7
 
-    rows = []
+    rows, skipped = [], []
     header = f"{'cell':<17} {'L':>2} {'H':>4} {'impl':<9} {'precision':<9} {'tokens/s':>10}"
     print(f"{header} {'vs torch.nn fp32':>16}")
     for num_layers, hidden in shapes:
-        x = torch.randn(steps, batch, hidden, device=args.device)  # (T, B, D)
+        x = torch.randn(steps, batch, hidden, device=args.device).requires_grad_()  # (T, B, D)
         for name in CELLS:
             modules = modules_to_time(name, num_layers, hidden, args.device)
             chosen = layers_auto_choice(name, num_layers, hidden)
@@ -225,7 +265,19 @@ def main() -> None:
                 and (label != "naive" or precision == "fp32")
                 and runs_here(modules[label], x, precision)
             }
-            speeds = interleaved_tokens_per_s(runs, steps * batch, warmup, repeats)
+            speeds, failed = interleaved_tokens_per_s(runs, steps * batch, warmup, repeats)
+            for (label, precision), reason in failed.items():
+                if label == "torch.nn" and CELLS[name][2]:  # the variants' reference row
+                    continue
+                skipped.append(
+                    {"cell": name, "num_layers": num_layers, "hidden_size": hidden}
+                    | {"impl": label, "precision": precision, "error": reason}
+                )
+                print(
+                    f"{name:<17} {num_layers:>2} {hidden:>4} {label:<9} {precision:<9} "
+                    f"skipped: {reason}",
+                    flush=True,
+                )
             reference = speeds["torch.nn", "fp32"]
             for (label, precision), speed in speeds.items():
                 if label == "torch.nn" and CELLS[name][2]:  # the variants' reference row
@@ -260,12 +312,13 @@ def main() -> None:
 
     report = {
         "device": args.device,
-        "torch": torch.__version__,
+        "provenance": provenance(ROOT),
         "threads": torch.get_num_threads(),
         "batch": batch,
         "steps": steps,
         "quick": args.quick,
         "results": rows,
+        "skipped": skipped,
         "lstm_step_batch1_us": {"num_layers": num_layers, "hidden_size": hidden, **sampling},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

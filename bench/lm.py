@@ -42,6 +42,7 @@ from typing import Any
 
 import torch
 
+from rnnkit.benchmark import provenance
 from rnnkit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from rnnkit.data.text import TokenStreams, load_lm_data
 from rnnkit.tasks.lm import LanguageModel, lm_loss
@@ -302,12 +303,13 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
 
     results: dict[str, Any] = {
+        "provenance": provenance(ROOT),
         "machine": {
             "platform": platform.platform(),
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
             "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        }
+        },
     }
     results["speed"] = speed(args.quick, args.data, rounds=2 if args.quick else 5)
     s = results["speed"]

@@ -36,6 +36,7 @@ os.environ["MKL_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"]
 import numpy as np
 import torch
 
+from rnnkit.benchmark import provenance
 from rnnkit.config import ModelConfig
 from rnnkit.reference import Trainer
 from rnnkit.tasks.lm import LanguageModel, lm_loss
@@ -154,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             "repeats": repeats,
             "quick": args.quick,
         },
+        "provenance": provenance(Path(__file__).resolve().parents[1]),
         "machine": {
             "platform": platform.platform(),
             "python": platform.python_version(),

@@ -1,7 +1,9 @@
 """Run every benchmark in bench/ in turn: `make bench` (or `python bench/run_all.py --quick`).
 
 Each script prints its own table (rnnkit beside plain PyTorch, as ratios) and writes JSON to
-bench/results/. Run on an otherwise idle machine: other processes distort every figure.
+bench/results/, each file with its ``provenance``: the machine, the git commit (and whether the
+tree differed from it) and the date. Run on an otherwise idle machine: other processes distort
+every figure.
 Part (d) of bench/lm.py, bf16 against fp32 training at the same number of steps, runs too
 (``--bf16-check STEPS``, default 300: about 10 of the run's minutes on 2 CPU cores; 0 skips it).
 """
@@ -12,7 +14,15 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ["layers.py", "scan.py", "sampling.py", "numpy_engine.py", "lm.py", "distributed.py"]
+SCRIPTS = [
+    "layers.py",
+    "scan.py",
+    "sampling.py",
+    "numpy_engine.py",
+    "lm.py",
+    "tasks.py",
+    "distributed.py",
+]
 
 
 def main() -> int:

@@ -3,41 +3,51 @@
 The model is embedding (65 -> 64) -> 2-layer LSTM (hidden 512) -> linear head (512 -> 65), fp32,
 random weights; every row uses the same weights and the same sampling step (softmax, then the
 exponential race that ``torch.multinomial`` runs for one draw, as ``generate_tokens`` does).
-Rows, in characters per second:
+Rows, in characters (steps) per second, each with the dtype of its gate weights:
 
-  nn.LSTM per step   ``torch.nn.LSTM`` called on one-step sequences (its default path)
-  cell loop          one ``torch.nn.LSTMCell`` per layer
-  bare matmuls       per layer one ``addmm`` on a pre-concatenated [W_ih | W_hh] and the gate
-                     arithmetic, inlined in one loop with minimal Python: the practical limit
-  bare + generate    the same arithmetic as a model's ``step()``, driven by
-                     ``rnnkit.sampling.generate_tokens``: the cost of the sampler itself
-  rnnkit             ``rnnkit.layers.LSTM.step()`` driven by ``generate_tokens`` (the row is
-                     there once ``rnnkit.layers`` imports)
-  rnnkit LM          ``rnnkit.tasks.lm.LanguageModel`` driven by ``generate_tokens``, its layers'
-                     plain ``step()`` (weights read from the parameters at every step)
-  rnnkit LM packed   the product, as ``LanguageModel.generate`` runs it: the same inside
-                     ``model.rnn.packed_step(weights)`` (one packed [W_ih | W_hh] product per
-                     layer), for weights fp32, bf16 and int8 (weight-only, per output channel)
-  bare fp32 / bf16 / int8
-                     the bare loop with the gate product of ``PackedLinear`` in fp32 or bf16
-                     (oneDNN's blocked layout) or int8 (``torch._weight_int8pack_mm``): the
-                     limit of those kernels. "bare matmuls" stays the limit of the goal, the
-                     plain ``addmm``; the fp32 oneDNN row shows how much of rnnkit's fp32 lead
-                     over it is the kernel
+  nn.LSTM per step    ``torch.nn.LSTM`` called on one-step sequences (its default path)
+  cell loop           one ``torch.nn.LSTMCell`` per layer
+  reference loop (addmm)
+                      per layer one ``addmm`` on a pre-concatenated [W_ih | W_hh] and the gate
+                      arithmetic, inlined in one loop with minimal Python. Earlier versions
+                      called it the bare-matmul limit; it is not one (it holds Python and the
+                      gate arithmetic, and the reduced-weight rows exceed it)
+  reference loop + generate_tokens
+                      the same arithmetic as a model's ``step()``, driven by
+                      ``rnnkit.sampling.generate_tokens``: the cost of the sampler itself
+  rnnkit LSTM.step + generate_tokens
+                      ``rnnkit.layers.LSTM.step()`` driven by ``generate_tokens``
+  rnnkit.tasks.lm model + generate_tokens
+                      ``rnnkit.tasks.lm.LanguageModel``, its layers' plain ``step()``
+  rnnkit LM packed fp32 / bf16 / int8
+                      the product as ``LanguageModel.generate`` runs it: inside
+                      ``model.rnn.packed_step(weights)`` (one packed [W_ih | W_hh] product per
+                      layer; int8 weight-only with one scale per output row)
+  reference loop fp32 / bf16 / int8 (PackedLinear)
+                      the reference loop with the gate product of ``PackedLinear``
+  products alone fp32 (addmm) / fp32 (oneDNN) / bf16 / int8
+                      the step's matrix products and nothing else, back to back on fixed
+                      inputs already in the kernel's dtype: per layer the gate product in that
+                      kernel and the head's fp32 product (``rnnkit.benchmark.step_products``)
 
-then batched sampling (``num_samples`` = 1, 8, 32) through ``generate_tokens`` with the
+The limit of each dtype is its fastest "products alone" row: no loop that computes those
+products can be faster. Beside it, the weight bytes each step reads and the steps/s they allow
+at the read bandwidth measured on a buffer of the same size (and main memory's, on 256 MiB).
+Each row's ratio is to its own dtype's limit; the goal is ``rnnkit LM packed`` at 0.75 of it.
+
+Then batched sampling (``num_samples`` = 1, 8, 32) through ``generate_tokens`` with the
 layer's packed fp32 step (one batched step per token for all samples), and, unless
 ``--loss-steps 0``, the validation loss of a char LM of the same shape trained for a few hundred
 steps on Tiny Shakespeare (../shared/data; skipped with a message when absent), stepped token by
 token with fp32, bf16 and int8 weights (the goal: reduced within 1% of fp32). Each figure is
-the median of several timed runs after a warm-up, the rows timed in interleaved rounds, with a
-ratio against the bare-matmul limit. ``torch.set_num_threads`` is every core unless
-``--threads`` says otherwise; on a machine that other processes keep busy, several threads
-spend most of each step waiting for each other at OpenMP barriers, so compare ``--threads 1``
-there (the load average is recorded with the results). ``run(quick)`` returns the results as
-a dict (``bench/lm.py`` calls it), ``weights_loss(steps, quick)`` the loss check; the script
-prints a table and writes
-bench/results/sampling.json (sampling.quick.json with ``--quick``).
+the median of several timed runs after a warm-up, the rows timed in interleaved rounds.
+``torch.set_num_threads`` is every core unless ``--threads`` says otherwise; on a machine that
+other processes keep busy, several threads spend most of each step waiting for each other at
+OpenMP barriers, so compare ``--threads 1`` there (the load average is recorded with the
+results). ``run(quick)`` returns the results as a dict (``bench/lm.py`` calls it),
+``weights_loss(steps, quick)`` the loss check; the script prints a table and writes
+bench/results/sampling.json (sampling.quick.json with ``--quick``), with the machine, the git
+commit and the date (``rnnkit.benchmark.provenance``).
 """
 
 from __future__ import annotations
@@ -47,7 +57,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -59,16 +68,29 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from rnnkit.benchmark import (
+    MEMORY_PROBE_BYTES,
+    PRODUCT_KERNELS,
+    provenance,
+    read_buffer,
+    step_products,
+    weight_bytes_per_step,
+)
+from rnnkit.config import ModelConfig
+from rnnkit.layers import LSTM
+from rnnkit.layers.packed import PackedLinear
 from rnnkit.sampling import generate_tokens
+from rnnkit.tasks.lm import LanguageModel
 
-RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
 SHAKESPEARE = (
     Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare" / "input.txt"
 )
 REDUCED = ("bf16", "int8")
 LOSS_GOAL = 0.01  # reduced-precision validation loss within 1% of fp32
 VOCAB, EMBEDDING = 65, 64
-GOAL = 0.75  # the project's goal for rnnkit, as a fraction of the bare-matmul limit
+GOAL = 0.75  # the project's goal for rnnkit LM packed, as a fraction of its dtype's limit
 
 LSTMState = tuple[list[Tensor], list[Tensor]]
 
@@ -116,7 +138,7 @@ class CellLM(nn.Module):
         return self.head(x), (hs, cs)  # (N, V)
 
 
-class BareLM(nn.Module):
+class ReferenceLM(nn.Module):
     """The same weights as plain tensors: per layer ``[W_ih | W_hh]`` (4H, D + H), b (4H,)."""
 
     def __init__(self, reference: TorchLM) -> None:
@@ -168,8 +190,8 @@ def _lstm_update(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
 class RnnkitLM(nn.Module):
     """Embedding -> ``rnnkit.layers.LSTM`` -> head, stepping with the layer's ``step()``.
 
-    The embedding and the head are the same plain tensor ops as ``BareLM``'s, so that this row
-    differs from "bare + generate" only in the recurrent layer.
+    The embedding and the head are the same plain tensor ops as ``ReferenceLM``'s, so that this
+    row differs from "reference loop + generate_tokens" only in the recurrent layer.
     """
 
     def __init__(self, reference: TorchLM, lstm_class: type[nn.Module]) -> None:
@@ -217,32 +239,36 @@ def _sample_with_step(
     return sample
 
 
-def _sample_bare(bare: BareLM, length: int) -> Callable[[], None]:
-    """Row iii: the whole sampling loop in one function, minimal Python per token."""
+def _sample_reference(reference: ReferenceLM, length: int) -> Callable[[], None]:
+    """The reference loop: the whole sampling loop in one function, minimal Python per token."""
     products = [
         partial(torch.addmm, bias, mat2=weight_t)  # (1, D + H) -> (1, 4H)
-        for weight_t, bias in zip(bare.weights_t, bare.biases, strict=True)
+        for weight_t, bias in zip(reference.weights_t, reference.biases, strict=True)
     ]
-    return _bare_loop(bare, products, length)
+    return _reference_loop(reference, products, length)
 
 
-def _sample_bare_packed(bare: BareLM, weights: str, length: int) -> Callable[[], None]:
-    """Row iii with each layer's gate product by ``PackedLinear`` in ``weights``."""
-    from rnnkit.layers.packed import PackedLinear
-
+def _sample_reference_packed(
+    reference: ReferenceLM, weights: str, length: int
+) -> Callable[[], None]:
+    """The reference loop with each layer's gate product by ``PackedLinear`` in ``weights``."""
     products = [
         PackedLinear(weight_t.t(), bias, weights)  # (1, D + H) -> (1, 4H)
-        for weight_t, bias in zip(bare.weights_t, bare.biases, strict=True)
+        for weight_t, bias in zip(reference.weights_t, reference.biases, strict=True)
     ]
-    return _bare_loop(bare, products, length)
+    return _reference_loop(reference, products, length)
 
 
-def _bare_loop(
-    bare: BareLM, products: list[Callable[[Tensor], Tensor]], length: int
+def _reference_loop(
+    reference: ReferenceLM, products: list[Callable[[Tensor], Tensor]], length: int
 ) -> Callable[[], None]:
-    """The bare sampling loop; ``products[l]`` maps layer l's ``[x | h]`` (1, D + H) to its
-    gate pre-activations (1, 4H), bias included."""
-    embedding, head_w, head_b = bare.embedding_weight, bare.head_weight_t, bare.head_bias
+    """The reference sampling loop; ``products[l]`` maps layer l's ``[x | h]`` (1, D + H) to
+    its gate pre-activations (1, 4H), bias included."""
+    embedding, head_w, head_b = (
+        reference.embedding_weight,
+        reference.head_weight_t,
+        reference.head_bias,
+    )
 
     def sample() -> None:
         generator = torch.Generator().manual_seed(0)
@@ -258,6 +284,22 @@ def _bare_loop(
             token = _draw(torch.addmm(head_b, x, head_w).softmax(-1), generator)  # (1,)
 
     return sample
+
+
+def _products_alone(reference: ReferenceLM, kernel: str, length: int) -> Callable[[], None]:
+    """``length`` steps of the products alone: per layer the gate product in ``kernel`` and
+    the head's in fp32 (:func:`rnnkit.benchmark.step_products`)."""
+    gate_weights = [weight_t.t() for weight_t in reference.weights_t]  # L × (4H, D + H)
+    step = step_products(gate_weights, kernel, [reference.head_weight_t.t()])
+    return _repeated(step, length)
+
+
+def _repeated(fn: Callable[[], object], length: int) -> Callable[[], None]:
+    def run() -> None:
+        for _ in range(length):
+            fn()
+
+    return run
 
 
 def _packed(layer: nn.Module, weights: str) -> contextlib.AbstractContextManager[None]:
@@ -325,19 +367,14 @@ def _check_same_numbers(torch_lm: TorchLM, others: dict[str, nn.Module]) -> None
     tokens = torch.randint(VOCAB, (3, 6))  # (N, T)
     expected, _ = torch_lm(tokens)  # (N, T, V)
     for name, model in others.items():
-        state = _zero_lists(torch_lm, 3) if isinstance(model, (CellLM, BareLM)) else None
+        state = _zero_lists(torch_lm, 3) if isinstance(model, (CellLM, ReferenceLM)) else None
         for t in range(tokens.shape[1]):
             logits, state = model.step(tokens[:, t], state)  # (N, V)
             torch.testing.assert_close(logits, expected[:, t], atol=1e-4, rtol=1e-4, msg=name)
 
 
-def _language_model(reference: TorchLM) -> nn.Module | None:
-    """``rnnkit.tasks.lm.LanguageModel`` holding the reference's weights; None if absent."""
-    try:
-        from rnnkit.config import ModelConfig
-        from rnnkit.tasks.lm import LanguageModel
-    except ImportError:
-        return None
+def _language_model(reference: TorchLM) -> LanguageModel:
+    """``rnnkit.tasks.lm.LanguageModel`` holding the reference's weights."""
     lstm = reference.rnn
     config = ModelConfig(
         cell="lstm",
@@ -353,19 +390,18 @@ def _language_model(reference: TorchLM) -> nn.Module | None:
     return model.eval()
 
 
-def _rnnkit_lstm() -> tuple[type[nn.Module] | None, str]:
-    try:
-        from rnnkit.layers import LSTM
-    except ImportError as error:
-        return None, f"rnnkit.layers does not import: {error}"
-    if not hasattr(LSTM, "step"):
-        return None, "rnnkit.layers.LSTM has no step()"
-    return LSTM, ""
+# Row name -> dtype of its gate weights, where not fp32.
+ROW_DTYPES = {
+    **{f"rnnkit LM packed {w}": w for w in REDUCED},
+    **{f"reference loop {w} (PackedLinear)": w for w in REDUCED},
+    **{f"products alone {w}": w for w in REDUCED},
+}
 
 
 @torch.no_grad()
 def run(quick: bool, threads: int | None = None) -> dict[str, Any]:
-    """Measure every row; returns the settings, the rows and the batched figures.
+    """Measure every row and the limits; returns the settings, the rows, the limits, the
+    batched figures and the provenance.
 
     ``threads`` (default: every core of the machine) is passed to ``torch.set_num_threads``.
     """
@@ -375,47 +411,67 @@ def run(quick: bool, threads: int | None = None) -> dict[str, Any]:
     seconds, repeats = (0.2, 1) if quick else (0.5, 7)  # per timed run; timed runs per row
     torch.manual_seed(0)
     torch_lm = TorchLM(hidden, layers).eval()
-    bare = BareLM(torch_lm)
+    reference = ReferenceLM(torch_lm)
     cells = CellLM(torch_lm)
-    lstm_class, missing = _rnnkit_lstm()
-    rnnkit_lm = RnnkitLM(torch_lm, lstm_class).eval() if lstm_class is not None else None
-    language_model = _language_model(torch_lm) if lstm_class is not None else None
-    models = {"cell loop": cells, "bare": bare}
-    if rnnkit_lm is not None:
-        models["rnnkit"] = rnnkit_lm
-    if language_model is not None:
-        models["rnnkit LM"] = language_model
-    _check_same_numbers(torch_lm, models)
+    rnnkit_lm = RnnkitLM(torch_lm, LSTM).eval()
+    language_model = _language_model(torch_lm)
+    models = {"cell loop": cells, "reference": reference, "rnnkit": rnnkit_lm}
+    _check_same_numbers(torch_lm, models | {"rnnkit LM": language_model})
 
     loops: dict[str, Callable[[int], Callable[[], None]]] = {
         "nn.LSTM per step": partial(_sample_with_step, torch_lm.step, None),
         "cell loop (nn.LSTMCell)": partial(_sample_with_step, cells.step, _zero_lists(torch_lm, 1)),
-        "bare matmuls (limit)": partial(_sample_bare, bare),
-        "bare + generate_tokens": partial(_sample_generate, bare, 1),
+        "reference loop (addmm)": partial(_sample_reference, reference),
+        "reference loop + generate_tokens": partial(_sample_generate, reference, 1),
+        "rnnkit LSTM.step + generate_tokens": partial(_sample_generate, rnnkit_lm, 1),
+        "rnnkit.tasks.lm model + generate_tokens": partial(_sample_generate, language_model, 1),
     }
-    if rnnkit_lm is not None:
-        loops["rnnkit LSTM.step + generate_tokens"] = partial(_sample_generate, rnnkit_lm, 1)
-    if language_model is not None:
-        loops["rnnkit.tasks.lm model + generate_tokens"] = partial(
-            _sample_generate, language_model, 1
+    for weights in ("fp32", *REDUCED):
+        loops[f"rnnkit LM packed {weights}"] = partial(
+            _sample_packed, language_model, language_model.rnn, weights, 1
         )
-        for weights in ("fp32", *REDUCED):
-            loops[f"rnnkit LM packed {weights}"] = partial(
-                _sample_packed, language_model, language_model.rnn, weights, 1
-            )
-    if _has_packed_linear():
-        loops["bare fp32 (oneDNN)"] = partial(_sample_bare_packed, bare, "fp32")
-        loops["bare bf16 (oneDNN)"] = partial(_sample_bare_packed, bare, "bf16")
-        loops["bare int8 (_weight_int8pack_mm)"] = partial(_sample_bare_packed, bare, "int8")
+    for weights in ("fp32", *REDUCED):
+        loops[f"reference loop {weights} (PackedLinear)"] = partial(
+            _sample_reference_packed, reference, weights
+        )
+    kernels = [kernel for names in PRODUCT_KERNELS.values() for kernel in names]
+    if not torch.backends.mkldnn.is_available():
+        kernels.remove("fp32 oneDNN")
+    products_rows = {}
+    for kernel in kernels:
+        name = f"products alone {kernel}".replace("fp32 addmm", "fp32 (addmm)")
+        name = name.replace("fp32 oneDNN", "fp32 (oneDNN)")
+        products_rows[name] = kernel
+        loops[name] = partial(_products_alone, reference, kernel)
+    # The bytes of weights one step reads, per dtype: the gate weights and the fp32 head.
+    gate_weights = [weight_t.t() for weight_t in reference.weights_t]  # L × (4H, D + H)
+    head = [reference.head_weight_t.t()]  # (V, H)
+    step_bytes = {w: weight_bytes_per_step(gate_weights, w, head) for w in ("fp32", *REDUCED)}
+    memory_bytes = MEMORY_PROBE_BYTES >> 3 if quick else MEMORY_PROBE_BYTES
+    reads = {f"read {w}": partial(_repeated, read_buffer(n)) for w, n in step_bytes.items()}
+    reads["read memory"] = partial(_repeated, read_buffer(memory_bytes))
     load_before = os.getloadavg()[0]
-    rows = _steps_per_second(loops, repeats, seconds)
-    limit = rows["bare matmuls (limit)"]
+    rates = _steps_per_second(loops | reads, repeats, seconds)
+    rows = {name: rates[name] for name in loops}
 
-    batched_model, batched_name = (rnnkit_lm, "rnnkit") if rnnkit_lm is not None else (bare, "bare")
-    batched_layer = getattr(batched_model, "rnn", batched_model)
+    limits = {}
+    for dtype in ("fp32", *REDUCED):
+        names = [n for n, k in products_rows.items() if k in PRODUCT_KERNELS[dtype]]
+        fastest = max(names, key=lambda n: rows[n])
+        read_bytes = max(step_bytes[dtype], 4096) // 4 * 4  # the probe's buffer
+        gb_s = rates[f"read {dtype}"] * read_bytes / 1e9
+        limits[dtype] = {
+            "row": fastest,
+            "products_chars_per_s": rows[fastest],
+            "weight_bytes_per_step": step_bytes[dtype],
+            "bandwidth_gb_s": gb_s,
+            "bandwidth_chars_per_s": gb_s * 1e9 / step_bytes[dtype],
+        }
+    reference_rate = rows["reference loop (addmm)"]
+
     sizes = (1, 8, 32)
     steps = _steps_per_second(
-        {str(n): partial(_sample_packed, batched_model, batched_layer, "fp32", n) for n in sizes},
+        {str(n): partial(_sample_packed, rnnkit_lm, rnnkit_lm.rnn, "fp32", n) for n in sizes},
         repeats,
         seconds,
     )
@@ -425,31 +481,34 @@ def run(quick: bool, threads: int | None = None) -> dict[str, Any]:
     }
     return {
         "model": {"vocab": VOCAB, "embedding": EMBEDDING, "hidden": hidden, "layers": layers},
-        "dtype": "float32",
         "quick": quick,
         "threads": threads,
-        "torch": torch.__version__,
-        "machine": platform.processor() or platform.machine(),
+        "provenance": provenance(ROOT),
         "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]},
         "seconds_per_timed_run": seconds,
         "repeats": repeats,
         "rows": {
-            name: {"chars_per_s": value, "ratio_to_limit": value / limit}
+            name: {
+                "chars_per_s": value,
+                "dtype": ROW_DTYPES.get(name, "fp32"),
+                "ratio_to_limit": value
+                / limits[ROW_DTYPES.get(name, "fp32")]["products_chars_per_s"],
+                "ratio_to_reference_loop": value / reference_rate,
+            }
             for name, value in rows.items()
         },
-        "rnnkit_missing": missing,
-        "goal_ratio": GOAL,
-        "batched_model": batched_name,
+        "limits": limits,
+        "memory": {"bytes": memory_bytes, "gb_s": rates["read memory"] * memory_bytes / 1e9},
+        "goal": {
+            "ratio": GOAL,
+            "rnnkit_lm_packed_ratio_to_limit": {
+                w: rows[f"rnnkit LM packed {w}"] / limits[w]["products_chars_per_s"]
+                for w in ("fp32", *REDUCED)
+            },
+        },
+        "batched_model": "rnnkit",
         "batched": batched,
     }
-
-
-def _has_packed_linear() -> bool:
-    try:
-        import rnnkit.layers.packed  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 @torch.no_grad()
@@ -516,26 +575,37 @@ def weights_loss(steps: int, quick: bool) -> dict[str, Any] | None:
 
 
 def _print_table(results: dict[str, Any]) -> None:
-    model = results["model"]
+    model, where = results["model"], results["provenance"]
     print(
         f"sampling, batch 1: char LM V={model['vocab']} E={model['embedding']} "
-        f"{model['layers']}-layer LSTM H={model['hidden']}, {results['dtype']}, "
-        f"{results['threads']} threads (torch.set_num_threads), torch {results['torch']}, "
-        f"load average {results['load_average_1min']['before']:.1f} -> "
+        f"{model['layers']}-layer LSTM H={model['hidden']}, {results['threads']} threads "
+        f"(torch.set_num_threads), torch {where['torch']}, {where['machine']}, commit "
+        f"{(where['git_commit'] or 'unknown')[:12]}{' (modified)' if where['git_dirty'] else ''}, "
+        f"{where['date']}, load average {results['load_average_1min']['before']:.1f} -> "
         f"{results['load_average_1min']['after']:.1f}"
     )
-    print(f"{'row':40s} {'chars/s':>10s} {'x limit':>8s}")
+    print(f"{'row':40s} {'dtype':>5s} {'chars/s':>10s} {'x limit':>8s} {'x ref loop':>10s}")
     for name, row in results["rows"].items():
-        print(f"{name:40s} {row['chars_per_s']:10.0f} {row['ratio_to_limit']:8.2f}")
-    if results["rnnkit_missing"]:
-        print(f"(no rnnkit row: {results['rnnkit_missing']})")
-    print(f"goal: rnnkit >= {results['goal_ratio']:.2f} x limit")
-    rows = results["rows"]
-    if "rnnkit LM packed fp32" in rows and "bare fp32 (oneDNN)" in rows:
-        ratio = (
-            rows["rnnkit LM packed fp32"]["chars_per_s"] / rows["bare fp32 (oneDNN)"]["chars_per_s"]
+        print(
+            f"{name:40s} {row['dtype']:>5s} {row['chars_per_s']:10.0f} "
+            f"{row['ratio_to_limit']:8.2f} {row['ratio_to_reference_loop']:10.2f}"
         )
-        print(f"rnnkit LM packed fp32 / bare fp32 (oneDNN): {ratio:.2f}")
+    print(
+        "\nlimit per dtype: the step's products alone (the fastest kernel), and the weight bytes"
+        " per step at the read bandwidth measured on a buffer of that size"
+    )
+    print(f"{'dtype':5s} {'products/s':>10s} {'KiB/step':>9s} {'GB/s':>6s} {'bandwidth/s':>11s}")
+    for dtype, limit in results["limits"].items():
+        print(
+            f"{dtype:5s} {limit['products_chars_per_s']:10.0f} "
+            f"{limit['weight_bytes_per_step'] / 1024:9.0f} {limit['bandwidth_gb_s']:6.1f} "
+            f"{limit['bandwidth_chars_per_s']:11.0f}   ({limit['row']})"
+        )
+    memory = results["memory"]
+    print(f"main memory: {memory['gb_s']:.1f} GB/s read ({memory['bytes'] >> 20} MiB buffer)")
+    goal = results["goal"]
+    judged = ", ".join(f"{w} {r:.2f}" for w, r in goal["rnnkit_lm_packed_ratio_to_limit"].items())
+    print(f"goal: rnnkit LM packed >= {goal['ratio']:.2f} x its dtype's limit; now {judged}")
     print(f"\nbatched sampling through generate_tokens ({results['batched_model']} model)")
     print(f"{'num_samples':>12s} {'chars/s total':>14s} {'per sample':>11s}")
     for num_samples, row in results["batched"].items():

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from rnnkit.benchmark import provenance
 from rnnkit.layers.minimal import MinGRU, MinLSTM
 from rnnkit.scan import DEFAULT_CHUNK_SIZE, linear_scan
 
@@ -139,6 +140,7 @@ def main() -> None:
     report = {
         "benchmark": "scan",
         "quick": args.quick,
+        "provenance": provenance(Path(__file__).resolve().parents[1]),
         "machine": {
             "platform": platform.platform(),
             "torch": torch.__version__,

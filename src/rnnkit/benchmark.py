@@ -13,30 +13,37 @@ Three measurements, each beside a reference timed in the same run (fp32 on the C
   ``AdamW.step()`` over the module's parameters (see :func:`training_step`).
 - **sampling**: characters/s at batch 1 of an LSTM stepped with ``LSTM.step`` inside
   ``LSTM.packed_step(weights)`` (its output is the next step's input; as ``generate`` samples),
-  with fp32, bf16 and int8 weights, beside ``torch.nn.LSTM`` called on one-step sequences and
-  beside the fp32 bare limit: per layer one ``addmm`` on the concatenated ``[W_ih | W_hh]`` and
-  the gate arithmetic.
+  with fp32, bf16 and int8 weights, beside ``torch.nn.LSTM`` called on one-step sequences, a
+  reference loop (per layer one ``addmm`` on the concatenated ``[W_ih | W_hh]`` and the gate
+  arithmetic, in fp32) and, per dtype, the true limit: the step's matrix products alone, back
+  to back, in the fastest kernel for that dtype, and the steps/s that reading the step's
+  weight bytes allows at the read bandwidth measured for a buffer of that size
+  (:class:`StepLimit`).
 
 Every figure is a median over ``repeats`` rounds after a warm-up; the rows of one table are timed
 in interleaved rounds, so that a burst of load from elsewhere touches all of them alike.
 :meth:`BenchResult.to_dict` gives the JSON of ``rnnkit bench --json``, with the keys ``torch``,
 ``machine``, ``threads``, ``config``, ``matmul`` (``n``, ``fp32_gflops``, ``bf16_gflops``),
 ``training`` (a list of ``cell``, ``impl``, ``tokens_per_s``, ``torch_nn_tokens_per_s``,
-``ratio_to_torch_nn``, ``flops_per_token``, ``mfu``, ``torch_nn_mfu``) and ``sampling``
-(``chars_per_s``, ``torch_nn_chars_per_s``, ``limit_chars_per_s``, ``ratio_to_limit``,
-``bf16_chars_per_s``, ``int8_chars_per_s``).
+``ratio_to_torch_nn``, ``flops_per_token``, ``mfu``, ``torch_nn_mfu``) and ``sampling`` (the
+fields of :class:`SamplingSpeed`; ``limits`` maps ``fp32``, ``bf16``, ``int8`` to the fields of
+:class:`StepLimit`). :func:`provenance` gives the machine, the commit and the date that
+``bench/`` writes beside its results.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import logging
 import math
+import os
 import platform
 import statistics
+import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,7 +53,8 @@ from torch import Tensor, nn
 
 from rnnkit import layers
 from rnnkit.config import BenchConfig
-from rnnkit.layers.packed import WEIGHTS
+from rnnkit.layers.packed import INT8_K_MULTIPLE, WEIGHTS, quantize_int8
+from rnnkit.onednn import StepProduct
 
 log = logging.getLogger(__name__)
 
@@ -83,16 +91,49 @@ class TrainingRow:
 
 
 @dataclass(frozen=True)
+class StepLimit:
+    """What bounds a sampling step whose weights are one dtype.
+
+    ``products_chars_per_s``: steps/s of the step's products alone (:func:`step_products`) in
+    ``kernel``, the fastest for the dtype. ``weight_bytes_per_step``: the bytes they read
+    (:func:`weight_bytes_per_step`). ``bandwidth_gb_s``: the read bandwidth measured on a
+    buffer of that size (the cache level the weights live in), and ``bandwidth_chars_per_s``
+    the steps/s that reading the weights once per step at it allows. For weights of a few KiB
+    (``--quick``) each read's fixed cost dominates and the bandwidth comes out low.
+    """
+
+    kernel: str
+    products_chars_per_s: float
+    weight_bytes_per_step: int
+    bandwidth_gb_s: float
+    bandwidth_chars_per_s: float
+
+
+@dataclass(frozen=True)
 class SamplingSpeed:
-    """Characters (steps) per second at batch 1 of an L × H LSTM: ours with fp32 weights
-    (``chars_per_s``, ``ratio_to_limit``), bf16 and int8 weights, torch.nn's, the fp32 limit."""
+    """Characters (steps) per second at batch 1 of an L × H LSTM and what bounds them.
+
+    ``chars_per_s``, ``bf16_chars_per_s``, ``int8_chars_per_s``: rnnkit's ``LSTM.step`` inside
+    ``packed_step`` with those weights. ``torch_nn_chars_per_s``: ``torch.nn.LSTM`` on one-step
+    sequences. ``reference_loop_chars_per_s``: a minimal fp32 loop, per layer one ``addmm`` on
+    ``[W_ih | W_hh]`` and the gate arithmetic (what earlier versions called the bare-matmul
+    limit; rnnkit's reduced weights exceed it). ``limits``: per dtype, the true limit
+    (:class:`StepLimit`); ``limit_chars_per_s`` is fp32's products alone, and each
+    ``*ratio_to_limit`` rnnkit's speed over its own dtype's. ``memory_gb_s``: the read
+    bandwidth on a buffer of :data:`MEMORY_PROBE_BYTES`, main memory's.
+    """
 
     chars_per_s: float
-    torch_nn_chars_per_s: float
-    limit_chars_per_s: float
-    ratio_to_limit: float
     bf16_chars_per_s: float
     int8_chars_per_s: float
+    torch_nn_chars_per_s: float
+    reference_loop_chars_per_s: float
+    limit_chars_per_s: float
+    ratio_to_limit: float
+    bf16_ratio_to_limit: float
+    int8_ratio_to_limit: float
+    limits: dict[str, StepLimit]
+    memory_gb_s: float
 
 
 @dataclass(frozen=True)
@@ -252,7 +293,88 @@ def training_rows(config: BenchConfig, peak_gflops: float) -> list[TrainingRow]:
     return rows
 
 
-# --- sampling ----------------------------------------------------------------------------------
+# --- sampling ---------------------------------------------------------------------------------
+
+# The kernel of each product in a step, by the dtype of the weights: fp32 is whichever of the two
+# plain and oneDNN kernels is faster here (rnnkit picks one by CPU vendor, see rnnkit.onednn).
+PRODUCT_KERNELS: dict[str, tuple[str, ...]] = {
+    "fp32": ("fp32 addmm", "fp32 oneDNN"),
+    "bf16": ("bf16",),
+    "int8": ("int8",),
+}
+# Bytes read per weight by each dtype's kernel (int8 also reads one bf16 scale per row).
+WEIGHT_BYTES = {"fp32": 4, "bf16": 2, "int8": 1}
+# The buffer of the memory-bandwidth probe: far larger than any cache.
+MEMORY_PROBE_BYTES = 256 << 20
+
+
+def product_kernel(weight: Tensor, kernel: str, x: Tensor) -> Callable[[], Tensor]:
+    """One product ``x Wᵀ`` by ``weight`` (N, K) in ``kernel`` (a name in
+    :data:`PRODUCT_KERNELS`) on the fixed input x (1, K), converted here once to the kernel's
+    dtype and layout: no bias, no cast, nothing but the product. () -> (1, N).
+
+    ``"fp32 addmm"`` is ``torch.mm``; ``"fp32 oneDNN"`` multiplies by the weight reordered into
+    oneDNN's blocked layout; ``"bf16"`` is :class:`rnnkit.onednn.StepProduct` (oneDNN where
+    the CPU has its bf16 path); ``"int8"`` is ``torch._weight_int8pack_mm`` on the per-row
+    quantized weight of :func:`rnnkit.layers.packed.quantize_int8`, as ``PackedLinear`` runs
+    them.
+    """
+    weight, x = weight.detach().float(), x.detach().float()  # (N, K), (1, K)
+    if kernel == "fp32 addmm":
+        weight_t = weight.t()  # (K, N)
+        return lambda: torch.mm(x, weight_t)  # (1, N)
+    if kernel == "fp32 oneDNN":
+        blocked = torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), 1)
+        return lambda: torch.ops.mkldnn._linear_pointwise(x, blocked, None, "none", [], "")
+    if kernel == "bf16":
+        x_bf16, product = x.bfloat16(), StepProduct(weight.bfloat16(), 1)  # (1, K)
+        return lambda: product(x_bf16)  # (1, N) bf16
+    if kernel == "int8":
+        pad = -weight.shape[1] % INT8_K_MULTIPLE
+        quantized, scales = quantize_int8(weight)  # (N, K) int8, (N,) bf16
+        quantized = nn.functional.pad(quantized, (0, pad))  # (N, K + pad)
+        x_bf16 = nn.functional.pad(x, (0, pad)).bfloat16()  # (1, K + pad)
+        return lambda: torch._weight_int8pack_mm(x_bf16, quantized, scales)  # (1, N) bf16
+    raise ValueError(f"unknown kernel {kernel!r}; expected one of {_kernel_names()}")
+
+
+def _kernel_names() -> list[str]:
+    return [kernel for kernels in PRODUCT_KERNELS.values() for kernel in kernels]
+
+
+def step_products(
+    weights: Sequence[Tensor], kernel: str, fp32_weights: Sequence[Tensor] = ()
+) -> Callable[[], None]:
+    """The matrix products of one sampling step alone, back to back: one by each of
+    ``weights`` (N, K) in ``kernel`` and one by each of ``fp32_weights`` (a head kept in fp32)
+    with ``torch.mm``. Their inputs are fixed, so no product waits for another: the limit of
+    a step that computes them."""
+    products = [product_kernel(w, kernel, torch.randn(1, w.shape[1])) for w in weights]
+    products += [product_kernel(w, "fp32 addmm", torch.randn(1, w.shape[1])) for w in fp32_weights]
+
+    def step() -> None:
+        for product in products:
+            product()
+
+    return step
+
+
+def weight_bytes_per_step(
+    weights: Sequence[Tensor], dtype: str, fp32_weights: Sequence[Tensor] = ()
+) -> int:
+    """Bytes of weights one step's products read: each of ``weights`` (N, K) stored as
+    ``dtype`` (int8 with its N bf16 scales), each of ``fp32_weights`` as float32."""
+    total = sum(w.numel() * WEIGHT_BYTES[dtype] for w in weights)
+    if dtype == "int8":
+        total += sum(2 * w.shape[0] for w in weights)
+    return total + sum(4 * w.numel() for w in fp32_weights)
+
+
+def read_buffer(nbytes: int) -> Callable[[], Tensor]:
+    """A closure reading a float32 buffer of ``nbytes`` (at least 4 KiB) once, by
+    ``torch.sum``; bytes read per call: ``max(nbytes, 4096) // 4 * 4``."""
+    buffer = torch.rand(max(nbytes, 4096) // 4)  # (nbytes / 4,)
+    return lambda: buffer.sum()
 
 
 def _lstm_update(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
@@ -264,16 +386,23 @@ def _lstm_update(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
     return o * c.tanh(), c  # (1, H), (1, H)
 
 
-def _bare_lstm(reference: nn.LSTM) -> Callable[[Tensor, list[Tensor], list[Tensor]], Tensor]:
-    """The limit: x (1, H), per-layer h and c lists of (1, H), updated in place -> y (1, H)."""
-    weights_t, biases = [], []
+def _packed_weights(reference: nn.LSTM) -> tuple[list[Tensor], list[Tensor]]:
+    """Per layer ``[W_ih | W_hh]`` (4H, D + H) and ``b_ih + b_hh`` (4H,), as ``packed_step``."""
+    weights, biases = [], []
     for layer in range(reference.num_layers):
         w_ih, w_hh, b_ih, b_hh = (
             getattr(reference, f"{name}_l{layer}").detach()
             for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
         )
-        weights_t.append(torch.cat([w_ih, w_hh], dim=1).t())  # (D + H, 4H)
+        weights.append(torch.cat([w_ih, w_hh], dim=1))  # (4H, D + H)
         biases.append(b_ih + b_hh)  # (4H,)
+    return weights, biases
+
+
+def _reference_loop(reference: nn.LSTM) -> Callable[[Tensor, list[Tensor], list[Tensor]], Tensor]:
+    """x (1, H), per-layer h and c lists of (1, H), updated in place -> y (1, H)."""
+    weights, biases = _packed_weights(reference)
+    weights_t = [w.t() for w in weights]  # L × (D + H, 4H)
 
     def step(x: Tensor, hs: list[Tensor], cs: list[Tensor]) -> Tensor:
         for layer, (weight_t, bias) in enumerate(zip(weights_t, biases, strict=True)):
@@ -285,19 +414,55 @@ def _bare_lstm(reference: nn.LSTM) -> Callable[[Tensor, list[Tensor], list[Tenso
     return step
 
 
+def _limit_runs(weights: list[Tensor]) -> dict[str, Callable[[], object]]:
+    """The runs timed for :class:`StepLimit`: each kernel's step of products, and a read of
+    each dtype's weight bytes and of :data:`MEMORY_PROBE_BYTES`."""
+    kernels = _kernel_names()
+    if not torch.backends.mkldnn.is_available():
+        kernels.remove("fp32 oneDNN")
+    runs: dict[str, Callable[[], object]] = {
+        f"products {kernel}": step_products(weights, kernel) for kernel in kernels
+    }
+    for dtype in PRODUCT_KERNELS:
+        runs[f"read {dtype}"] = read_buffer(weight_bytes_per_step(weights, dtype))
+    runs["read memory"] = read_buffer(MEMORY_PROBE_BYTES)
+    return runs
+
+
+def _step_limits(weights: list[Tensor], rates: dict[str, float]) -> dict[str, StepLimit]:
+    """Per dtype, its :class:`StepLimit` from the rates of :func:`_limit_runs`' runs."""
+    limits = {}
+    for dtype, kernels in PRODUCT_KERNELS.items():
+        timed = [k for k in kernels if f"products {k}" in rates]
+        fastest = max(timed, key=lambda k: rates[f"products {k}"])
+        nbytes = weight_bytes_per_step(weights, dtype)
+        buffer_bytes = max(nbytes, 4096) // 4 * 4
+        gb_s = rates[f"read {dtype}"] * buffer_bytes / 1e9
+        limits[dtype] = StepLimit(
+            kernel=fastest,
+            products_chars_per_s=rates[f"products {fastest}"],
+            weight_bytes_per_step=nbytes,
+            bandwidth_gb_s=gb_s,
+            bandwidth_chars_per_s=gb_s * 1e9 / nbytes,
+        )
+    return limits
+
+
 @torch.no_grad()
 def sampling_speed(config: BenchConfig) -> SamplingSpeed:
-    """Steps/s at batch 1 of an L × H LSTM, each step's output the next step's input.
+    """Steps/s at batch 1 of an L × H LSTM, each step's output the next step's input, and the
+    limits of :class:`SamplingSpeed`, all timed in the same interleaved rounds.
 
     Five loops with the same weights: ``rnnkit.layers.LSTM.step`` inside ``packed_step`` with
-    fp32, bf16 and int8 weights, ``torch.nn.LSTM`` on one-step sequences (1, 1, H), and the bare
-    limit of :func:`_bare_lstm`. The fp32 loops are first checked to compute the same numbers
-    over a few steps.
+    fp32, bf16 and int8 weights, ``torch.nn.LSTM`` on one-step sequences (1, 1, H), and the
+    reference loop of :func:`_reference_loop`; the fp32 loops are first checked to compute
+    the same numbers over a few steps. Then each kernel's step of products alone, and the
+    reads of the bandwidth probes.
     """
     hidden, num_layers = config.hidden_size, config.num_layers
     log.info("bench: sampling, LSTM %d x H=%d at batch 1", num_layers, hidden)
     reference = nn.LSTM(hidden, hidden, num_layers).eval()
-    bare = _bare_lstm(reference)
+    reference_loop = _reference_loop(reference)
     x0 = torch.randn(1, hidden)  # (1, H)
     zeros = torch.zeros(num_layers, 1, hidden)  # (L, 1, H)
 
@@ -305,10 +470,13 @@ def sampling_speed(config: BenchConfig) -> SamplingSpeed:
         out, carry[1] = reference(carry[0][None], carry[1])  # (1, 1, H)
         carry[0] = out[0]  # (1, H)
 
-    def bare_step(carry: list[Any]) -> None:
-        carry[0] = bare(carry[0], carry[1], carry[2])  # (1, H)
+    def reference_step(carry: list[Any]) -> None:
+        carry[0] = reference_loop(carry[0], carry[1], carry[2])  # (1, H)
 
-    steps: dict[str, Callable[[list[Any]], None]] = {"torch.nn": torch_step, "bare": bare_step}
+    steps: dict[str, Callable[[list[Any]], None]] = {
+        "torch.nn": torch_step,
+        "reference": reference_step,
+    }
     with contextlib.ExitStack() as packed:
         for weights in WEIGHTS:  # one module each: a module holds one packed copy at a time
             ours = layers.LSTM(hidden, hidden, num_layers).eval()
@@ -321,30 +489,39 @@ def sampling_speed(config: BenchConfig) -> SamplingSpeed:
             steps[weights] = ours_step
 
         def start(kind: str) -> list[Any]:
-            if kind == "bare":
+            if kind == "reference":
                 return [x0, list(zeros), list(zeros)]  # x, L × (1, H), L × (1, H)
             return [x0, (zeros, zeros)]
 
         outputs = {}
-        for kind in ("fp32", "torch.nn", "bare"):
+        for kind in ("fp32", "torch.nn", "reference"):
             carry = start(kind)
             for _ in range(3):
                 steps[kind](carry)
             outputs[kind] = carry[0]  # (1, H)
         torch.testing.assert_close(outputs["fp32"], outputs["torch.nn"], atol=1e-5, rtol=1e-4)
-        torch.testing.assert_close(outputs["bare"], outputs["torch.nn"], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(outputs["reference"], outputs["torch.nn"], atol=1e-5, rtol=1e-4)
 
         carries = {kind: start(kind) for kind in steps}
-        rates = _calls_per_second(
-            {kind: lambda s=step, c=carries[kind]: s(c) for kind, step in steps.items()}, config
-        )
+        runs: dict[str, Callable[[], object]] = {
+            kind: lambda s=step, c=carries[kind]: s(c) for kind, step in steps.items()
+        }
+        weights_per_step, _ = _packed_weights(reference)
+        runs |= _limit_runs(weights_per_step)
+        rates = _calls_per_second(runs, config)
+    limits = _step_limits(weights_per_step, rates)
     return SamplingSpeed(
         chars_per_s=rates["fp32"],
-        torch_nn_chars_per_s=rates["torch.nn"],
-        limit_chars_per_s=rates["bare"],
-        ratio_to_limit=rates["fp32"] / rates["bare"],
         bf16_chars_per_s=rates["bf16"],
         int8_chars_per_s=rates["int8"],
+        torch_nn_chars_per_s=rates["torch.nn"],
+        reference_loop_chars_per_s=rates["reference"],
+        limit_chars_per_s=limits["fp32"].products_chars_per_s,
+        ratio_to_limit=rates["fp32"] / limits["fp32"].products_chars_per_s,
+        bf16_ratio_to_limit=rates["bf16"] / limits["bf16"].products_chars_per_s,
+        int8_ratio_to_limit=rates["int8"] / limits["int8"].products_chars_per_s,
+        limits=limits,
+        memory_gb_s=rates["read memory"] * MEMORY_PROBE_BYTES / 1e9,
     )
 
 
@@ -359,6 +536,35 @@ def _machine() -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
+
+
+def provenance(repository: Path) -> dict[str, Any]:
+    """Where and when a benchmark ran, for its JSON: the machine (CPU model, logical cores,
+    platform, Python, torch, torch's threads), the git commit of ``repository`` and whether
+    its tracked files differed from it (None for both outside a git checkout), and the date
+    (UTC, ISO 8601)."""
+    commit = dirty = None
+    try:
+        commit = _git(repository, "rev-parse", "HEAD")
+        dirty = _git(repository, "status", "--porcelain", "--untracked-files=no") != ""
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return {
+        "machine": _machine(),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _git(repository: Path, *args: str) -> str:
+    command = ["git", "-C", str(repository), *args]
+    return subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip()
 
 
 def run_benchmark(config: BenchConfig) -> BenchResult:

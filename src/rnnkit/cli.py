@@ -409,17 +409,27 @@ def _bench_table(result: BenchResult) -> str:
     limit = sampling.limit_chars_per_s
     lines += [
         "",
-        f"sampling, LSTM at batch 1, {size}; limit: fp32 bare matmuls",
+        f"sampling, LSTM at batch 1, {size}; limit: the step's products alone, per dtype",
         f"  {'loop':<28} {'chars/s':>10} {'x limit':>8}",
         f"  {'rnnkit LSTM.step':<28} {sampling.chars_per_s:10.0f} {sampling.ratio_to_limit:8.2f}",
         f"  {'rnnkit, bf16 weights':<28} {sampling.bf16_chars_per_s:10.0f} "
-        f"{sampling.bf16_chars_per_s / limit:8.2f}",
+        f"{sampling.bf16_ratio_to_limit:8.2f}",
         f"  {'rnnkit, int8 weights':<28} {sampling.int8_chars_per_s:10.0f} "
-        f"{sampling.int8_chars_per_s / limit:8.2f}",
+        f"{sampling.int8_ratio_to_limit:8.2f}",
         f"  {'torch.nn.LSTM, one step':<28} {sampling.torch_nn_chars_per_s:10.0f} "
         f"{sampling.torch_nn_chars_per_s / limit:8.2f}",
-        f"  {'bare matmuls (limit)':<28} {limit:10.0f} {1:8.2f}",
+        f"  {'reference loop (fp32 addmm)':<28} {sampling.reference_loop_chars_per_s:10.0f} "
+        f"{sampling.reference_loop_chars_per_s / limit:8.2f}",
+        f"  {'limit':<6} {'products/s':>10} {'KiB/step':>9} {'GB/s':>6} {'bandwidth/s':>11}"
+        "  kernel",
     ]
+    for dtype, step in sampling.limits.items():
+        lines.append(
+            f"  {dtype:<6} {step.products_chars_per_s:10.0f} "
+            f"{step.weight_bytes_per_step / 1024:9.1f} {step.bandwidth_gb_s:6.1f} "
+            f"{step.bandwidth_chars_per_s:11.0f}  {step.kernel}"
+        )
+    lines.append(f"  main memory read bandwidth {sampling.memory_gb_s:.1f} GB/s")
     return "\n".join(lines)
 
 

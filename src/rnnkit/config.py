@@ -132,7 +132,10 @@ class DataConfig:
     path: str | None = _opt(
         None, "text file or folder of them; none: the Python standard library", cli=False
     )
-    level: Literal["char", "word"] = _opt("char", "tokens are characters or words")
+    level: Literal["char", "word", "auto"] = _opt(
+        "char",
+        "tokens are characters or words; auto (classify): words unless items are single words",
+    )
     min_freq: int = _opt(1, "rarer tokens become <unk>")
     val_frac: float = _opt(0.1, "fraction at the end of the text held out for validation")
     val: str | None = _opt(None, "validation data (file or folder) instead of --val-frac")
@@ -268,6 +271,8 @@ class RunConfig:
                 "--bidirectional cannot be used with --task lm: a language model predicts the "
                 "next token and must not read the future"
             )
+        if self.task != "classify" and self.data.level == "auto":
+            raise ConfigError(f"--level auto is an option of --task classify, not {self.task}")
         for section, name in TASK_OPTIONS_USED:
             value = getattr(getattr(self, section), name)
             default = getattr(SECTION_DEFAULTS[section], name)

@@ -6,8 +6,9 @@ in memory. ``torch.ops.mkldnn._reorder_linear_weight`` copies it once into oneDN
 layout, and ``torch.ops.mkldnn._linear_pointwise`` then multiplies by it (with a bias and an
 addition fused in). Whether that pays depends on the processor:
 
-* bfloat16: always on CPU (plain bf16 ``addmm`` is several times slower at small batch),
-  where oneDNN has bf16 products at all (:func:`bf16_onednn_works`: AVX-512 or AVX-NE-CONVERT).
+* bfloat16: on every CPU whose oneDNN has a bf16 path (AVX-512 or AVX-NE-CONVERT; plain bf16
+  ``addmm`` is several times slower at small batch). Elsewhere (an AVX2-only CPU) oneDNN
+  refuses bf16 weights, so they take ``torch.addmm``.
 * float32: only where :func:`fp32_onednn_pays`. On a 2-core AMD EPYC (AVX-512) oneDNN was 14%
   faster on a whole LSTM(2, 512) training pass through the loop layer and 20% on MinGRU's input
   projection (forward + backward, T = 2048); on a 2-core Intel Xeon with AMX the plain
@@ -54,19 +55,9 @@ def fp32_onednn_pays() -> bool:
 
 @functools.cache
 def bf16_onednn_works() -> bool:
-    """Whether oneDNN's bf16 blocked products run on this CPU at all.
-
-    torch 2.13 refuses them ("bf16 path needs the cpu support avx_ne_convert or avx512bw,
-    avx512vl and avx512dq") on AVX2-only processors such as some AMD EPYC VMs; bf16 products
-    then stay plain ``torch.addmm``. Asked once, with a 2x2 weight.
-    """
-    if not torch.backends.mkldnn.is_available():
-        return False
-    try:
-        torch.ops.mkldnn._reorder_linear_weight(torch.zeros(2, 2, dtype=torch.bfloat16), 1)
-    except RuntimeError:
-        return False
-    return True
+    """Whether oneDNN multiplies bf16 weights on this CPU: it needs AVX-512 (BW, VL, DQ) or
+    AVX-NE-CONVERT, and raises on an AVX2-only CPU."""
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 def _use_onednn(weight: Tensor) -> bool:
@@ -81,7 +72,8 @@ def _use_onednn(weight: Tensor) -> bool:
 class StepProduct:
     """``h ↦ h @ Wᵀ (+ bias) (+ addend)``: the per-step products of a time loop, W fixed for it.
 
-    On CPU, a bf16 W of at least ``ONEDNN_MIN_WEIGHTS`` elements, and an fp32 one where
+    On CPU, a bf16 W of at least ``ONEDNN_MIN_WEIGHTS`` elements where
+    :func:`bf16_onednn_works`, and an fp32 one where
     :func:`fp32_onednn_pays`, is reordered once into oneDNN's blocked layout and each product
     runs ``torch.ops.mkldnn._linear_pointwise`` with the additions fused in (the reorder costs
     one copy of W per sequence). On a 2-core AMD EPYC at B = 64 that made a whole LSTM(2, 512)

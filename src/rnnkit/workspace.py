@@ -8,8 +8,14 @@ were reused, and MinGRU's and MinLSTM's scans at T=2048 11% and 32% less. :func:
 the buffers of :mod:`rnnkit.layers.bptt`, :mod:`rnnkit.layers.bptt_gru` and :mod:`rnnkit.scan`
 (CPU only; CUDA has its own caching allocator) and hands one out again once nothing refers to it
 any more: not the output the caller kept, not the tensors saved for backward, not a gradient
-still in use. Whether anything does is read from the reference count of the buffer's storage,
-which counts every tensor viewing it; each caller gets a view, never the pooled tensor itself.
+still in use, not a storage object someone kept (``out.untyped_storage()``). Whether anything
+does is read from two reference counts, compared with their values when nothing but the pool
+held the buffer: the C++ count of the buffer's storage, which counts every tensor viewing it,
+and the Python count of the storage's one Python object, which counts whoever keeps that object
+(the C++ count cannot: once made, the Python object holds the storage until the storage dies,
+kept or not). Each caller gets a view, never the pooled tensor itself. The layers return none
+of these buffers as their outputs (they return copies), so a caller can reach them only through
+the graph, e.g. ``out.grad_fn.saved_tensors``; a tensor or storage kept from there is seen too.
 
 At most ``MAX_BUFFERS`` buffers are kept, and at most ``MAX_FREE_BYTES`` of them unused: beyond
 that the least recently used free ones are dropped. The memory kept is what one call of each
@@ -17,6 +23,7 @@ layer used, which the next training step needs again anyway; :func:`clear` gives
 """
 
 import math
+import sys
 import threading
 
 import torch
@@ -26,12 +33,14 @@ MAX_BUFFERS = 64
 MAX_FREE_BYTES = 1 << 30
 
 _lock = threading.Lock()
-# (flat buffer, its storage's reference count while nothing else views it), least recent first
-_pool: list[tuple[Tensor, int]] = []
+# (flat buffer, its reference counts while nothing but the pool refers to it), least recent first
+_pool: list[tuple[Tensor, tuple[int, int]]] = []
 
 
-def _storage_references(buffer: Tensor) -> int:
-    return torch._C._storage_Use_Count(buffer.untyped_storage()._cdata)
+def _references(buffer: Tensor) -> tuple[int, int]:
+    """(C++ references to the buffer's storage, Python references to its storage object)."""
+    storage = buffer.untyped_storage()  # the storage's one Python object, made on first use
+    return torch._C._storage_Use_Count(storage._cdata), sys.getrefcount(storage)
 
 
 def empty(
@@ -47,11 +56,11 @@ def empty(
     with _lock, torch.inference_mode(False):
         for index, (buffer, free) in enumerate(_pool):
             same_size = buffer.numel() == numel and buffer.dtype == dtype
-            if same_size and _storage_references(buffer) == free:
+            if same_size and _references(buffer) == free:
                 _pool.append(_pool.pop(index))  # now the most recently used
                 return buffer.view(shape)
         buffer = torch.empty(numel, dtype=dtype)
-        _pool.append((buffer, _storage_references(buffer)))
+        _pool.append((buffer, _references(buffer)))
         view = buffer.view(shape)
         _drop_least_recent_free()
         return view
@@ -59,14 +68,14 @@ def empty(
 
 def _drop_least_recent_free() -> None:
     """Drop free buffers, least recently used first, down to the pool's limits."""
-    free = {id(buffer) for buffer, count in _pool if _storage_references(buffer) == count}
+    free = {id(buffer) for buffer, counts in _pool if _references(buffer) == counts}
     free_bytes = sum(_nbytes(buffer) for buffer, _ in _pool if id(buffer) in free)
     size, kept = len(_pool), []
-    for buffer, count in _pool:
+    for buffer, counts in _pool:
         if id(buffer) in free and (size > MAX_BUFFERS or free_bytes > MAX_FREE_BYTES):
             size, free_bytes = size - 1, free_bytes - _nbytes(buffer)
         else:
-            kept.append((buffer, count))
+            kept.append((buffer, counts))
     _pool[:] = kept
 
 

@@ -28,11 +28,21 @@ TRAINING_KEYS = {
 }
 SAMPLING_KEYS = {
     "chars_per_s",
-    "torch_nn_chars_per_s",
-    "limit_chars_per_s",
-    "ratio_to_limit",
     "bf16_chars_per_s",
     "int8_chars_per_s",
+    "torch_nn_chars_per_s",
+    "reference_loop_chars_per_s",
+    "limit_chars_per_s",
+    "ratio_to_limit",
+    "bf16_ratio_to_limit",
+    "int8_ratio_to_limit",
+    "memory_gb_s",
+}
+LIMIT_KEYS = {
+    "products_chars_per_s",
+    "weight_bytes_per_step",
+    "bandwidth_gb_s",
+    "bandwidth_chars_per_s",
 }
 
 
@@ -60,7 +70,10 @@ def test_json_has_the_documented_keys(quick_json):
     for row in quick_json["training"]:
         assert set(row) == TRAINING_KEYS
         assert row["impl"] in {"fused", "loop"}
-    assert set(quick_json["sampling"]) == SAMPLING_KEYS
+    assert set(quick_json["sampling"]) == SAMPLING_KEYS | {"limits"}
+    assert set(quick_json["sampling"]["limits"]) == {"fp32", "bf16", "int8"}
+    for limit in quick_json["sampling"]["limits"].values():
+        assert set(limit) == LIMIT_KEYS | {"kernel"}
 
 
 def test_json_figures_are_positive_numbers(quick_json):
@@ -72,6 +85,9 @@ def test_json_figures_are_positive_numbers(quick_json):
             assert _positive(row[key]), (row["cell"], key)
     for key in SAMPLING_KEYS:
         assert _positive(quick_json["sampling"][key]), key
+    for dtype, limit in quick_json["sampling"]["limits"].items():
+        for key in LIMIT_KEYS:
+            assert _positive(limit[key]), (dtype, key)
 
 
 def test_quick_uses_tiny_sizes_and_counts_six_flops_per_weight(quick_json):
@@ -109,13 +125,18 @@ def test_table_prints_the_header_rows(capsys):
     for header in (
         "matrix multiply 256x256",
         "training, forward + backward + AdamW step, fp32, L=1, H=16, B=4, T=8",
-        "sampling, LSTM at batch 1, L=1, H=16; limit: fp32 bare matmuls",
+        "sampling, LSTM at batch 1, L=1, H=16; limit: the step's products alone, per dtype",
     ):
         assert header in lines
     assert any(line.split()[:3] == ["cell", "impl", "tokens/s"] for line in lines)
     assert any(line.split()[:3] == ["loop", "chars/s", "x"] for line in lines)
-    for row in ("rnnkit LSTM.step", "rnnkit, bf16 weights", "rnnkit, int8 weights"):
+    rows = ("rnnkit LSTM.step", "rnnkit, bf16 weights", "rnnkit, int8 weights")
+    for row in (*rows, "reference loop (fp32 addmm)", "main memory read bandwidth"):
         assert any(line.strip().startswith(row) for line in lines), row
+    assert any(line.split()[:2] == ["limit", "products/s"] for line in lines)
+    for dtype in ("fp32", "bf16", "int8"):
+        assert any(line.split()[:1] == [dtype] for line in lines), dtype
+    assert "bare" not in out
     for cell in ("rnn", "gru", "lstm"):
         assert any(line.split()[:1] == [cell] for line in lines), cell
     assert "GFLOP/s" in out

@@ -14,7 +14,6 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from rnnkit.cells import GRUCell, LSTMCell, RNNCell
 from rnnkit.layers import GRU, LSTM, RNN
-from rnnkit.layers.recurrent import _onednn_has_bf16_lstm
 from tests.conftest import B, D, H, T
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -280,22 +279,43 @@ def test_bench_quick_smoke(tmp_path: Path):
     assert all(row["tokens_per_s"] > 0 for row in rows)
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_bench_timed_step_runs_the_optimizer(precision: str):
-    """bench/layers.py times forward + backward + AdamW step: every parameter moves."""
+def _bench_layers():
     path = Path(__file__).parents[2] / "bench" / "layers.py"
     spec = importlib.util.spec_from_file_location("bench_layers", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    modules = [nn.LSTM(D, H, 2), LSTM(D, H, 2, impl="loop")]
-    if precision == "bf16" and not _onednn_has_bf16_lstm():
-        modules = modules[1:]  # torch.nn.LSTM cannot run bf16 on this CPU (no AVX-512)
-    for module in modules:
-        step = bench.training_step(module, torch.randn(T, B, D), precision)  # x (T, B, D)
+    return bench
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_bench_timed_step_runs_the_optimizer(precision: str):
+    """bench/layers.py times forward + backward + AdamW step: every parameter moves, and the
+    input's gradient is computed (torch.nn.GRU: its LSTM cannot run bf16 autocast on a CPU
+    without AVX-512)."""
+    bench = _bench_layers()
+    for module in (nn.GRU(D, H, 2), LSTM(D, H, 2, impl="loop")):
+        x = torch.randn(T, B, D, requires_grad=True)  # (T, B, D)
+        step = bench.training_step(module, x, precision)
         before = [p.detach().clone() for p in module.parameters()]
         assert step() > 0
+        assert x.grad is not None
         for (name, p), old in zip(module.named_parameters(), before, strict=True):
             assert not torch.equal(p.detach(), old), f"{name} was not updated"
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm", "lstm_peephole", "gru_one_gate"])
+def test_bench_modules_start_from_one_state_dict(cell: str):
+    """Every module timed for a cell computes the same outputs from the same input: torch.nn,
+    fused and loop layers and the naive loop (a variant's: its loop and naive modules)."""
+    bench = _bench_layers()
+    modules = bench.modules_to_time(cell, 2, H, "cpu")
+    if bench.CELLS[cell][2]:
+        del modules["torch.nn"]  # the base cell, another architecture
+    x = torch.randn(T, B, H)  # (T, B, D = H)
+    outputs = {label: module(x)[0] for label, module in modules.items()}
+    first = outputs.pop(next(iter(outputs)))
+    for label, out in outputs.items():
+        torch.testing.assert_close(out, first, atol=1e-5, rtol=1e-5, msg=label)
 
 
 def test_a_state_of_the_wrong_type_is_named() -> None:

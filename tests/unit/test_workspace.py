@@ -32,6 +32,18 @@ def test_a_buffer_still_viewed_is_not_handed_out() -> None:
     assert workspace.empty((4, 5), LIKE, dtype=torch.float64).dtype == torch.float64
 
 
+def test_a_kept_storage_object_keeps_its_buffer_until_it_is_dropped() -> None:
+    """``out.untyped_storage()`` kept after ``out`` is dropped still reaches the buffer."""
+    first = workspace.empty((4, 5), LIKE)
+    pointer = first.data_ptr()
+    kept = first.untyped_storage()
+    del first
+    second = workspace.empty((4, 5), LIKE)
+    assert second.data_ptr() != pointer == kept.data_ptr()
+    del kept
+    assert workspace.empty((4, 5), LIKE).data_ptr() == pointer
+
+
 def test_free_buffers_beyond_the_limits_are_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(workspace, "MAX_BUFFERS", 2)
     kept = [workspace.empty((n,), LIKE) for n in (1, 2, 3)]  # all in use: all stay

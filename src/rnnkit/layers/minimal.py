@@ -143,6 +143,10 @@ class _MinimalRNN(nn.Module, ABC):
             if time_major:
                 projections = projections.transpose(0, 1)  # (B, T, G·H) view
             states = self._scan(projections, h[layer], impl)  # (B, T, H)
+            if layer == self.num_layers - 1 and states._base is not None:
+                # A view of the scan's buffer, which its backward reads and autograd forbids
+                # changing in place: the caller gets a copy of its own, laid out as the loop's.
+                states = states.clone(memory_format=torch.contiguous_format)  # (B, T, H)
             finals.append(states[:, -1])
             x = states.transpose(0, 1) if time_major else states  # as the input's layout
         h_n = torch.stack(finals)  # (L, B, H)

@@ -8,9 +8,11 @@ per weight are faster. :class:`PackedLinear` keeps ``W`` in one of three forms:
   (:class:`StepProduct`).
 * ``bf16``: bfloat16 weights. On CPU they are reordered once into oneDNN's blocked layout and
   multiplied by ``torch.ops.mkldnn._linear_pointwise`` (x is rounded to bf16, sums are
-  accumulated in fp32, the result is rounded to bf16).
-* ``int8``: weight-only int8 with one scale per output channel, ``W ≈ q * s`` with
-  ``s = max|W_row| / 127``; on CPU ``torch._weight_int8pack_mm`` (x in bf16, result in bf16).
+  accumulated in fp32, the result is rounded to bf16), where the CPU has oneDNN's bf16 path
+  (AVX-512 or AVX-NE-CONVERT; elsewhere a plain bf16 product, see :class:`StepProduct`).
+* ``int8``: weight-only int8 with one scale per output row (:func:`quantize_int8`),
+  ``W ≈ q * s`` with ``s = max|W_row| / 127``; on CPU ``torch._weight_int8pack_mm`` (x in bf16,
+  result in bf16).
 
 The result is float32 in every form: the bias is added in float32. Measured at batch 1 on a
 2-core AVX-512 machine (bench/sampling.py), bf16 and int8 run the product about twice as fast as
@@ -31,13 +33,29 @@ WEIGHTS: tuple[Weights, ...] = ("fp32", "bf16", "int8")
 
 # torch._weight_int8pack_mm on CPU reads past the end of rows whose length is not a multiple
 # of 16 (torch 2.13: wrong results, then a crash), so the input dimension is zero-padded.
-_INT8_K_MULTIPLE = 16
+INT8_K_MULTIPLE = 16
 
 
 def check_weights(weights: str) -> None:
     """Raise ValueError unless ``weights`` is one of ``WEIGHTS``."""
     if weights not in WEIGHTS:
         raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}; got {weights!r}")
+
+
+def quantize_int8(weight: Tensor) -> tuple[Tensor, Tensor]:
+    """Weight-only int8 with one scale per output row: ``W ≈ q * s[:, None]``.
+
+    ``s = max|W_row| / 127``, rounded to bf16 (the dtype the CPU kernel takes scales in), and
+    ``q = round(W / s)``: every row's largest weight maps to ±127 and ``|q·s − W| <= s/2``
+    elementwise (bf16 moves s by at most 2⁻⁸ of itself, so ``|W / s|`` stays below 127.5 and
+    the clamp to [−127, 127] clips nothing). An all-zero row gets a tiny scale and q = 0.
+
+    Shapes: weight (N, K) float  ->  q (N, K) int8, s (N,) bfloat16
+    """
+    weight = weight.detach().float()  # (N, K)
+    scales = (weight.abs().amax(dim=1).clamp_min(1e-30) / 127).bfloat16()  # (N,)
+    quantized = weight / scales.float()[:, None]  # (N, K)
+    return quantized.round_().clamp_(-127, 127).to(torch.int8), scales
 
 
 class PackedLinear:
@@ -71,13 +89,9 @@ class PackedLinear:
             self._weight = weight.bfloat16()  # (N, K)
             self._product = self._bf16
         else:
-            scales = weight.float().abs().amax(dim=1).clamp_min(1e-30) / 127  # (N,)
-            # Scales exactly representable in bf16, the dtype the kernel takes them in.
-            self._scales = scales.bfloat16()  # (N,)
-            quantized = weight.float() / self._scales.float()[:, None]  # (N, K)
-            self._weight = quantized.round_().clamp_(-127, 127).to(torch.int8)  # (N, K)
+            self._weight, self._scales = quantize_int8(weight)  # (N, K) int8, (N,) bf16
             if on_cpu:
-                self._pad = -weight.shape[1] % _INT8_K_MULTIPLE
+                self._pad = -weight.shape[1] % INT8_K_MULTIPLE
                 self._weight = F.pad(self._weight, (0, self._pad))  # (N, K + pad)
                 self._product = self._int8_cpu
             else:

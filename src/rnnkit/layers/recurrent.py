@@ -22,16 +22,22 @@ options add parameters named in the same style (``weight_ci_l0``, ...).
   tokens/s of loop / fused: RNN 1.29 and 1.24 (fp32, at (L, H) = (1, 128) and (2, 512)), 1.40
   and 1.40 (bf16); GRU 1.02 and 1.03 (fp32), 1.37 and 1.44 (bf16). Without autograd
   (evaluation, sampling) the two are within 20% either way, and ``"fused"`` keeps them.
+  And an LSTM under CPU autocast runs ``"loop"`` where torch's oneDNN kernel would raise for
+  the autocast dtype (a CPU without AVX-512, see ``LSTM._fused_fails_here``).
+
+Whatever runs, ``forward`` returns what torch's kernel returns: under autocast the same dtypes,
+with autograd recording or not; an output of its own, laid out time-major in memory, on which
+in-place ops (``F.dropout(out, inplace=True)``, ``masked_fill_``) work as on torch's.
 """
 
-import functools
 from collections.abc import Callable
 from functools import partial
 
 import torch
 import torch.nn.functional as F
-from torch import _VF, Tensor, nn
+from torch import _VF, Tensor
 
+from rnnkit import onednn
 from rnnkit.cells import (
     Nonlinearity,
     gru_minimal_step,
@@ -205,6 +211,19 @@ class GRU(RecurrentStack):
             return "reset_gate=False"
         return None if self.reset_after else "reset_after=False"
 
+    def _autocast_dtypes(
+        self, initial: tuple[Tensor, ...]
+    ) -> tuple[torch.dtype, tuple[torch.dtype, ...]]:
+        """On CPU, torch's GRU computes its gates in the autocast dtype and
+        ``h' = n + z ⊙ (h − n)`` in the type promoted with h's, so h keeps the initial state's
+        dtype (float32 for float32 input); the loop, which runs the whole recurrence in the
+        autocast dtype, returns that. Every variant follows the same rule."""
+        dtype, parts = super()._autocast_dtypes(initial)
+        if initial[0].device.type != "cpu":
+            return dtype, parts
+        hidden = torch.promote_types(initial[0].dtype, dtype)
+        return hidden, (hidden,)
+
     def _fast_step(self, layer: int, x: Tensor, state: State) -> State:
         if self.reset_gate:  # r splits the recurrent product: no single addmm
             return super()._fast_step(layer, x, state)
@@ -305,12 +324,31 @@ class LSTM(RecurrentStack):
         return _VF.lstm
 
     def _fused_unsupported(self) -> str | None:
-        if self.peephole:
-            return "peephole=True"
-        on_cpu = self.weight_hh_l0.device.type == "cpu"
-        if on_cpu and _cpu_bf16_autocast() and not _onednn_has_bf16_lstm():
-            return "bf16 autocast on this CPU (oneDNN has no bf16 LSTM kernel without AVX-512)"
-        return None
+        return "peephole=True" if self.peephole else None
+
+    def _fused_fails_here(self) -> bool:
+        """torch's CPU LSTM without projection runs oneDNN's kernel, under autocast in the
+        autocast dtype, and that raises on a CPU without oneDNN's bf16 (or fp16) path, such as
+        an AVX2-only one ("could not create a primitive descriptor"); ``impl="auto"`` runs the
+        loop there instead, with the dtypes the kernel gives elsewhere."""
+        weight = self.weight_hh_l0
+        if self.proj_size or weight.device.type != "cpu" or not torch.is_autocast_enabled("cpu"):
+            return False
+        dtype = torch.get_autocast_dtype("cpu")
+        if dtype == torch.bfloat16:
+            return not onednn.bf16_onednn_works()
+        return dtype == torch.float16 and not torch.ops.mkldnn._is_mkldnn_fp16_supported()
+
+    def _autocast_dtypes(
+        self, initial: tuple[Tensor, ...]
+    ) -> tuple[torch.dtype, tuple[torch.dtype, ...]]:
+        """With ``proj_size`` on CPU, torch's LSTM is not oneDNN's: h = W_hr (o ⊙ tanh(c)) is a
+        product in the autocast dtype, while c = f ⊙ c + i ⊙ g keeps the type promoted with the
+        initial c's. Otherwise all in the autocast dtype (oneDNN's and cuDNN's kernels)."""
+        dtype, parts = super()._autocast_dtypes(initial)
+        if not self.proj_size or initial[0].device.type != "cpu":
+            return dtype, parts
+        return dtype, (dtype, torch.promote_types(initial[1].dtype, dtype))
 
     def _fast_step(self, layer: int, x: Tensor, state: State) -> State:
         h, c = state
@@ -320,25 +358,3 @@ class LSTM(RecurrentStack):
     def extra_repr(self) -> str:
         text = super().extra_repr()
         return f"{text}, peephole=True" if self.peephole else text
-
-
-def _cpu_bf16_autocast() -> bool:
-    """Whether CPU autocast to bf16 is on here and now."""
-    return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
-
-
-@functools.cache
-def _onednn_has_bf16_lstm() -> bool:
-    """Whether torch's fused LSTM runs under CPU bf16 autocast on this machine.
-
-    On CPUs without AVX-512 (e.g. an AVX2-only AMD EPYC), torch 2.13's oneDNN LSTM cannot
-    create its bf16 primitive and raises, for ``torch.nn.LSTM`` too; ``impl="auto"`` then runs
-    the loop. Asked once, on a 1-step batch of one.
-    """
-    probe = nn.LSTM(1, 1)
-    try:
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-            probe(torch.zeros(1, 1, 1))
-    except RuntimeError:
-        return False
-    return True

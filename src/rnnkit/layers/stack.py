@@ -290,7 +290,14 @@ class RecurrentStack(nn.Module, ABC):
             )
         if self.impl != "auto":
             return self.impl == "fused"
-        return reason is None and (variable_length or not self._loop_trains_faster_here())
+        if reason is not None or self._fused_fails_here():
+            return False
+        return variable_length or not self._loop_trains_faster_here()
+
+    def _fused_fails_here(self) -> bool:
+        """Whether torch's kernel raises for this layer here and now though it supports the
+        configuration (see :class:`rnnkit.layers.LSTM`); ``impl="auto"`` then runs the loop."""
+        return False
 
     def _loop_trains_faster_here(self) -> bool:
         """Whether this is training on CPU of a layer whose loop beats torch's kernel there."""
@@ -347,8 +354,8 @@ class RecurrentStack(nn.Module, ABC):
         else:
             x_bt = x if self.batch_first else x.transpose(0, 1)  # (B, T, D)
             lengths = None if lengths is None else lengths.to(x.device)
-            out, state = self._run_loop(x_bt, state, lengths)  # (B, T, dirs·H)
-            out = out if self.batch_first else out.transpose(0, 1).contiguous()
+            out, final, shares_buffer = self._run_loop(x_bt, state, lengths)  # (B, T, dirs·H)
+            out, state = self._as_fused_returns(out, final, state, self.batch_first, shares_buffer)
         if not batched:
             out = out.squeeze(batch_dim)  # (T, dirs·H)
             state = tuple(part.squeeze(1) for part in state)  # (L·dirs, ·)
@@ -375,13 +382,59 @@ class RecurrentStack(nn.Module, ABC):
             out, state = run_packed(self._run_fused, packed, state)
             return out, self._user_state(state)
         x, lengths = pad_packed_sequence(packed, batch_first=True)  # (B, T, D), (B,)
-        out, state = self._run_loop(x, state, lengths.to(x.device))  # (B, T, dirs·H)
-        return pack_like(out, packed), self._user_state(state)
+        out, final, _ = self._run_loop(x, state, lengths.to(x.device))  # (B, T, dirs·H)
+        out, final = self._as_fused_returns(
+            out, final, state, batch_first=True, shares_buffer=False
+        )
+        return pack_like(out, packed), self._user_state(final)
+
+    def _as_fused_returns(
+        self,
+        out: Tensor,
+        final: tuple[Tensor, ...],
+        initial: tuple[Tensor, ...],
+        batch_first: bool,
+        shares_buffer: bool,
+    ) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """The loop's output and final state as torch's kernel returns them.
+
+        Under autocast, in the dtypes torch's kernel gives (:meth:`_autocast_dtypes`), whether
+        autograd records or not. The output is contiguous time-major in memory, as torch's (so
+        that ``F.dropout`` draws the same mask for both), and never a view of a whole-sequence
+        function's buffer (``shares_buffer``), which that function saved for backward and
+        autograd forbids changing in place: in-place ops on it, such as
+        ``F.dropout(out, inplace=True)``, work as on torch's. That copy costs one pass over the
+        output, here or in the dtype conversion.
+
+        Shapes: out (B, T, dirs·H) -> (B, T, dirs·H) if ``batch_first`` else (T, B, dirs·H);
+        final and initial (L·dirs, B, ·) each.
+        """
+        if torch.is_autocast_enabled(out.device.type):
+            out_dtype, state_dtypes = self._autocast_dtypes(initial)
+            shares_buffer = shares_buffer and out.dtype == out_dtype
+            out = out.to(out_dtype)  # (B, T, dirs·H), a copy with the same strides if converted
+            final = tuple(part.to(dtype) for part, dtype in zip(final, state_dtypes, strict=True))
+        time_major = out.transpose(0, 1)  # (T, B, dirs·H)
+        if shares_buffer or not time_major.is_contiguous():
+            time_major = time_major.clone(memory_format=torch.contiguous_format)  # (T, B, ·)
+        return (time_major.transpose(0, 1) if batch_first else time_major), final
+
+    def _autocast_dtypes(
+        self, initial: tuple[Tensor, ...]
+    ) -> tuple[torch.dtype, tuple[torch.dtype, ...]]:
+        """The dtypes of torch's kernel's output and final state parts under autocast, given the
+        initial state parts: here the autocast dtype for all, as torch's RNN gives (its products
+        are autocast, and so is h = φ(·) after the first step), so do its oneDNN LSTM on CPU and
+        every cuDNN kernel. :class:`rnnkit.layers.GRU` and :class:`rnnkit.layers.LSTM` refine
+        it for their CPU kernels."""
+        dtype = torch.get_autocast_dtype(initial[0].device.type)
+        return dtype, tuple(dtype for _ in initial)
 
     def _run_loop(
         self, x: Tensor, state: tuple[Tensor, ...], lengths: Tensor | None
-    ) -> tuple[Tensor, tuple[Tensor, ...]]:
-        """Our cells over time, layer by layer. x (B, T, D) -> (B, T, dirs·H), final state.
+    ) -> tuple[Tensor, tuple[Tensor, ...], bool]:
+        """Our cells over time, layer by layer. x (B, T, D) -> (B, T, dirs·H), final state, and
+        whether that output is a view of a whole-sequence function's buffer.
 
         Full-length batches run the whole-sequence functions of :mod:`rnnkit.layers.bptt`
         (hand-written backward); with ``lengths``, the autograd loop freezes finished sequences.
@@ -401,10 +454,15 @@ class RecurrentStack(nn.Module, ABC):
                     out, final = run_sequence(run, project, x, initial, reverse)  # (B, T, H)
                 outputs.append(out)
                 finals.append(final)
-            x = torch.cat(outputs, dim=2) if self.bidirectional else outputs[0]  # (B, T, dirs·H)
+            if self.bidirectional:  # concatenated time-major, torch's layout in memory
+                both = torch.cat([out.transpose(0, 1) for out in outputs], dim=2)  # (T, B, 2H)
+                x = both.transpose(0, 1)  # (B, T, 2H)
+            else:
+                x = outputs[0]  # (B, T, H)
             if layer < self.num_layers - 1 and self.dropout > 0 and self.training:
                 x = dropout(x, self.dropout)  # (B, T, dirs·H)
-        return x, self._stack_states(finals)
+        shares_buffer = sequence is not None and not self.bidirectional  # the last layer's
+        return x, self._stack_states(finals), shares_buffer
 
     def _run_fused(
         self, x: Tensor, state: tuple[Tensor, ...], batch_sizes: Tensor | None = None

@@ -67,17 +67,18 @@ def run_direction(
     if reverse:
         gates_x = reverse_padded(gates_x, lengths)  # (B, T, G·H)
     outputs = []
+    # Stacked time-major (the (B, T, H) results are views), as torch's kernels lay out theirs.
     if lengths is None:
         for gates_t in gates_x.unbind(1):
             state = step(gates_t, state)
             outputs.append(hidden_of(state))
-        out = torch.stack(outputs, dim=1)  # (B, T, H)
+        out = torch.stack(outputs).transpose(0, 1)  # (B, T, H)
     else:
         mask = step_mask(lengths, gates_x.shape[1]).unsqueeze(2)  # (B, T, 1)
         for gates_t, mask_t in zip(gates_x.unbind(1), mask.unbind(1), strict=True):
             state = keep_where(mask_t, step(gates_t, state), state)
             outputs.append(hidden_of(state))
-        out = torch.stack(outputs, dim=1).masked_fill(~mask, 0.0)  # (B, T, H)
+        out = torch.stack(outputs).transpose(0, 1).masked_fill(~mask, 0.0)  # (B, T, H)
     if reverse:
         out = reverse_padded(out, lengths)  # (B, T, H)
     return out, state

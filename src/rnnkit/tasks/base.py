@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -52,6 +52,8 @@ class TaskData:
         val: the validation examples, in the task's own form.
         source: where the data came from, for messages.
         summary: one line for the log, e.g. ``6920 train / 872 val examples, 2 labels``.
+        setup: what :meth:`Task.init_model` needs for a new model (feature statistics,
+            pretrained vectors, class weights), by name.
     """
 
     meta: dict[str, Any]
@@ -59,6 +61,7 @@ class TaskData:
     val: Any
     source: str
     summary: str
+    setup: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -169,7 +172,8 @@ class Task(ABC):
 
     def init_model(self, model: nn.Module, data: TaskData) -> None:
         """Set up a new model from the data before training (e.g. pretrained embeddings);
-        not called on resume, whose weights come from the folder."""
+        not called on resume, whose weights come from the folder. Nothing by default."""
+        return None
 
     def is_better(
         self, metrics: dict[str, Any], best: dict[str, Any] | None, run: RunConfig

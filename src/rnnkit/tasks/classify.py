@@ -1,0 +1,372 @@
+"""Many-to-one classification (``--task classify``): one label per sequence.
+
+Embedding (or standardised features) -> recurrent layers over the real steps -> pooling
+(``last``, ``mean``, ``max`` or ``attention``) -> dropout -> linear head over the C labels.
+Data: a TSV ``label<TAB>text``, a folder of ``<label>.txt`` files (one item per line), or an
+``.npz`` of feature sequences with ``y`` (N,). The kept model is the one of best validation
+accuracy (ties: lower loss).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rnnkit.config import EvalConfig, ModelConfig, PredictConfig, RunConfig
+from rnnkit.data.examples import EpochBatches, Examples, feature_statistics, sorted_batches
+from rnnkit.data.labelled import LabelledTexts, read_labelled_texts
+from rnnkit.data.vocab import Vocab
+from rnnkit.errors import DataError
+from rnnkit.layers.dropout import Dropout
+from rnnkit.tasks.base import StepLoss, Task, TaskData
+from rnnkit.tasks.encoder import SequenceEncoder
+from rnnkit.tasks.metrics import classification_metrics, plot_confusion
+from rnnkit.tasks.pooling import Pooling
+from rnnkit.tasks.sequence_data import (
+    build_vocab,
+    check_feature_size,
+    feature_examples,
+    init_encoder,
+    is_features,
+    need_path,
+    read_feature_file,
+    split,
+)
+
+
+def text_tokens(text: str, level: str) -> list[str]:
+    """The tokens of one item: its characters, or its whitespace-separated words."""
+    return list(text) if level == "char" else text.split()
+
+
+def choose_level(texts: list[str]) -> str:
+    """``--level auto``: ``word`` when the items average two or more words, else ``char``
+    (surnames, single words: their letters are what tells the classes apart)."""
+    words = sum(len(t.split()) for t in texts) / max(len(texts), 1)
+    return "word" if words >= 2 else "char"
+
+
+class Classifier(nn.Module):
+    """Sequence -> class logits.
+
+    Args:
+        config: the architecture; ``config.pooling`` picks how steps become one vector.
+        labels: the C label names, in id order.
+        vocab: the token vocabulary (text), or None (feature sequences).
+        level: ``"char"`` or ``"word"``, how text is cut into tokens.
+        feature_size: D for feature sequences, or None (text).
+
+    Shapes:
+        forward: inputs (B, T) int64 or (B, T, D) float, lengths (B,) -> logits (B, C)
+    """
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        labels: list[str],
+        *,
+        vocab: Vocab | None = None,
+        level: str = "word",
+        feature_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.config, self.labels, self.vocab, self.level = config, labels, vocab, level
+        self.encoder = SequenceEncoder(
+            config, vocab_size=None if vocab is None else len(vocab), feature_size=feature_size
+        )
+        self.pooling = Pooling(config.pooling, config.hidden_size, self.encoder.num_directions)
+        self.dropout = Dropout(config.dropout)
+        self.head = nn.Linear(self.pooling.output_size, len(labels))
+        self.register_buffer("class_weight", torch.ones(len(labels)))
+
+    def forward(self, inputs: Tensor, lengths: Tensor) -> Tensor:
+        """Class logits (B, C) of a padded batch."""
+        out = self.encoder(inputs, lengths)  # (B, T, dirs·H)
+        pooled = self.pooling(out, lengths.to(out.device))  # (B, dirs·H)
+        return self.head(self.dropout(pooled))  # (B, C)
+
+    def encode_texts(self, texts: list[str]) -> Examples:
+        """Examples of raw texts (unknown tokens become ``<unk>``)."""
+        ids = [self.vocab.encode(text_tokens(t, self.level)) for t in texts]
+        return Examples(lengths=np.array([len(i) for i in ids], dtype=np.int64), ids=ids)
+
+    @torch.no_grad()
+    def predict_proba(self, texts: list[str], batch_size: int = 64) -> Tensor:
+        """Class probabilities (N, C) of raw texts, in input order."""
+        return probabilities(self, self.encode_texts(texts), batch_size)
+
+
+@torch.no_grad()
+def probabilities(model: Classifier, examples: Examples, batch_size: int) -> Tensor:
+    """Softmax probabilities (N, C) of the examples, in their order, in eval mode."""
+    was_training = model.training
+    model.eval()
+    device = model.head.weight.device
+    out = torch.empty(len(examples), len(model.labels))  # (N, C)
+    for index, batch in sorted_batches(examples, batch_size):
+        logits = model(batch["inputs"].to(device), batch["lengths"])  # (B, C)
+        out[torch.from_numpy(index)] = logits.float().softmax(-1).cpu()
+    model.train(was_training)
+    return out
+
+
+class Classification(Task):
+    """``--task classify``: see the module docstring."""
+
+    name = "classify"
+    best_metric = "accuracy"
+    higher_is_better = True
+
+    # The preset for 2 CPU cores (see config.py's notes on how it was chosen).
+    PRESET: ClassVar[dict[str, dict[str, Any]]] = {
+        "model": {
+            "cell": "lstm",
+            "num_layers": 1,
+            "hidden_size": 256,
+            "embedding_size": 128,
+            "dropout": 0.3,
+            "bidirectional": True,
+            "pooling": "max",
+        },
+        "data": {"level": "auto"},
+        "train": {"batch_size": 32, "lr": 2e-3, "weight_decay": 0.01, "eval_every": 100},
+    }
+
+    def preset(self) -> dict[str, dict[str, Any]]:
+        return self.PRESET
+
+    # --- data ------------------------------------------------------------------------------
+
+    def load_data(self, run: RunConfig, meta: dict[str, Any] | None) -> TaskData:
+        path = need_path(run)
+        if is_features(path):
+            return self._load_features(run, path, meta)
+        items = _read_texts(path, run.data.encoding)
+        if meta is None:
+            level = run.data.level if run.data.level != "auto" else choose_level(items.texts)
+            labels = sorted(set(items.labels))
+        else:
+            level, labels = meta["level"], meta["labels"]
+        index = {label: i for i, label in enumerate(labels)}
+        tokens = [text_tokens(t, level) for t in items.texts]
+        examples = Examples(
+            lengths=np.array([len(t) for t in tokens], dtype=np.int64),
+            y=[index[label] for label in items.labels],
+        )
+
+        def read_val(val_path: str) -> Examples:
+            val = _read_texts(val_path, run.data.encoding)
+            _check_labels(val.labels, index, val_path, count_unknown=False)
+            val_tokens = [text_tokens(t, level) for t in val.texts]
+            return Examples(
+                lengths=np.array([len(t) for t in val_tokens], dtype=np.int64),
+                y=[index[label] for label in val.labels],
+                ids=val_tokens,  # encoded below, once the vocabulary exists
+            )
+
+        examples.ids = tokens
+        train, val = split(run, examples, examples.y, read_val)
+        vocab = (
+            Vocab.from_dict(meta["vocab"]) if meta else build_vocab(train.ids, run.data.min_freq)
+        )
+        train.ids = [vocab.encode(t) for t in train.ids]
+        val.ids = [vocab.encode(t) for t in val.ids]
+        meta = {"kind": "text", "level": level, "labels": labels, "vocab": vocab.to_dict()}
+        setup = self._setup(run, train, labels)
+        if run.data.embeddings is not None:
+            setup["embeddings"] = (run.data.embeddings, run.model.freeze_embeddings)
+        return TaskData(meta, train, val, path, self._summary(train, val, labels, level), setup)
+
+    def _load_features(self, run: RunConfig, path: str, meta: dict[str, Any] | None) -> TaskData:
+        features = read_feature_file(path, "sequence")
+        labels = meta["labels"] if meta else [str(i) for i in range(int(features.y.max()) + 1)]
+        examples = feature_examples(features)
+
+        def read_val(val_path: str) -> Examples:
+            val = read_feature_file(val_path, "sequence")
+            check_feature_size(val, features.x.shape[2])
+            if val.y.max() >= len(labels):
+                raise DataError(f"{val_path}: label {int(val.y.max())} never occurs in training")
+            return feature_examples(val)
+
+        train, val = split(run, examples, list(features.y), read_val)
+        mean, std = feature_statistics(train.x, train.lengths)
+        meta = meta or {"kind": "features", "labels": labels, "feature_size": features.x.shape[2]}
+        setup = self._setup(run, train, labels) | {"statistics": (mean, std)}
+        return TaskData(meta, train, val, path, self._summary(train, val, labels, "feature"), setup)
+
+    @staticmethod
+    def _setup(run: RunConfig, train: Examples, labels: list[str]) -> dict[str, Any]:
+        if run.train.class_weights == "balanced":
+            return {"class_weight": balanced_weights(list(train.y), len(labels))}
+        return {}
+
+    @staticmethod
+    def _summary(train: Examples, val: Examples, labels: list[str], level: str) -> str:
+        return f"{len(train)} train / {len(val)} val examples ({level} level), {len(labels)} labels"
+
+    # --- model -----------------------------------------------------------------------------
+
+    def build_model(self, run: RunConfig, meta: dict[str, Any]) -> Classifier:
+        if meta.get("kind") == "features":
+            return Classifier(run.model, meta["labels"], feature_size=int(meta["feature_size"]))
+        vocab = Vocab.from_dict(meta["vocab"])
+        return Classifier(run.model, list(meta["labels"]), vocab=vocab, level=meta["level"])
+
+    def init_model(self, model: nn.Module, data: TaskData) -> None:
+        init_encoder(model.encoder, data, model.vocab)
+        if "class_weight" in data.setup:
+            model.class_weight.copy_(data.setup["class_weight"])
+
+    def batches(self, run: RunConfig, data: TaskData) -> EpochBatches:
+        return EpochBatches(data.train, run.train.batch_size, run.train.seed)
+
+    def loss(self, model: nn.Module, batch: Any, state: Any, device: torch.device) -> StepLoss:
+        logits = model(batch["inputs"].to(device), batch["lengths"])  # (B, C)
+        targets = batch["targets"].to(device)  # (B,)
+        loss = F.cross_entropy(logits.float(), targets, weight=model.class_weight)
+        return StepLoss(loss, int(batch["lengths"].sum()))
+
+    # --- metrics ---------------------------------------------------------------------------
+
+    def evaluate(
+        self, model: nn.Module, val: Any, run: RunConfig, device: torch.device
+    ) -> dict[str, Any]:
+        return _metrics(model, val, model.labels, run.train.batch_size)
+
+    def evaluate_file(
+        self, model: nn.Module, path: str | Path, cfg: EvalConfig, device: torch.device
+    ) -> dict[str, Any]:
+        labels = list(model.labels)
+        if model.vocab is None:
+            features = read_feature_file(path, "sequence")
+            check_feature_size(features, model.encoder.feature_size)
+            examples = feature_examples(features)
+            index = {label: i for i, label in enumerate(labels)}
+            every = [str(i) for i in range(int(features.y.max()) + 1)]
+            labels += _check_labels(every, index, path, cfg.count_unknown_labels)
+        else:
+            items = _read_texts(path, cfg.encoding)
+            index = {label: i for i, label in enumerate(labels)}
+            unknown = _check_labels(items.labels, index, path, cfg.count_unknown_labels)
+            labels += unknown
+            index = {label: i for i, label in enumerate(labels)}
+            examples = model.encode_texts(items.texts)
+            examples.y = [index[label] for label in items.labels]
+        return _metrics(model, examples, labels, cfg.batch_size)
+
+    def summary(self, metrics: dict[str, Any]) -> str:
+        return (
+            f"accuracy {metrics['accuracy']:.4f} | macro_f1 {metrics['macro_f1']:.4f} | "
+            f"loss {metrics['loss']:.4f} | {metrics['examples']} examples"
+        )
+
+    def plot(self, metrics: dict[str, Any], path: str | Path) -> None:
+        plot_confusion(metrics["confusion"], metrics["labels"], path)
+
+    # --- prediction ------------------------------------------------------------------------
+
+    def predict(
+        self, model: nn.Module, text: str, source: str, cfg: PredictConfig, device: torch.device
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """One result per input line (raw text). A file whose every line holds a TAB is read
+        as ``label<TAB>text`` and the text after the first TAB is classified."""
+        if model.vocab is None:
+            raise DataError(f"this model reads .npz feature sequences; {source} is text")
+        lines = text.splitlines()
+        if lines and all("\t" in line for line in lines if line.strip()):
+            lines = [line.split("\t", 1)[1] if "\t" in line else line for line in lines]
+        items = [(n, line.strip()) for n, line in enumerate(lines, start=1) if line.strip()]
+        if not items:
+            raise DataError(f"{source} has no text to classify")
+        texts = [t for _, t in items]
+        probs = model.predict_proba(texts, cfg.batch_size)  # (N, C)
+        yield from _ranked(model.labels, probs, cfg.top_k, [{"text": t} for t in texts])
+
+    def predict_file(
+        self, model: nn.Module, path: str | Path, cfg: PredictConfig, device: torch.device
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        if model.vocab is not None:
+            raise DataError(f"this model reads text; {path} is an .npz of feature sequences")
+        features = read_feature_file(path, "none")
+        check_feature_size(features, model.encoder.feature_size)
+        probs = probabilities(model, feature_examples(features), cfg.batch_size)  # (N, C)
+        yield from _ranked(
+            model.labels, probs, cfg.top_k, [{"index": i} for i in range(len(probs))]
+        )
+
+
+def _ranked(
+    labels: list[str], probs: Tensor, top_k: int, records: list[dict[str, Any]]
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``label<TAB>probability`` (k pairs per line) and the JSON record of each row."""
+    k = min(top_k, len(labels))
+    values, ids = probs.topk(k, dim=-1)  # (N, k), (N, k)
+    for record, row_values, row_ids in zip(records, values.tolist(), ids.tolist(), strict=True):
+        top = [
+            {"label": labels[i], "probability": p} for i, p in zip(row_ids, row_values, strict=True)
+        ]
+        line = "\t".join(f"{t['label']}\t{t['probability']:.4f}" for t in top) + "\n"
+        yield (
+            line,
+            record
+            | {"label": top[0]["label"], "probability": top[0]["probability"]}
+            | ({"top": top} if k > 1 else {}),
+        )
+
+
+def _read_texts(path: str | Path, encoding: str) -> LabelledTexts:
+    """:func:`read_labelled_texts`, refusing a CoNLL file (a tagger's data) by its look."""
+    items = read_labelled_texts(path, encoding=encoding)
+    tag_like = sum(1 for t in items.texts if t == "O" or t[:2] in ("B-", "I-"))
+    if tag_like > 0.5 * len(items.texts):
+        raise DataError(
+            f"{path} looks like CoNLL token<TAB>tag lines, not label<TAB>text; "
+            f"did you mean --task tag?"
+        )
+    return items
+
+
+def _check_labels(
+    labels: list[str], index: dict[str, int], path: str | Path, count_unknown: bool
+) -> list[str]:
+    """The labels that training never saw, in order; an error unless ``count_unknown``."""
+    unknown = sorted(set(labels) - set(index))
+    if unknown and not count_unknown:
+        shown = ", ".join(map(repr, unknown[:5])) + (" ..." if len(unknown) > 5 else "")
+        raise DataError(
+            f"{path} has {len(unknown)} label(s) that training never saw: {shown}; "
+            f"pass --count-unknown-labels to count those items as wrong"
+        )
+    return unknown
+
+
+def _metrics(model: Classifier, examples: Examples, labels: list[str], batch_size: int) -> dict:
+    """classification_metrics plus ``loss`` (mean cross-entropy over the items whose label
+    the model knows)."""
+    probs = probabilities(model, examples, batch_size)  # (N, C)
+    true = torch.as_tensor(list(examples.y), dtype=torch.long)  # (N,)
+    known = true < probs.shape[1]
+    picked = probs[known].gather(1, true[known, None]).clamp_min(1e-12)  # (K, 1)
+    loss = float(-picked.log().mean()) if known.any() else float("nan")
+    metrics = classification_metrics(true.tolist(), probs.argmax(-1).tolist(), labels)
+    return {"loss": loss} | metrics
+
+
+def balanced_weights(y: list[int], num_labels: int) -> Tensor:
+    """``--class-weights balanced``: N / (C · count) per class (0 for absent classes)."""
+    counts = Counter(y)
+    n = len(y)
+    return torch.tensor(
+        [n / (num_labels * counts[c]) if counts[c] else 0.0 for c in range(num_labels)]
+    )
+
+
+TASK = Classification()

@@ -1,0 +1,145 @@
+"""The sequence encoder of ``classify`` and ``tag``: inputs -> recurrent layers, per step.
+
+Text: token embedding (plus, for taggers, a character encoding of each word), dropout.
+Feature sequences: standardised with the training split's statistics, kept as buffers
+(``feature_mean``, ``feature_std``) in the model, so raw features go in at prediction.
+Then ``num_layers`` recurrent layers of ``cell`` (optionally bidirectional) that get the real
+``lengths``: padded steps change nothing, and the reverse direction reads each sequence from
+its own end.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+import rnnkit.layers as recurrent_layers
+from rnnkit.config import ModelConfig
+from rnnkit.data.embeddings import read_word_vectors
+from rnnkit.errors import ConfigError
+from rnnkit.layers.dropout import Dropout
+from rnnkit.tasks.char_encoder import CharEncoder
+
+logger = logging.getLogger(__name__)
+
+LAYER_CLASSES = {
+    "rnn": "RNN",
+    "gru": "GRU",
+    "lstm": "LSTM",
+    "mingru": "MinGRU",
+    "minlstm": "MinLSTM",
+}
+MINIMAL_CELLS = ("mingru", "minlstm")
+
+
+class SequenceEncoder(nn.Module):
+    """Per-step states of token or feature sequences.
+
+    Args:
+        config: the architecture (cell, layers, sizes, dropout, bidirectional).
+        vocab_size: V for token inputs, or None for feature inputs.
+        feature_size: D for feature inputs, or None for token inputs.
+        num_chars: characters (padding included) for a character encoder per word, or None.
+
+    Shapes:
+        forward: inputs (B, T) int64 or (B, T, D) float, lengths (B,), chars (B, T, W),
+        word_lengths (B, T) -> (B, T, num_directions · H)
+    """
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        *,
+        vocab_size: int | None = None,
+        feature_size: int | None = None,
+        num_chars: int | None = None,
+    ) -> None:
+        super().__init__()
+        if (vocab_size is None) == (feature_size is None):
+            raise ValueError("SequenceEncoder needs exactly one of vocab_size and feature_size")
+        if config.cell in MINIMAL_CELLS and config.bidirectional:
+            raise ConfigError(f"--cell {config.cell} has no --bidirectional form")
+        self.config = config
+        if vocab_size is not None:
+            if config.embedding_size < 1:
+                raise ConfigError("text tasks other than lm need --embedding-size of at least 1")
+            self.embedding = nn.Embedding(vocab_size, config.embedding_size, padding_idx=0)
+            input_size = config.embedding_size
+        else:
+            self.embedding = None
+            self.register_buffer("feature_mean", torch.zeros(feature_size))
+            self.register_buffer("feature_std", torch.ones(feature_size))
+            input_size = feature_size
+        self.feature_size = feature_size
+        self.chars = CharEncoder(num_chars) if num_chars is not None else None
+        if self.chars is not None:
+            input_size += self.chars.output_size
+        self.input_dropout = Dropout(config.dropout)
+        layer = getattr(recurrent_layers, LAYER_CLASSES[config.cell])
+        options = {"impl": config.impl, "batch_first": True, "num_layers": config.num_layers}
+        if config.cell not in MINIMAL_CELLS:
+            options |= {
+                "bidirectional": config.bidirectional,
+                "dropout": config.dropout if config.num_layers > 1 else 0.0,
+            }
+        self.rnn = layer(input_size, config.hidden_size, **options)
+        self.num_directions = 2 if config.bidirectional else 1
+        self.output_size = self.num_directions * config.hidden_size
+
+    def forward(
+        self,
+        inputs: Tensor,
+        lengths: Tensor,
+        chars: Tensor | None = None,
+        word_lengths: Tensor | None = None,
+    ) -> Tensor:
+        """Per-step outputs (B, T, num_directions · H); padded steps are zero."""
+        if self.embedding is not None:
+            x = self.embedding(inputs)  # (B, T, E)
+        else:
+            if inputs.shape[-1] != self.feature_size:
+                raise ValueError(
+                    f"the model reads {self.feature_size} features per step; got "
+                    f"{inputs.shape[-1]} (inputs.shape={tuple(inputs.shape)})"
+                )
+            x = (inputs.float() - self.feature_mean) / self.feature_std  # (B, T, D)
+        if self.chars is not None:
+            x = torch.cat([x, self.chars(chars, word_lengths)], dim=-1)  # (B, T, E + C)
+        x = self.input_dropout(x)
+        if self.config.cell in MINIMAL_CELLS:  # causal: padding at the end changes no real step
+            out, _ = self.rnn(x)  # (B, T, H)
+        else:
+            out, _ = self.rnn(x, lengths=lengths.cpu())  # (B, T, dirs·H)
+        mask = torch.arange(out.shape[1], device=out.device) < lengths.to(out.device)[:, None]
+        return out * mask.unsqueeze(-1).to(out.dtype)  # (B, T, dirs·H)
+
+    def set_feature_statistics(self, mean: np.ndarray, std: np.ndarray) -> None:
+        """Standardise inputs with these (D,) statistics of the training split."""
+        self.feature_mean.copy_(torch.from_numpy(mean))
+        self.feature_std.copy_(torch.from_numpy(std))
+
+    def load_word_vectors(self, path: str, tokens: list[str], *, freeze: bool) -> int:
+        """Copy pretrained vectors of ``tokens`` (the vocabulary, in id order) into the
+        embedding; words missing from the file keep their random initialisation.
+
+        Returns:
+            How many of the vocabulary's words the file had.
+
+        Raises:
+            DataError: the file is missing or malformed.
+            ConfigError: its vectors are not ``--embedding-size`` long.
+        """
+        matrix, found, dim = read_word_vectors(path, tokens)
+        if dim != self.embedding.embedding_dim:
+            raise ConfigError(
+                f"{path} has {dim}-dimensional vectors but --embedding-size is "
+                f"{self.embedding.embedding_dim}; pass --embedding-size {dim}"
+            )
+        with torch.no_grad():
+            rows = torch.from_numpy(np.flatnonzero(found))
+            self.embedding.weight[rows] = torch.from_numpy(matrix[found])
+        self.embedding.weight.requires_grad_(not freeze)
+        return int(found.sum())

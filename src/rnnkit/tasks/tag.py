@@ -1,0 +1,441 @@
+"""Per-step tagging (``--task tag``): one label per step, synchronised with the input.
+
+Embedding (plus, with ``--char-features``, a character BiLSTM of each word; or standardised
+features) -> recurrent layers over the real steps -> dropout -> linear tag scores, read by a
+softmax or, with ``--crf``, a linear-chain CRF (Viterbi decoding; BIO-invalid moves are
+forbidden when the tags are BIO). A unidirectional model is causal: each step is tagged from
+the steps up to it (a label per frame of a feature stream, judged as the stream arrives).
+Data: CoNLL/BIO ``token<TAB>...<TAB>tag`` files, or an ``.npz`` with per-step ``y`` (N, T).
+The kept model is the one of best validation entity F1 (text) or per-step accuracy (features).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rnnkit.config import EvalConfig, ModelConfig, PredictConfig, RunConfig
+from rnnkit.data.examples import (
+    MAX_WORD_CHARS,
+    EpochBatches,
+    Examples,
+    feature_statistics,
+    sorted_batches,
+)
+from rnnkit.data.labelled import TaggedSentences, parse_tag_input, read_conll
+from rnnkit.data.text import IGNORE_INDEX
+from rnnkit.data.vocab import Vocab
+from rnnkit.errors import DataError
+from rnnkit.layers.dropout import Dropout
+from rnnkit.tasks.base import StepLoss, Task, TaskData
+from rnnkit.tasks.crf import LinearChainCRF
+from rnnkit.tasks.encoder import SequenceEncoder
+from rnnkit.tasks.metrics import entity_metrics
+from rnnkit.tasks.sequence_data import (
+    build_vocab,
+    check_feature_size,
+    feature_examples,
+    init_encoder,
+    is_features,
+    need_path,
+    read_feature_file,
+    split,
+)
+
+CHAR_PAD, CHAR_UNK = 0, 1
+"""Character ids: padding and unknown characters; the known ones start at 2."""
+
+
+def is_bio(tags: list[str]) -> bool:
+    """Whether every tag is ``O``, ``B-X`` or ``I-X``."""
+    return all(t == "O" or (t[:2] in ("B-", "I-") and len(t) > 2) for t in tags)
+
+
+class Tagger(nn.Module):
+    """Sequence -> a tag per step.
+
+    Args:
+        config: the architecture; ``config.crf`` adds a CRF over the tag scores.
+        tags: the C tag names, in id order.
+        vocab: the word vocabulary (text), or None (feature sequences).
+        chars: the known characters for ``--char-features`` (ids from 2 on), or None.
+        feature_size: D for feature sequences, or None (text).
+
+    Shapes:
+        forward: inputs (B, T) int64 or (B, T, D) float, lengths (B,), chars (B, T, W),
+        word_lengths (B, T) -> scores (B, T, C)
+    """
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        tags: list[str],
+        *,
+        vocab: Vocab | None = None,
+        chars: list[str] | None = None,
+        feature_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.config, self.tags, self.vocab, self.chars = config, tags, vocab, chars
+        self.char_index = {c: i + 2 for i, c in enumerate(chars or [])}
+        self.encoder = SequenceEncoder(
+            config,
+            vocab_size=None if vocab is None else len(vocab),
+            feature_size=feature_size,
+            num_chars=None if chars is None else len(chars) + 2,
+        )
+        self.dropout = Dropout(config.dropout)
+        self.head = nn.Linear(self.encoder.output_size, len(tags))
+        self.crf = LinearChainCRF(len(tags)) if config.crf else None
+        if self.crf is not None and vocab is not None and is_bio(tags):
+            self.crf.constrain_bio(tags)
+
+    def forward(
+        self,
+        inputs: Tensor,
+        lengths: Tensor,
+        chars: Tensor | None = None,
+        word_lengths: Tensor | None = None,
+    ) -> Tensor:
+        """Tag scores (B, T, C) of a padded batch (emissions of the CRF)."""
+        out = self.encoder(inputs, lengths, chars, word_lengths)  # (B, T, dirs·H)
+        return self.head(self.dropout(out))  # (B, T, C)
+
+    def scores(self, batch: dict[str, Tensor]) -> Tensor:
+        """``forward`` on a batch dict (see :mod:`rnnkit.data.examples`), on the model's device."""
+        device = self.head.weight.device
+        chars = batch.get("chars")
+        return self(
+            batch["inputs"].to(device),
+            batch["lengths"],
+            None if chars is None else chars.to(device),
+            None if chars is None else batch["word_lengths"].to(device),
+        )  # (B, T, C)
+
+    def loss(self, batch: dict[str, Tensor]) -> Tensor:
+        """Mean negative log likelihood per real step (softmax, or the CRF's per token)."""
+        emissions = self.scores(batch).float()  # (B, T, C)
+        targets = batch["targets"].to(emissions.device)  # (B, T)
+        if self.crf is not None:
+            return self.crf.nll(emissions, targets, batch["lengths"].to(emissions.device))
+        return F.cross_entropy(emissions.transpose(1, 2), targets, ignore_index=IGNORE_INDEX)
+
+    def decode(self, batch: dict[str, Tensor]) -> tuple[list[list[int]], list[list[float]]]:
+        """The tag ids of each sequence and each tag's probability (the CRF's marginal)."""
+        lengths = batch["lengths"]
+        with torch.no_grad():
+            emissions = self.scores(batch).float()  # (B, T, C)
+        if self.crf is None:
+            probs = emissions.softmax(-1)  # (B, T, C)
+            best = probs.argmax(-1)  # (B, T)
+            paths = [best[b, : int(n)].tolist() for b, n in enumerate(lengths)]
+        else:
+            lengths = lengths.to(emissions.device)
+            paths = self.crf.decode(emissions, lengths)
+            with torch.enable_grad():  # marginals: ∂ log Z / ∂ emissions
+                emissions.requires_grad_(True)
+                self.crf.log_partition(emissions, lengths).sum().backward(inputs=[emissions])
+            probs = emissions.grad  # (B, T, C)
+        chosen = [
+            [float(probs[b, t, tag]) for t, tag in enumerate(path)] for b, path in enumerate(paths)
+        ]
+        return paths, chosen
+
+    def encode_sentences(self, sentences: list[list[str]]) -> Examples:
+        """Examples of token lists (unknown words become ``<unk>``)."""
+        return Examples(
+            lengths=np.array([len(s) for s in sentences], dtype=np.int64),
+            ids=[self.vocab.encode(s) for s in sentences],
+            chars=None if self.chars is None else [self.char_ids(s) for s in sentences],
+        )
+
+    def char_ids(self, words: list[str]) -> list[list[int]]:
+        """Each word's character ids (cut to MAX_WORD_CHARS characters)."""
+        index = self.char_index
+        return [[index.get(c, CHAR_UNK) for c in w[:MAX_WORD_CHARS]] for w in words]
+
+    @torch.no_grad()
+    def tag_sentences(self, sentences: list[list[str]], batch_size: int = 64) -> list[list[str]]:
+        """The tags of token lists, in input order."""
+        paths, _ = decode_all(self, self.encode_sentences(sentences), batch_size)
+        return [[self.tags[i] for i in path] for path in paths]
+
+
+def decode_all(
+    model: Tagger, examples: Examples, batch_size: int
+) -> tuple[list[list[int]], list[list[float]]]:
+    """Tag ids and their probabilities for every example, in order, in eval mode."""
+    was_training = model.training
+    model.eval()
+    paths: list[list[int]] = [[] for _ in range(len(examples))]
+    probs: list[list[float]] = [[] for _ in range(len(examples))]
+    for index, batch in sorted_batches(examples, batch_size):
+        batch_paths, batch_probs = model.decode(batch)
+        for i, path, p in zip(index.tolist(), batch_paths, batch_probs, strict=True):
+            paths[i], probs[i] = path, p
+    model.train(was_training)
+    return paths, probs
+
+
+@torch.no_grad()
+def mean_loss(model: Tagger, examples: Examples, batch_size: int) -> float:
+    """Mean loss per real step over the examples (eval mode)."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for _, batch in sorted_batches(examples, batch_size):
+        n = int(batch["lengths"].sum())
+        total += float(model.loss(batch)) * n
+        count += n
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+class Tagging(Task):
+    """``--task tag``: see the module docstring."""
+
+    name = "tag"
+    best_metric = "f1"
+    higher_is_better = True
+
+    # The preset for 2 CPU cores (see config.py's notes on how it was chosen).
+    PRESET: ClassVar[dict[str, dict[str, Any]]] = {
+        "model": {
+            "cell": "lstm",
+            "num_layers": 1,
+            "hidden_size": 256,
+            "embedding_size": 100,
+            "dropout": 0.5,
+            "bidirectional": True,
+        },
+        "data": {"level": "word"},
+        "train": {"batch_size": 16, "lr": 2e-3, "weight_decay": 0.01, "eval_every": 100},
+    }
+
+    def preset(self) -> dict[str, dict[str, Any]]:
+        return self.PRESET
+
+    def selection(self, run: RunConfig) -> tuple[str, bool]:
+        return ("accuracy", True) if is_features(run.data.path) else ("f1", True)
+
+    # --- data ------------------------------------------------------------------------------
+
+    def load_data(self, run: RunConfig, meta: dict[str, Any] | None) -> TaskData:
+        path = need_path(run)
+        if is_features(path):
+            return self._load_features(run, path, meta)
+        if run.data.level != "word":
+            raise DataError("--task tag reads CoNLL tokens: use --level word (the default)")
+        sentences = _read_conll(path, run.data.encoding)
+        tags = meta["tags"] if meta else sorted({t for s in sentences.tags for t in s})
+        index = {tag: i for i, tag in enumerate(tags)}
+        examples = Examples(
+            lengths=np.array([len(s) for s in sentences.tokens], dtype=np.int64),
+            ids=sentences.tokens,  # words; encoded below, once the vocabulary exists
+            y=[[index[t] for t in s] for s in sentences.tags],
+        )
+
+        def read_val(val_path: str) -> Examples:
+            val = _read_conll(val_path, run.data.encoding)
+            _check_tags(val, index, val_path, count_unknown=False)
+            return Examples(
+                lengths=np.array([len(s) for s in val.tokens], dtype=np.int64),
+                ids=val.tokens,
+                y=[[index[t] for t in s] for s in val.tags],
+            )
+
+        train, val = split(run, examples, None, read_val)
+        if meta:
+            vocab, chars = Vocab.from_dict(meta["vocab"]), meta.get("chars")
+        else:
+            vocab = build_vocab(train.ids, run.data.min_freq)
+            known = sorted({c for s in train.ids for w in s for c in w})
+            chars = known if run.model.char_features else None
+        char_model = Tagger(run.model, tags, vocab=vocab, chars=chars)
+        for part in (train, val):
+            part.chars = None if chars is None else [char_model.char_ids(s) for s in part.ids]
+            part.ids = [vocab.encode(s) for s in part.ids]
+        meta = {"kind": "text", "tags": tags, "vocab": vocab.to_dict(), "chars": chars}
+        setup = {}
+        if run.data.embeddings is not None:
+            setup["embeddings"] = (run.data.embeddings, run.model.freeze_embeddings)
+        summary = (
+            f"{len(train)} train / {len(val)} val sentences, {int(train.lengths.sum())} train "
+            f"tokens, {len(tags)} tags, vocabulary {len(vocab)}"
+        )
+        return TaskData(meta, train, val, path, summary, setup)
+
+    def _load_features(self, run: RunConfig, path: str, meta: dict[str, Any] | None) -> TaskData:
+        features = read_feature_file(path, "step")
+        real = features.y[features.y != IGNORE_INDEX]
+        tags = meta["tags"] if meta else [str(i) for i in range(int(real.max()) + 1)]
+        examples = feature_examples(features)
+
+        def read_val(val_path: str) -> Examples:
+            val = read_feature_file(val_path, "step")
+            check_feature_size(val, features.x.shape[2])
+            if val.y.max() >= len(tags):
+                raise DataError(f"{val_path}: label {int(val.y.max())} never occurs in training")
+            return feature_examples(val)
+
+        train, val = split(run, examples, None, read_val)
+        mean, std = feature_statistics(train.x, train.lengths)
+        meta = meta or {"kind": "features", "tags": tags, "feature_size": features.x.shape[2]}
+        summary = (
+            f"{len(train)} train / {len(val)} val sequences, {int(train.lengths.sum())} train "
+            f"steps, {len(tags)} labels"
+        )
+        return TaskData(meta, train, val, path, summary, {"statistics": (mean, std)})
+
+    # --- model -----------------------------------------------------------------------------
+
+    def build_model(self, run: RunConfig, meta: dict[str, Any]) -> Tagger:
+        if meta.get("kind") == "features":
+            return Tagger(run.model, list(meta["tags"]), feature_size=int(meta["feature_size"]))
+        vocab = Vocab.from_dict(meta["vocab"])
+        return Tagger(run.model, list(meta["tags"]), vocab=vocab, chars=meta.get("chars"))
+
+    def init_model(self, model: nn.Module, data: TaskData) -> None:
+        init_encoder(model.encoder, data, model.vocab)
+
+    def batches(self, run: RunConfig, data: TaskData) -> EpochBatches:
+        return EpochBatches(data.train, run.train.batch_size, run.train.seed)
+
+    def loss(self, model: nn.Module, batch: Any, state: Any, device: torch.device) -> StepLoss:
+        return StepLoss(model.loss(batch), int(batch["lengths"].sum()))
+
+    # --- metrics ---------------------------------------------------------------------------
+
+    def evaluate(
+        self, model: nn.Module, val: Any, run: RunConfig, device: torch.device
+    ) -> dict[str, Any]:
+        return _metrics(model, val, model.tags, run.train.batch_size)
+
+    def evaluate_file(
+        self, model: nn.Module, path: str | Path, cfg: EvalConfig, device: torch.device
+    ) -> dict[str, Any]:
+        tags = list(model.tags)
+        if model.vocab is None:
+            features = read_feature_file(path, "step")
+            check_feature_size(features, model.encoder.feature_size)
+            if features.y.max() >= len(tags) and not cfg.count_unknown_labels:
+                raise DataError(
+                    f"{path} has label {int(features.y.max())}, which training never saw; "
+                    f"pass --count-unknown-labels to count those steps as wrong"
+                )
+            return _metrics(model, feature_examples(features), tags, cfg.batch_size)
+        sentences = _read_conll(path, cfg.encoding)
+        index = {tag: i for i, tag in enumerate(tags)}
+        tags += _check_tags(sentences, index, path, cfg.count_unknown_labels)
+        index = {tag: i for i, tag in enumerate(tags)}
+        examples = model.encode_sentences(sentences.tokens)
+        examples.y = [[index[t] for t in s] for s in sentences.tags]
+        return _metrics(model, examples, tags, cfg.batch_size)
+
+    def summary(self, metrics: dict[str, Any]) -> str:
+        if "f1" not in metrics:
+            return (
+                f"accuracy {metrics['accuracy']:.4f} | loss {metrics['loss']:.4f} | "
+                f"{metrics['sequences']} sequences, {metrics['tokens']} steps"
+            )
+        return (
+            f"f1 {metrics['f1']:.4f} | precision {metrics['precision']:.4f} | recall "
+            f"{metrics['recall']:.4f} | accuracy {metrics['accuracy']:.4f} | "
+            f"{metrics['sentences']} sentences, {metrics['tokens']} tokens"
+        )
+
+    # --- prediction ------------------------------------------------------------------------
+
+    def predict(
+        self, model: nn.Module, text: str, source: str, cfg: PredictConfig, device: torch.device
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """CoNLL ``token<TAB>tag`` lines, a blank line after each sentence; the input is one
+        sentence per line (whitespace-separated tokens) or CoNLL (first column)."""
+        if model.vocab is None:
+            raise DataError(f"this model reads .npz feature sequences; {source} is text")
+        sentences, _ = parse_tag_input(text, source)
+        if not sentences:
+            raise DataError(f"{source} has no tokens to tag")
+        paths, probs = decode_all(model, model.encode_sentences(sentences), cfg.batch_size)
+        for tokens, path, p in zip(sentences, paths, probs, strict=True):
+            tags = [model.tags[i] for i in path]
+            text = "".join(f"{token}\t{tag}\n" for token, tag in zip(tokens, tags, strict=True))
+            yield text + "\n", {"tokens": tokens, "tags": tags, "probabilities": p}
+
+    def predict_file(
+        self, model: nn.Module, path: str | Path, cfg: PredictConfig, device: torch.device
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """One line of space-separated labels per sequence of an ``.npz``."""
+        if model.vocab is not None:
+            raise DataError(f"this model reads text; {path} is an .npz of feature sequences")
+        features = read_feature_file(path, "none")
+        check_feature_size(features, model.encoder.feature_size)
+        paths, probs = decode_all(model, feature_examples(features), cfg.batch_size)
+        for i, (path_ids, p) in enumerate(zip(paths, probs, strict=True)):
+            labels = [model.tags[t] for t in path_ids]
+            yield " ".join(labels) + "\n", {"index": i, "tags": labels, "probabilities": p}
+
+
+def _read_conll(path: str | Path, encoding: str) -> TaggedSentences:
+    """:func:`read_conll`, naming ``--task classify`` when the file is ``label<TAB>text``."""
+    try:
+        return read_conll(path, encoding=encoding)
+    except DataError as err:
+        if "BIO" in str(err) or "tag" in str(err):
+            first = Path(path).read_text(encoding=encoding, errors="replace").split("\n", 1)[0]
+            if "\t" in first and " " in first.split("\t", 1)[1].strip():
+                raise DataError(
+                    f"{path} looks like label<TAB>text lines, not CoNLL token<TAB>tag; "
+                    f"did you mean --task classify? ({err})"
+                ) from None
+        raise
+
+
+def _check_tags(
+    sentences: TaggedSentences, index: dict[str, int], path: str | Path, count_unknown: bool
+) -> list[str]:
+    """The tags that training never saw, sorted; an error unless ``count_unknown``."""
+    unknown = sorted({t for s in sentences.tags for t in s} - set(index))
+    if unknown and not count_unknown:
+        raise DataError(
+            f"{path} has tag(s) that training never saw: {', '.join(unknown[:5])}; pass "
+            f"--count-unknown-labels to count those tokens as wrong"
+        )
+    return unknown
+
+
+def _metrics(model: Tagger, examples: Examples, tags: list[str], batch_size: int) -> dict:
+    """Entity-level metrics (text) or per-step accuracy (features), with the mean loss over
+    the steps whose tag the model knows."""
+    paths, _ = decode_all(model, examples, batch_size)
+    unknown = 0 if model.crf is not None else IGNORE_INDEX  # the CRF scores every real step
+    true = [list(y)[: len(p)] for y, p in zip(examples.y, paths, strict=True)]
+    known = Examples(
+        lengths=examples.lengths,
+        ids=examples.ids,
+        x=examples.x,
+        y=[[t if t < len(model.tags) else unknown for t in y] for y in true],
+        chars=examples.chars,
+    )
+    loss = mean_loss(model, known, batch_size)
+    if model.vocab is None:
+        flat_true = np.concatenate([np.asarray(y) for y in true])
+        flat_pred = np.concatenate([np.asarray(p) for p in paths])
+        return {
+            "loss": loss,
+            "accuracy": float((flat_true == flat_pred).mean()),
+            "sequences": len(paths),
+            "tokens": int(flat_true.size),
+        }
+    names = [[tags[i] for i in y] for y in true]
+    predicted = [[tags[i] for i in p] for p in paths]
+    return {"loss": loss} | entity_metrics(names, predicted)
+
+
+TASK = Tagging()

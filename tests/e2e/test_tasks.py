@@ -1,0 +1,487 @@
+"""End to end for the sequence tasks `classify` and `tag`, on text and on `.npz` feature
+sequences: train, eval, predict, and every guarantee of the one training loop per task (exact
+resume, Ctrl-C, kill -9, NaN, a failed run that damages nothing, metrics.jsonl, limits, bf16).
+
+Tiny generated data and models (H 8, one layer), so that each run takes about a second.
+"""
+
+import hashlib
+import json
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import rnnkit
+from rnnkit.cli import main
+
+RNNKIT = Path(sys.executable).with_name("rnnkit")
+TINY = [
+    *("--hidden-size", "8", "--embedding-size", "8", "--num-layers", "1"),
+    *("--batch-size", "8", "--log-every", "2", "--eval-every", "5", "--warmup-steps", "0"),
+]
+WORDS = {"pos": ["good", "great", "fine"], "neg": ["bad", "awful", "dull"], "mid": ["okay", "so"]}
+FILLER = ["the", "film", "a", "plot", "was", "very"]
+
+
+def _classify_text(folder: Path) -> Path:
+    rng = random.Random(0)
+    lines = []
+    for i in range(90):
+        label = list(WORDS)[i % 3]
+        words = rng.choices(WORDS[label], k=2) + rng.choices(FILLER, k=rng.randint(1, 5))
+        rng.shuffle(words)
+        lines.append(f"{label}\t{' '.join(words)}")
+    path = folder / "items.tsv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _classify_npz(folder: Path) -> Path:
+    rng = np.random.default_rng(0)
+    y = np.arange(60) % 3
+    lengths = rng.integers(2, 8, size=60)
+    x = rng.normal(size=(60, 7, 3)).astype(np.float32) + y[:, None, None]
+    x[np.arange(7)[None, :] >= lengths[:, None]] = 0
+    path = folder / "seqs.npz"
+    np.savez(path, x=x, lengths=lengths, y=y)
+    return path
+
+
+def _tag_text(folder: Path) -> Path:
+    rng = random.Random(1)
+    sentences = []
+    for _ in range(60):
+        rows = []
+        for _ in range(rng.randint(2, 7)):
+            r = rng.random()
+            if r < 0.25:
+                rows.append(f"{rng.choice(['Paris', 'Rome', 'Oslo'])}\tB-loc")
+            elif r < 0.4:
+                rows += [f"{rng.choice(['Ann', 'Bob'])}\tB-per", "Smith\tI-per"]
+            else:
+                rows.append(f"{rng.choice(FILLER)}\tO")
+        sentences.append("\n".join(rows))
+    path = folder / "ner.conll"
+    path.write_text("\n\n".join(sentences) + "\n", encoding="utf-8")
+    return path
+
+
+def _tag_npz(folder: Path) -> Path:
+    rng = np.random.default_rng(2)
+    lengths = rng.integers(3, 9, size=40)
+    x = rng.normal(size=(40, 8, 3)).astype(np.float32)
+    y = (np.cumsum(x[..., 0], axis=1) > 0).astype(np.int64)  # depends on the frames so far
+    x[np.arange(8)[None, :] >= lengths[:, None]] = 0
+    path = folder / "frames.npz"
+    np.savez(path, x=x, lengths=lengths, y=y)
+    return path
+
+
+KINDS = {
+    "classify-text": ("classify", _classify_text, ["--level", "word"]),
+    "classify-npz": ("classify", _classify_npz, []),
+    "tag-text": ("tag", _tag_text, ["--crf", "--char-features"]),
+    "tag-npz": ("tag", _tag_npz, ["--no-bidirectional"]),
+}
+METRIC = {"classify": "accuracy", "tag-text": "f1", "tag-npz": "accuracy"}
+
+
+@pytest.fixture(scope="module", params=list(KINDS))
+def kind(request, tmp_path_factory) -> tuple[str, Path, list[str]]:
+    """(task, data file, the task's flags) for each kind of data."""
+    task, make, flags = KINDS[request.param]
+    data = make(tmp_path_factory.mktemp(request.param))
+    return request.param, data, ["--task", task, *TINY, *flags]
+
+
+@pytest.fixture(scope="module")
+def trained(kind, tmp_path_factory) -> Path:
+    name, data, flags = kind
+    out = tmp_path_factory.mktemp("runs") / name
+    assert main(["train", str(data), "--out", str(out), *flags, "--max-steps", "20"]) == 0
+    return out
+
+
+def _records(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _metric(name: str) -> str:
+    return METRIC.get(name, METRIC.get(name.split("-")[0]))
+
+
+# --- train, eval, predict --------------------------------------------------------------------
+
+
+def test_train_writes_the_folder_and_metrics(kind, trained) -> None:
+    name, _, _ = kind
+    config = json.loads((trained / "config.json").read_text())
+    assert config["task"] == name.split("-")[0]
+    records = _records(trained)
+    evals = [r for r in records if "val_loss" in r]
+    assert [r["step"] for r in evals] == [5, 10, 15, 20]
+    assert all(f"val_{_metric(name)}" in r for r in evals)
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert len(losses) == 10 and all(np.isfinite(losses))
+    trainer = json.loads((trained / "state" / "trainer.json").read_text())["trainer"]
+    best = max(evals, key=lambda r: (r[f"val_{_metric(name)}"], -r["val_loss"]))
+    assert trainer["best_step"] == best["step"]  # kept by the task's metric, not the loss
+
+
+def test_the_loss_goes_down(kind, tmp_path) -> None:
+    _name, data, flags = kind
+    out = tmp_path / "longer"
+    assert (
+        main(["train", str(data), "--out", str(out), *flags, "--max-steps", "80", "--lr", "1e-2"])
+        == 0
+    )
+    losses = [r["loss"] for r in _records(out) if "loss" in r]
+    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:3])
+
+
+def test_eval_json_has_the_design_keys(kind, trained, capsys) -> None:
+    name, data, _ = kind
+    assert main(["eval", str(trained), str(data), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    if name.startswith("classify"):
+        keys = {"accuracy", "macro_f1", "loss", "examples", "labels", "per_class", "confusion"}
+        assert keys <= set(metrics)
+        n = len(metrics["labels"])
+        assert len(metrics["confusion"]) == n and sum(map(sum, metrics["confusion"])) == 90 - 30 * (
+            name == "classify-npz"
+        )
+        assert metrics["examples"] == sum(map(sum, metrics["confusion"]))
+        correct = sum(metrics["confusion"][i][i] for i in range(n))
+        assert metrics["accuracy"] == pytest.approx(correct / metrics["examples"])
+    elif name == "tag-text":
+        assert {"precision", "recall", "f1", "accuracy", "per_type", "sentences", "tokens"} <= set(
+            metrics
+        )
+        assert metrics["sentences"] == 60 and set(metrics["per_type"]) <= {"loc", "per"}
+    else:
+        assert {"accuracy", "loss", "sequences", "tokens"} <= set(metrics)
+        assert metrics["sequences"] == 40
+
+
+def test_predict(kind, trained, tmp_path, capsys) -> None:
+    name, data, _ = kind
+    if name == "classify-text":
+        source = tmp_path / "in.txt"
+        source.write_text("a great film\nawful dull plot\n", encoding="utf-8")
+        assert main(["predict", str(trained), str(source), "--top-k", "2"]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert len(lines) == 2
+        for line in lines:
+            fields = line.split("\t")
+            assert len(fields) == 4 and fields[0] in WORDS and fields[2] in WORDS
+            assert float(fields[1]) >= float(fields[3])
+        assert main(["predict", str(trained), str(source), "--json"]) == 0
+        records = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+        assert [r["text"] for r in records] == ["a great film", "awful dull plot"]
+        model = rnnkit.load(trained)
+        probs = model.predict_proba(["a great film"])
+        assert records[0]["probability"] == pytest.approx(float(probs.max()), abs=1e-6)
+    elif name == "tag-text":
+        source = tmp_path / "in.txt"
+        source.write_text("Ann Smith saw Paris\nthe film\n", encoding="utf-8")
+        assert main(["predict", str(trained), str(source)]) == 0
+        out = capsys.readouterr().out
+        sentences = [block.splitlines() for block in out.strip("\n").split("\n\n")]
+        assert [[row.split("\t")[0] for row in s] for s in sentences] == [
+            ["Ann", "Smith", "saw", "Paris"],
+            ["the", "film"],
+        ]
+        model = rnnkit.load(trained)
+        expected = model.tag_sentences([["Ann", "Smith", "saw", "Paris"], ["the", "film"]])
+        assert [[row.split("\t")[1] for row in s] for s in sentences] == expected
+    else:
+        assert main(["predict", str(trained), str(data)]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        lengths = np.load(data)["lengths"]
+        assert len(lines) == len(lengths)
+        if name == "tag-npz":
+            assert [len(line.split()) for line in lines] == lengths.tolist()
+
+
+# --- the loop's guarantees, per task ---------------------------------------------------------
+
+
+class _InterruptAfter:
+    """Stands in for the loop's Ctrl-C handler: asks to stop after ``steps`` steps, as a
+    Ctrl-C at that moment would (the loop saves its state and stops)."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps, self.calls = steps, 0
+
+    def __call__(self) -> "_InterruptAfter":
+        return self
+
+    def __enter__(self) -> "_InterruptAfter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    @property
+    def requested(self) -> bool:
+        self.calls += 1  # read once after every step
+        return self.calls >= self.steps
+
+
+def _interrupted_then_resumed(argv: list[str], out: Path, at: int, monkeypatch) -> None:
+    from rnnkit.training import loop
+
+    with monkeypatch.context() as patch:
+        patch.setattr(loop, "StopOnInterrupt", _InterruptAfter(at))
+        assert main([*argv, "--out", str(out)]) == 130  # as after Ctrl-C
+    assert json.loads((out / "state" / "trainer.json").read_text())["trainer"]["step"] == at
+    assert main(["train", "--out", str(out), "--resume"]) == 0
+
+
+def _same_run(whole: Path, split: Path) -> None:
+    a = load_file(whole / "state" / "weights.safetensors")
+    b = load_file(split / "state" / "weights.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    keep = ("step", "loss", "val_loss", "lr")
+    assert [tuple(r.get(k) for k in keep) for r in _records(split)] == [
+        tuple(r.get(k) for k in keep) for r in _records(whole)
+    ]
+
+
+def test_resume_is_exact_with_dropout_past_warmup(kind, tmp_path, monkeypatch) -> None:
+    """Interrupted at step 13 of 24 (no warm-up: the cosine decay runs all along) and resumed:
+    the same weights, logged losses and learning rates as the run that was never stopped."""
+    _, data, flags = kind
+    argv = ["train", str(data), *flags, "--dropout", "0.3", "--max-steps", "24"]
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    assert main([*argv, "--out", str(whole)]) == 0
+    _interrupted_then_resumed(argv, split, 13, monkeypatch)
+    _same_run(whole, split)
+
+
+def test_epochs_max_time_and_bf16(kind, tmp_path) -> None:
+    _, data, flags = kind
+    out = tmp_path / "epochs"
+    assert main(["train", str(data), "--out", str(out), *flags, "--epochs", "2"]) == 0
+    trainer = json.loads((out / "state" / "trainer.json").read_text())["trainer"]
+    assert trainer["epoch"] == 2 and trainer["chunk"] == 0
+    out = tmp_path / "timed"
+    args = [
+        "train",
+        str(data),
+        "--out",
+        str(out),
+        *flags,
+        "--max-time",
+        "0.5",
+        "--precision",
+        "bf16",
+    ]
+    assert main(args) == 0
+    trainer = json.loads((out / "state" / "trainer.json").read_text())["trainer"]
+    assert trainer["elapsed"] >= 0.5 and trainer["step"] >= 1
+    assert rnnkit.load(out) is not None
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_model(kind, trained, tmp_path, capsys) -> None:
+    out = tmp_path / "victim"
+    shutil.copytree(trained, out)
+    best = (out / "model.safetensors").read_bytes()
+    args = ["train", "--out", str(out), "--resume", "--max-steps", "60", "--lr", "1e30"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert re.match(r"rnnkit train: error: loss .* at step 2\d", err), err
+    assert (out / "model.safetensors").read_bytes() == best
+
+
+def test_a_failed_run_damages_nothing(kind, trained, tmp_path, capsys) -> None:
+    _, data, flags = kind
+    out = tmp_path / "victim"
+    shutil.copytree(trained, out)
+    before = _digest(out)
+    bad = tmp_path / ("bad.npz" if data.suffix == ".npz" else "bad.txt")
+    bad.write_bytes(b"label without a tab\n" if data.suffix != ".npz" else b"not a zip")
+    assert main(["train", str(bad), "--out", str(out), "--force", *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bad." in err[0]
+    assert _digest(out) == before
+
+
+def _start(data: Path, flags: list[str], out: Path) -> subprocess.Popen:
+    args = [str(RNNKIT), "train", str(data), "--out", str(out), *flags, "--eval-every", "1"]
+    return subprocess.Popen(
+        [*args, "--max-steps", "100000", "--epochs", "10000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, process.stderr.read().decode()
+        assert time.monotonic() < deadline, f"no {path} after {timeout} s"
+        time.sleep(0.05)
+
+
+def test_kill_9_then_ctrl_c(kind, tmp_path) -> None:
+    """kill -9 leaves a folder that loads, predicts and resumes; Ctrl-C saves and exits 130."""
+    _name, data, flags = kind
+    out = tmp_path / "killed"
+    process = _start(data, flags, out)
+    _wait_for(out / "model.safetensors", process)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert rnnkit.load(out) is not None
+    assert main(["eval", str(out), str(data), "--json"]) == 0
+    assert main(["train", "--out", str(out), "--resume", "--max-steps", "1"]) == 0
+
+    out = tmp_path / "interrupted"
+    process = _start(data, flags, out)
+    _wait_for(out / "model.safetensors", process)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err.decode()
+    trainer = json.loads((out / "state" / "trainer.json").read_text())["trainer"]
+    assert trainer["step"] >= 1 and "interrupted at step" in err.decode()
+
+
+# --- bad input: one line, exit 2, nothing written --------------------------------------------
+
+
+def _bad(argv: list[str], capsys, *expected: str) -> None:
+    capsys.readouterr()  # what earlier commands printed
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"rnnkit {argv[0]}: error: "), lines[0]
+    for text in expected:
+        assert text in lines[0], lines[0]
+
+
+def test_bad_text_data(tmp_path, capsys) -> None:
+    out = tmp_path / "never"
+    train = ["train", "--out", str(out), "--task"]
+    tsv = tmp_path / "a.tsv"
+    tsv.write_text("pos\tgood film\nneg bad film\n", encoding="utf-8")
+    _bad([*train, "classify", str(tsv)], capsys, "a.tsv:2", "TAB")
+    tsv.write_text("pos\tgood film\nneg\t \n", encoding="utf-8")
+    _bad([*train, "classify", str(tsv)], capsys, "a.tsv:2", "empty")
+    tsv.write_text("", encoding="utf-8")
+    _bad([*train, "classify", str(tsv)], capsys, "a.tsv", "empty")
+    conll = tmp_path / "b.conll"
+    conll.write_text("Ann\tX\tB-per\nsaw\tO\n", encoding="utf-8")
+    _bad([*train, "tag", str(conll)], capsys, "b.conll:2", "column")
+    conll.write_text("Ann\tB-per\nsaw\tO\nSmith\tI-per\n", encoding="utf-8")
+    _bad([*train, "tag", str(conll)], capsys, "b.conll:3", "I-per")
+    tsv.write_text("pos\tgood film here\nneg\tbad film there\n", encoding="utf-8")
+    _bad([*train, "tag", str(tsv)], capsys, "a.tsv", "--task classify")
+    conll.write_text("Ann\tB-per\nsaw\tO\n\nBob\tB-per\nran\tO\n", encoding="utf-8")
+    _bad([*train, "classify", str(conll)], capsys, "b.conll", "--task tag")
+    assert not out.exists()
+
+
+def test_bad_arrays_and_mismatches(kind, trained, tmp_path, capsys) -> None:
+    _name, data, flags = kind
+    if data.suffix != ".npz":
+        pytest.skip("arrays only")
+    task = flags[1]
+    out = tmp_path / "never"
+    np.savez(tmp_path / "nox.npz", y=np.zeros(3, dtype=np.int64))
+    _bad(["train", str(tmp_path / "nox.npz"), "--out", str(out), *flags], capsys, "nox.npz", "x")
+    arrays = dict(np.load(data))
+    np.savez(tmp_path / "short.npz", **(arrays | {"y": arrays["y"][:5]}))
+    _bad(
+        ["train", str(tmp_path / "short.npz"), "--out", str(out), *flags],
+        capsys,
+        "short.npz",
+        "y",
+    )
+    wider = arrays | {"x": np.concatenate([arrays["x"], arrays["x"][..., :1]], axis=-1)}
+    np.savez(tmp_path / "wider.npz", **wider)
+    _bad(["eval", str(trained), str(tmp_path / "wider.npz")], capsys, "wider.npz", "features")
+    _bad(["predict", str(trained), str(tmp_path / "wider.npz")], capsys, "wider.npz", "features")
+    if task == "classify":  # per-sequence labels given to a tagger, and the reverse
+        _bad(["train", str(data), "--out", str(out), *flags[:1], "tag"], capsys, data.name)
+    assert not out.exists()
+
+
+def test_unknown_labels_at_eval(tmp_path, capsys) -> None:
+    data = _classify_text(tmp_path)
+    out = tmp_path / "m"
+    assert (
+        main(
+            ["train", str(data), "--out", str(out), "--task", "classify", *TINY, "--max-steps", "3"]
+        )
+        == 0
+    )
+    held = tmp_path / "held.tsv"
+    held.write_text("pos\tgood film\nweird\tso so\n", encoding="utf-8")
+    _bad(["eval", str(out), str(held)], capsys, "held.tsv", "'weird'", "--count-unknown-labels")
+    capsys.readouterr()
+    assert main(["eval", str(out), str(held), "--json", "--count-unknown-labels"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["labels"][-1] == "weird" and metrics["examples"] == 2
+    assert metrics["per_class"]["weird"]["recall"] == 0.0
+
+
+def test_embeddings_are_loaded_frozen_and_ragged_ones_refused(tmp_path, capsys) -> None:
+    data = _classify_text(tmp_path)
+    vectors = tmp_path / "vectors.txt"
+    vectors.write_text("good 1 2 3 4 5 6 7 8\nFILM 8 7 6 5 4 3 2 1\nzzz 0 0 0 0 0 0 0 0\n")
+    out = tmp_path / "m"
+    argv = ["train", str(data), "--out", str(out), "--task", "classify", *TINY, "--max-steps", "3"]
+    assert main([*argv, "--embeddings", str(vectors), "--freeze-embeddings"]) == 0
+    model = rnnkit.load(out)
+    weight = model.encoder.embedding.weight
+    assert weight[model.vocab.index["good"]].tolist() == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert weight[model.vocab.index["film"]].tolist() == [8, 7, 6, 5, 4, 3, 2, 1]  # any case
+    vectors.write_text("good 1 2 3 4 5 6 7 8\nfilm 1 2 3\n")
+    _bad([*argv, "--embeddings", str(vectors), "--force"], capsys, "vectors.txt:2", "3 values")
+    vectors.write_text("good 1 2 3\n")
+    _bad([*argv, "--embeddings", str(vectors), "--force"], capsys, "--embedding-size 3")
+
+
+def test_task_options_belong_to_their_task(tmp_path, capsys) -> None:
+    data = _classify_text(tmp_path)
+    out = tmp_path / "m"
+    _bad(
+        ["train", str(data), "--out", str(out), "--task", "classify", "--crf"],
+        capsys,
+        "--crf",
+        "tag",
+    )
+    _bad(["train", str(data), "--out", str(out), "--pooling", "mean"], capsys, "--pooling", "lm")
+    assert not out.exists()
+
+
+def test_class_weights_balance_a_skewed_training_set(tmp_path) -> None:
+    data = tmp_path / "skewed.tsv"
+    data.write_text("".join(["a\tx y\n"] * 30 + ["b\tz w\n"] * 10), encoding="utf-8")
+    out = tmp_path / "m"
+    argv = ["train", str(data), "--out", str(out), "--task", "classify", *TINY, "--max-steps", "2"]
+    assert main([*argv, "--class-weights", "balanced", "--val-frac", "0.25"]) == 0
+    weights = rnnkit.load(out).class_weight.tolist()
+    # the stratified split keeps 22 of the 30 'a' and 7 of the 10 'b' (halves round up into
+    # validation): N / (C · count) over the 29 training items
+    assert weights == pytest.approx([29 / (2 * 22), 29 / (2 * 7)])
