@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from rnnkit.benchmark import provenance
 from rnnkit.config import ModelConfig, TrainConfig
 from rnnkit.training.distributed import cpu_cores
 
@@ -75,6 +76,7 @@ def run(quick: bool, procs: list[int], rounds: int) -> dict[str, Any]:
     base = best[procs[0]]
     model, train = ModelConfig(), TrainConfig()
     return {
+        "provenance": provenance(ROOT),
         "machine": {
             "platform": platform.platform(),
             "torch": torch.__version__,

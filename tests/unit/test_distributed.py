@@ -33,10 +33,11 @@ from torch import Tensor, nn
 import rnnkit
 import rnnkit.config
 import rnnkit.tasks
-from rnnkit.config import DataConfig, ModelConfig, RunConfig, TrainConfig, run_to_dict
+from rnnkit.config import DataConfig, ModelConfig, RunConfig, TrainConfig, merge, run_to_dict
 from rnnkit.data.sequences import BucketBatches, pad_batch
 from rnnkit.errors import ConfigError
 from rnnkit.layers import GRU
+from rnnkit.tasks import get_task
 from rnnkit.tasks.base import StepLoss, Task, TaskData
 from rnnkit.training import distributed, train
 from rnnkit.training.distributed import World, batch_size, shard
@@ -145,7 +146,10 @@ def _write_data(task: str, folder: Path) -> Path | None:
     elif task == "tag":
         path = folder / "tiny.conll"
         sentences = [
-            "\n".join(f"{w}\t{'B-X' if w in ('cat', 'dog') else 'O'}" for w in LINES[i % 3].split())
+            "\n".join(
+                f"{w}\t{'B-X' if w in ('cat', 'dog', 'bird') else 'O'}"
+                for w in LINES[i % 3].split()
+            )
             for i in range(30)
         ]
         path.write_text("\n\n".join(sentences) + "\n", encoding="utf-8")
@@ -157,9 +161,13 @@ def _write_data(task: str, folder: Path) -> Path | None:
 TASKS = ["toy", "lm", "classify", "tag"]
 
 
+EXTRA = {"classify": {"train": {"class_weights": "balanced"}}, "tag": {"model": {"crf": True}}}
+"""Options that make a task's loss weigh its examples unevenly (class weights, per token)."""
+
+
 def _run(task: str, data: Path | None, out: Path, **train: Any) -> RunConfig:
-    """A tiny run of ``task``: global batch 4, no dropout, fp32, one thread, a log every step."""
-    model = ModelConfig(hidden_size=12, num_layers=1, embedding_size=6, dropout=0.0)
+    """A tiny run of ``task`` (its preset, then EXTRA): global batch 4, no dropout, fp32, one
+    thread, a log every step."""
     settings = {
         "batch_size": 4,
         "seq_len": 8,
@@ -173,13 +181,17 @@ def _run(task: str, data: Path | None, out: Path, **train: Any) -> RunConfig:
         "threads": 1,
         "dist_timeout": 120.0,
     }
-    return RunConfig(
-        task=task,
-        out=str(out),
-        model=model,
-        data=DataConfig(path=None if data is None else str(data)),
-        train=TrainConfig(**(settings | train)),
+    run = merge(RunConfig(task=task), get_task(task).preset())
+    run = merge(
+        run,
+        {
+            "run": {"out": str(out)},
+            "model": {"hidden_size": 12, "num_layers": 1, "embedding_size": 6, "dropout": 0.0},
+            "data": {"path": None if data is None else str(data)},
+            "train": settings | train,
+        },
     )
+    return merge(run, EXTRA.get(task, {}))
 
 
 # --- two ranks, started as torchrun would ------------------------------------------------------
@@ -279,7 +291,7 @@ def _available(task: str) -> bool:
 def _dropout_lm(data: Path, out: Path, steps: int) -> RunConfig:
     """Two layers with dropout, constant lr (the cosine schedule follows --max-steps)."""
     run = _run("lm", data, out, max_steps=steps, schedule="constant")
-    return rnnkit.config.merge(run, {"model": {"num_layers": 2, "dropout": 0.3}})
+    return merge(run, {"model": {"num_layers": 2, "dropout": 0.3}})
 
 
 @pytest.fixture(scope="module")

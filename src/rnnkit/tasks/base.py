@@ -124,9 +124,9 @@ class Task(ABC):
     def loss(self, model: nn.Module, batch: Any, state: Any, device: torch.device) -> StepLoss:
         """Forward one batch (moved to ``device``) and return its loss.
 
-        With several processes ``model`` is wrapped in ``DistributedDataParallel`` and
-        ``batch`` is this rank's share: call ``model(...)`` for the forward (DDP's gradient
-        hooks need it) and read no attributes from it.
+        With several processes, ``batch`` is this rank's share of the global batch (see
+        :mod:`rnnkit.training.distributed`); set ``StepLoss.units`` unless the loss is a mean
+        over the batch's examples.
         """
 
     @abstractmethod

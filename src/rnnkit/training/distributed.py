@@ -52,7 +52,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from rnnkit.config import RunConfig, TrainConfig, merge
 from rnnkit.errors import ConfigError, DataError
-from rnnkit.tasks.base import StepLoss
+from rnnkit.tasks.base import StepLoss, Task
 from rnnkit.training.checkpoint import (
     TrainerState,
     check_new_folder,
@@ -65,6 +65,7 @@ __all__ = [
     "LaunchResult",
     "Shard",
     "StepStats",
+    "TaskStep",
     "World",
     "batch_size",
     "check_launch",
@@ -264,17 +265,18 @@ class World:
         """``run`` with the number of processes in ``train.world_size`` (config.json)."""
         return merge(run, {"train": {"world_size": self.world_size}})
 
-    def wrap(self, model: nn.Module) -> nn.Module:
-        """The model to train: in ``DistributedDataParallel`` with several processes.
+    def wrap(self, task: Task, model: nn.Module) -> nn.Module:
+        """The training step's forward, ``step(batch, state) -> StepLoss``: the task's loss of
+        ``model`` as a :class:`TaskStep`, in ``DistributedDataParallel`` with several processes.
 
-        Call the result for the training forward (DDP's hooks need it); evaluate and save
-        the model itself. Buffers are copied from rank 0 once, not at every forward: no
-        task's buffers change in training.
+        Evaluate and save ``model`` itself. Buffers are copied from rank 0 once, not at every
+        forward: no task's buffers change in training.
         """
+        step = TaskStep(task, model, self.device)
         if not self.distributed:
-            return model
+            return step
         device_ids = [self.device] if self.device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=device_ids, forward_sync_buffers=False)
+        return DistributedDataParallel(step, device_ids=device_ids, forward_sync_buffers=False)
 
     def seed_dropout(self, seed: int) -> None:
         """Give rank r > 0 its own random stream (dropout masks), fixed by (seed, r).
@@ -410,6 +412,26 @@ class World:
             yield
         finally:
             torch.set_num_threads(self.threads)
+
+
+class TaskStep(nn.Module):
+    """A task's loss as a module: ``forward(batch, state)`` is ``task.loss(model, batch, state,
+    device)``.
+
+    DistributedDataParallel prepares the all-reduce of the gradients when its own forward runs,
+    once per step. Wrapping the whole loss rather than the model lets every task compute its
+    loss as it likes (with the model's other methods and attributes, a CRF's likelihood, class
+    weights) and still have its gradients averaged.
+    """
+
+    def __init__(self, task: Task, model: nn.Module, device: torch.device) -> None:
+        super().__init__()
+        self.task = task
+        self.model = model
+        self.device = device
+
+    def forward(self, batch: Any, state: Any) -> StepLoss:
+        return self.task.loss(self.model, batch, state, self.device)
 
 
 def batch_size(batch: Any) -> int:

@@ -95,7 +95,7 @@ def _train(
         task.init_model(model, data)
     model = model.to(device)
     world.seed_dropout(cfg.seed)
-    trained = world.wrap(model)  # what the training forward calls; model itself is saved
+    step_loss = world.wrap(task, model)  # the task's loss; DDP-wrapped with several processes
     metric, _ = task.selection(run)
     optimizer = make_optimizer((p for p in model.parameters() if p.requires_grad), cfg)
     precision = pick_precision(cfg.precision, device)
@@ -170,7 +170,7 @@ def _train(
             set_learning_rate(optimizer, lr)
 
             with autocast:
-                result = task.loss(trained, piece.batch, state, device)
+                result = step_loss(piece.batch, state)
             step = world.reduce(
                 result, piece, stop=interrupt.requested, elapsed=time.monotonic() - start
             )
