@@ -5,8 +5,9 @@ starts torchrun's agent on this machine, see :func:`launch`) runs the one traini
 :mod:`rnnkit.training.loop` in N processes. Each reads its place from torchrun's environment
 (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR``/``PORT``) and
 joins the process group: gloo on CPU, nccl on CUDA, where rank r uses ``cuda:LOCAL_RANK``. The
-model is wrapped in ``DistributedDataParallel``, which averages the gradients in backward.
-What each process does differently is here, so the loop reads the same with 1 or N processes:
+task's loss of the model (:class:`TaskStep`) is wrapped in ``DistributedDataParallel``, which
+averages the gradients in backward, so every task trains this way unchanged. What each process
+does differently is here, so the loop reads the same with 1 or N processes:
 
 - ``--batch-size`` is the global batch. Every rank draws the same global batch from the task
   (a batch depends only on seed, epoch and index) and keeps its contiguous share of the first
