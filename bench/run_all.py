@@ -14,7 +14,15 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ["layers.py", "scan.py", "sampling.py", "numpy_engine.py", "lm.py", "tasks.py"]
+SCRIPTS = [
+    "layers.py",
+    "scan.py",
+    "sampling.py",
+    "numpy_engine.py",
+    "lm.py",
+    "tasks.py",
+    "distributed.py",
+]
 
 
 def main() -> int:

@@ -40,7 +40,7 @@ from rnnkit.config import (
 from rnnkit.errors import ConfigError, RnnkitError
 from rnnkit.reference import generate, load_model
 from rnnkit.tasks import get_task
-from rnnkit.training import evaluate_folder, load, predict_folder, train
+from rnnkit.training import distributed, evaluate_folder, load, predict_folder, train
 from rnnkit.training.checkpoint import read_run_config
 from rnnkit.training.control import pick_device
 
@@ -52,6 +52,8 @@ _TRAIN_EXAMPLES = """examples:
   rnnkit train examples/tiny.txt --out runs/tiny --resume --max-steps 2000
   rnnkit train examples/tiny.txt --config examples/run.toml --print-config
   rnnkit train examples/tiny.txt --out runs/minchar --engine numpy --cell rnn --max-steps 2000
+  rnnkit train examples/tiny.txt --out runs/ddp --nproc 2 --batch-size 32 --max-steps 200
+  torchrun --nproc-per-node 2 -m rnnkit train examples/tiny.txt --out runs/ddp --force
 """
 _SAMPLE_EXAMPLES = """examples:
   rnnkit sample runs/tiny --prime "ROMEO:" --length 300 --temperature 0.8
@@ -159,6 +161,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--force", action="store_true", help="replace a model already in --out (else refused)"
     )
+    train.add_argument(
+        "--nproc",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="train data-parallel in N processes on this machine, as torchrun "
+        "--nproc-per-node N would start them; --batch-size is their global batch (default: 1)",
+    )
     _add_flags(train, RunConfig, "run", "run")
     for name, cls in SECTIONS.items():
         _add_flags(train, cls, name, name)
@@ -239,12 +249,51 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
     return merge(merge(base, toml), flags)
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: a positive integer."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def _without_nproc(argv: Sequence[str]) -> list[str]:
+    """The command line without its ``--nproc N`` (or ``--nproc=N``, or an abbreviation)."""
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        name = arg.split("=", 1)[0]
+        if skip:
+            skip = False
+        elif len(name) > 3 and "--nproc".startswith(name):
+            skip = "=" not in arg
+        else:
+            kept.append(arg)
+    return kept
+
+
+def _train_nproc(args: argparse.Namespace, run: RunConfig) -> int:
+    """``rnnkit train --nproc N``: the same command in N processes under torchrun's agent."""
+    distributed.check_launch(run, args.nproc, resume=args.resume, force=args.force)
+    result = distributed.launch(_without_nproc(args.argv), args.nproc, run.train.threads)
+    if result.message:
+        print(f"rnnkit train: error: {result.message}", file=sys.stderr)
+    return result.exit_code
+
+
 def _train(args: argparse.Namespace) -> int:
     run = _run_config(args)
     if args.print_config:
         print(to_toml(run), end="")
         return EXIT_OK
+    if args.nproc > 1:
+        return _train_nproc(args, run)
     result = train(run, resume=args.resume, force=args.force, show_progress=sys.stderr.isatty())
+    if distributed.env_rank() > 0:
+        return EXIT_INTERRUPTED if result.stopped_by == "interrupt" else EXIT_OK  # rank 0 reports
     if result.stopped_by == "interrupt":
         print(
             f"rnnkit train: interrupted at step {result.steps}; saved {result.out}", file=sys.stderr
@@ -397,12 +446,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help (0) or a usage error (2), already printed
         return exit_.code if isinstance(exit_.code, int) else EXIT_ERROR
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     handler = _TqdmHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
     package_logger = logging.getLogger("rnnkit")
     package_logger.addHandler(handler)
-    package_logger.setLevel(logging.INFO)
+    rank = distributed.env_rank()  # under torchrun, rank 0 logs for the run
+    package_logger.setLevel(logging.INFO if rank == 0 else logging.ERROR)
     prog = f"rnnkit {args.command}"
+    if rank > 0:
+        prog += f" (rank {rank})"
     try:
         return args.func(args)
     except RnnkitError as err:

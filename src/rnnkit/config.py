@@ -168,7 +168,7 @@ class TrainConfig:
     elapsed/max_time, so a time-limited run decays with the clock.
     """
 
-    batch_size: int = _opt(32, "B, parallel text streams per batch")
+    batch_size: int = _opt(32, "B, parallel text streams per batch (of all processes together)")
     seq_len: int = _opt(100, "T, time steps per chunk (truncated backprop through time)")
     optimizer: Literal["adam", "adamw", "rmsprop", "sgd", "adagrad"] = _opt("adamw", "optimiser")
     lr: float = _opt(5e-3, "peak learning rate")
@@ -202,6 +202,17 @@ class TrainConfig:
     class_weights: Literal["none", "balanced"] = _opt(
         "none", "classify: balanced weighs each class's loss by N / (C · its count)"
     )
+    # Several processes (training/distributed.py): torchrun, or `rnnkit train --nproc N`.
+    backend: Literal["auto", "gloo", "nccl"] = _opt(
+        "auto", "torch.distributed backend of several processes: auto is nccl on CUDA, else gloo"
+    )
+    threads: int | None = _opt(
+        None, "CPU threads per process; default: torch's alone, cores / processes with several"
+    )
+    dist_timeout: float = _opt(
+        1800.0, "seconds a process waits for the others before the run fails (a hung process)"
+    )
+    world_size: int = _opt(1, "processes that trained the run (set by the loop)", cli=False)
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "seq_len", "eval_every", "log_every"):
@@ -223,6 +234,9 @@ class TrainConfig:
             value = getattr(self, name)
             _check(value is None or value >= 1, name, "at least 1", value)
         _check(self.max_time is None or self.max_time > 0, "max_time", "positive", self.max_time)
+        _check(self.threads is None or self.threads >= 1, "threads", "at least 1", self.threads)
+        _check(self.dist_timeout > 0, "dist_timeout", "positive", self.dist_timeout)
+        _check(self.world_size >= 1, "world_size", "at least 1", self.world_size)
 
     @property
     def effective_weight_decay(self) -> float:

@@ -72,11 +72,15 @@ class StepLoss:
         loss: scalar, mean over the batch's counted units (tokens or examples), float32.
         count: how many tokens the batch holds (for tokens/s).
         state: what to carry into the next batch (the LM's recurrent state), or None.
+        units: what ``loss`` is the mean over (tokens, examples, or the sum of the class
+            weights of a weighted mean); with several processes each rank's mean weighs by
+            it. None: the batch's examples (its first dimension).
     """
 
     loss: Tensor
     count: int
     state: Any = None
+    units: float | None = None
 
 
 class Task(ABC):
@@ -118,7 +122,12 @@ class Task(ABC):
 
     @abstractmethod
     def loss(self, model: nn.Module, batch: Any, state: Any, device: torch.device) -> StepLoss:
-        """Forward one batch (moved to ``device``) and return its loss."""
+        """Forward one batch (moved to ``device``) and return its loss.
+
+        With several processes, ``batch`` is this rank's share of the global batch (see
+        :mod:`rnnkit.training.distributed`); set ``StepLoss.units`` unless the loss is a mean
+        over the batch's examples.
+        """
 
     @abstractmethod
     def evaluate(

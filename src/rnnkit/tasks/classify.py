@@ -232,7 +232,8 @@ class Classification(Task):
         logits = model(batch["inputs"].to(device), batch["lengths"])  # (B, C)
         targets = batch["targets"].to(device)  # (B,)
         loss = F.cross_entropy(logits.float(), targets, weight=model.class_weight)
-        return StepLoss(loss, int(batch["lengths"].sum()))
+        units = float(model.class_weight[targets].sum())  # the weighted mean's denominator
+        return StepLoss(loss, int(batch["lengths"].sum()), units=units)
 
     # --- metrics ---------------------------------------------------------------------------
 

@@ -308,7 +308,8 @@ class Tagging(Task):
         return EpochBatches(data.train, run.train.batch_size, run.train.seed)
 
     def loss(self, model: nn.Module, batch: Any, state: Any, device: torch.device) -> StepLoss:
-        return StepLoss(model.loss(batch), int(batch["lengths"].sum()))
+        tokens = int(batch["lengths"].sum())
+        return StepLoss(model.loss(batch), tokens, units=tokens)  # a mean per real step
 
     # --- metrics ---------------------------------------------------------------------------
 

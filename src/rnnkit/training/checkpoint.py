@@ -348,8 +348,13 @@ def save_state(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     hidden: Any,
+    extra: dict[str, Tensor] | None = None,
 ) -> None:
-    """Write ``out/state/`` for an exact resume: a complete new folder, then swapped in."""
+    """Write ``out/state/`` for an exact resume: a complete new folder, then swapped in.
+
+    ``extra`` tensors go into loop.safetensors too (each rank's random states of a
+    data-parallel run, see :mod:`rnnkit.training.distributed`).
+    """
     optimizer_tensors, optimizer_rest = _optimizer_parts(optimizer)
     loop_tensors = {"rng.cpu": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -357,6 +362,7 @@ def save_state(
             loop_tensors[f"rng.cuda.{i}"] = rng
     if hidden is not None:
         loop_tensors |= _flatten_state(hidden, "hidden")
+    loop_tensors |= extra or {}
     trainer_json = {"trainer": dataclasses.asdict(trainer), "optimizer": optimizer_rest}
 
     def write(folder: Path) -> None:
@@ -391,3 +397,12 @@ def load_state(
         torch.cuda.set_rng_state_all(cuda_states)
     hidden = {k: v for k, v in loop.items() if k.startswith("hidden.")}
     return trainer, _unflatten_state(hidden, "hidden", device) if hidden else None
+
+
+def read_loop_tensors(out: Path) -> dict[str, Tensor]:
+    """The tensors of the saved state's loop.safetensors (random states, carried state)."""
+    folder, _ = read_state_folder(out)
+    try:
+        return load_file(str(folder / "loop.safetensors"))
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"{folder} is corrupted: {one_line(err)}") from None

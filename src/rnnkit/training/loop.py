@@ -21,7 +21,7 @@ from tqdm import tqdm
 from rnnkit.config import RunConfig
 from rnnkit.tasks import get_task
 from rnnkit.tasks.base import detach_state
-from rnnkit.training import checkpoint
+from rnnkit.training import checkpoint, distributed
 from rnnkit.training.control import (
     StopOnInterrupt,
     StopReason,
@@ -60,16 +60,30 @@ def train(
             written then.
         TrainingError: the loss became NaN or diverged; model.safetensors keeps the last good
             model.
+
+    Under torchrun with several processes, each runs this function on its share of every
+    batch (see :mod:`rnnkit.training.distributed`); only rank 0 writes ``run.out``.
     """
+    with distributed.World.start(run.train) as world:
+        return _train(world.record(run), world, resume, force, show_progress)
+
+
+def _train(
+    run: RunConfig, world: distributed.World, resume: bool, force: bool, show_progress: bool
+) -> TrainResult:
+    """:func:`train` in the process ``world``."""
     cfg = run.train
     task = get_task(run.task)
     out = Path(run.out)
     if resume:
-        check_resumable(checkpoint.read_run_config(out), run)
+        saved = checkpoint.read_run_config(out)
+        check_resumable(saved, run)
+        distributed.check_resume(saved, world.world_size, run.out)
         logger.info("resuming %s on %s", out, run.data.path or "the Python standard library")
     else:
         checkpoint.check_new_folder(out, force=force)
-    device = pick_device(cfg.device)
+    world.barrier()  # every rank has read the folder before rank 0 writes to it
+    device = world.device
     if device.type == "cpu":
         keep_freed_memory()  # reuse freed buffers instead of faulting them in every step
 
@@ -80,6 +94,8 @@ def train(
     if not resume:
         task.init_model(model, data)
     model = model.to(device)
+    world.seed_dropout(cfg.seed)
+    step_loss = world.wrap(task, model)  # the task's loss; DDP-wrapped with several processes
     metric, _ = task.selection(run)
     optimizer = make_optimizer((p for p in model.parameters() if p.requires_grad), cfg)
     precision = pick_precision(cfg.precision, device)
@@ -87,12 +103,17 @@ def train(
 
     if resume:
         st, state = checkpoint.load_state(out, model, optimizer, device)
-        checkpoint.write_config(out, run)
+        world.restore_rng(out)
+        state = world.shard_state(state)
         records = checkpoint.read_metrics(out, st.step)
-        checkpoint.write_metrics(out, records)
+        world.barrier()  # every rank has read the saved run before rank 0 rewrites it
+        if world.is_main:
+            checkpoint.write_config(out, run)
+            checkpoint.write_metrics(out, records)
         logger.info("resuming %s at step %d", out, st.step)
     else:
-        checkpoint.start_folder(out, run, data.meta)
+        if world.is_main:
+            checkpoint.start_folder(out, run, data.meta)
         st, state, records = checkpoint.TrainerState(), None, []
     logger.info(
         "training %s on %s: %s, %d parameters, %s, %s",
@@ -105,10 +126,14 @@ def train(
     )
 
     def save_checkpoint(*, with_eval: bool) -> dict[str, Any]:
-        """Evaluate (if asked), keep the best weights, save the trainer state."""
+        """Evaluate (if asked), keep the best weights, save the trainer state.
+
+        With several processes, rank 0 evaluates and writes alone; the others wait for it.
+        """
         record: dict[str, Any] = {}
-        if with_eval:
-            with autocast:
+        hidden, rng_states = world.gather_state(state), world.gather_rng()
+        if with_eval and world.is_main:
+            with autocast, world.evaluation():
                 metrics = task.evaluate(model, data.val, run, device)
             model.train()
             st.last_eval_step = st.step
@@ -119,7 +144,9 @@ def train(
                 st.best_val_loss, st.best_step = metrics["loss"], st.step
                 st.best_metrics = _json_numbers(metrics)
                 checkpoint.write_weights(model, out / checkpoint.WEIGHTS_FILE)
-        checkpoint.save_state(out, st, model, optimizer, state)
+        if world.is_main:
+            checkpoint.save_state(out, st, model, optimizer, hidden, rng_states)
+        world.share_best(st)
         return record
 
     model.train()
@@ -128,7 +155,7 @@ def train(
     bar = tqdm(
         total=1000,
         bar_format="{percentage:3.0f}%|{bar:20}| {desc}",
-        disable=not show_progress,
+        disable=not (show_progress and world.is_main),
         leave=False,
     )
     bar_info: dict[str, str] = {}
@@ -137,17 +164,19 @@ def train(
         while (stopped_by := stop_reason(run, st)) is None:
             if st.chunk == 0 or not task.carries_state:
                 state = None  # each epoch starts every stream from a zero state
-            batch = batches.get(st.epoch, st.chunk)
+            piece = world.shard(batches.get(st.epoch, st.chunk))
             run_progress = progress(cfg, st.step, len(batches), st.elapsed)
             lr = learning_rate(cfg, st.step, run_progress)
             set_learning_rate(optimizer, lr)
 
             with autocast:
-                result = task.loss(model, batch, state, device)
-            loss_value = result.loss.item()
-            check_loss(loss_value, st, out)
+                result = step_loss(piece.batch, state)
+            step = world.reduce(
+                result, piece, stop=interrupt.requested, elapsed=time.monotonic() - start
+            )
+            check_loss(step.loss, st, out)
             optimizer.zero_grad(set_to_none=True)
-            result.loss.backward()
+            (result.loss * step.scale).backward()
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             if cfg.grad_clip_value > 0:
@@ -159,14 +188,14 @@ def train(
             st.chunk += 1
             if st.chunk == len(batches):
                 st.chunk, st.epoch = 0, st.epoch + 1
-            st.count_loss(loss_value, result.count, time.monotonic() - start)
+            st.count_loss(step.loss, step.count, step.elapsed)
 
             record: dict[str, Any] = {}
             if st.step % cfg.log_every == 0:
                 record, last_log = train_log_record(st, last_log, lr)
             if st.step % cfg.eval_every == 0:
                 record |= save_checkpoint(with_eval=True)
-            if record:
+            if record and world.is_main:
                 records.append(record)
                 checkpoint.write_metrics(out, records)
                 logger.info(format_line(record))
@@ -175,19 +204,20 @@ def train(
                 )
             bar.n = int(1000 * progress(cfg, st.step, len(batches), st.elapsed))
             bar.refresh()
-            if interrupt.requested:
+            if step.stop:  # a Ctrl-C on any rank: every rank stops after this step
                 stopped_by = "interrupt"
                 logger.warning("interrupted at step %d: saving %s", st.step, out)
-                checkpoint.save_state(out, st, model, optimizer, state)
+                save_checkpoint(with_eval=False)
                 break
 
         # The final evaluation; after Ctrl-C only when no model has been saved yet.
         needs_model = stopped_by != "interrupt" or st.best_step is None
         if st.last_eval_step != st.step and st.step > 0 and needs_model:
             record = save_checkpoint(with_eval=True)
-            records.append(record)
-            checkpoint.write_metrics(out, records)
-            logger.info(format_line(record))
+            if world.is_main:
+                records.append(record)
+                checkpoint.write_metrics(out, records)
+                logger.info(format_line(record))
     return finish_run(out, st, stopped_by)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rnnkit.config import RunConfig
 from rnnkit.errors import ConfigError
 from rnnkit.training.control import TrainResult
+from rnnkit.training.distributed import env_world_size
 from rnnkit.training.loop import train as train_torch
 from rnnkit.training.numpy_engine import train_numpy
 
@@ -17,5 +18,7 @@ def train(
     if run.train.engine == "numpy":
         if run.task != "lm":
             raise ConfigError(f"--engine numpy trains language models only; got --task {run.task}")
+        if env_world_size() > 1:
+            raise ConfigError("--engine numpy trains in one process; start it without torchrun")
         return train_numpy(run, resume=resume, force=force)
     return train_torch(run, resume=resume, force=force, show_progress=show_progress)
