@@ -360,7 +360,9 @@ class EvalConfig:
     count_unknown_labels: bool = _opt(
         False, "classify/tag: count items whose label training never saw as wrong (else error)"
     )
-    beam_size: int = _opt(1, "seq2seq: decode with a beam of this many hypotheses; 1 is greedy")
+    beam_size: int = _opt(
+        1, "seq2seq/condgen: decode with a beam of this many hypotheses; 1 is greedy"
+    )
 
     def __post_init__(self) -> None:
         _check(self.batch_size >= 1, "batch_size", "at least 1", self.batch_size)

@@ -140,12 +140,15 @@ def token_loss(logits: Tensor, targets: Tensor, reduction: str = "mean") -> Tens
     )
 
 
-def corpus_bleu(outputs: Sequence[str], references: Sequence[str]) -> float:
-    """sacrebleu's corpus BLEU (0-100, its default 13a tokenisation) of outputs against one
-    reference each."""
+def corpus_bleu(outputs: Sequence[str], references: Sequence[str], level: Level) -> float:
+    """sacrebleu's corpus BLEU (0-100) of outputs against one reference each: over words
+    (sacrebleu's default 13a tokenisation) at word level, over characters (its ``char``
+    tokenisation) at char level, where items are often single words and have no word 4-grams.
+    """
     import sacrebleu  # imported here: only the generating tasks need it
 
-    return float(sacrebleu.corpus_bleu(list(outputs), [list(references)]).score)
+    tokenize = "char" if level == "char" else "13a"
+    return float(sacrebleu.corpus_bleu(list(outputs), [list(references)], tokenize=tokenize).score)
 
 
 def decode_limit(max_length: int | None, longest: int) -> int:

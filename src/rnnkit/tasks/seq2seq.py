@@ -411,7 +411,7 @@ def evaluate_pairs(
     found = decode_all(model, pairs.sources, batch_size, beam_size, None)
     outputs = [model.output_text(h) for h in found]
     return {
-        "bleu": corpus_bleu(outputs, pairs.references),
+        "bleu": corpus_bleu(outputs, pairs.references, model.level),
         "loss": loss,
         "examples": len(pairs.sources),
     }
