@@ -58,6 +58,9 @@ LENGTH_ALPHA = 1.0
 
 _SAMPLE = SampleConfig()
 
+DECODE_BATCH = 64
+"""Evaluation reads and decodes at least this many items at a time (see seq2seq's)."""
+
 
 class ConditionalGenerator(nn.Module):
     """A language model of items given a condition; see the module docstring.
@@ -499,7 +502,7 @@ class ConditionalGeneration(Task):
     def preset(self) -> dict[str, dict[str, Any]]:
         # Chosen by short timed runs on names/ and digits/; see config.py.
         return {
-            "model": {"cell": "gru", "num_layers": 1, "hidden_size": 128, "dropout": 0.1},
+            "model": {"cell": "gru", "num_layers": 1, "hidden_size": 256, "dropout": 0.2},
             "data": {"level": "char"},
             "train": {"batch_size": 64, "lr": 3e-3, "weight_decay": 0.01, "eval_every": 100},
         }
@@ -567,7 +570,7 @@ class ConditionalGeneration(Task):
     def evaluate(
         self, model: nn.Module, val: Any, run: RunConfig, device: torch.device
     ) -> dict[str, Any]:
-        return evaluate_items(model, val, run.train.batch_size)
+        return evaluate_items(model, val, max(run.train.batch_size, DECODE_BATCH))
 
     def evaluate_file(
         self, model: nn.Module, path: str | Path, cfg: EvalConfig, device: torch.device
@@ -576,7 +579,7 @@ class ConditionalGeneration(Task):
         count as ``<unk>``; an unknown label is an error)."""
         raw = _read(path, model.level, cfg.encoding)
         data = _encode(raw, _meta_of(model), model.level)
-        return evaluate_items(model, data, cfg.batch_size, cfg.beam_size)
+        return evaluate_items(model, data, max(cfg.batch_size, DECODE_BATCH), cfg.beam_size)
 
     def predict(
         self, model: nn.Module, text: str, source: str, cfg: PredictConfig, device: torch.device
