@@ -223,3 +223,13 @@ def test_label_data_split_by_label_and_unknown_labels(tmp_path) -> None:
     conditions, inputs, targets = batch
     assert conditions.dtype == torch.long and inputs.shape == targets.shape
     assert (inputs[:, 0] == Vocab.bos_id).all()
+
+
+def test_decoding_under_a_bf16_autocast_runs_in_fp32() -> None:
+    model = _model("init", "lstm", num_layers=2)
+    labels = torch.tensor([0, 1, 2])
+    plain = model.decode(labels, beam_size=2, max_length=5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        autocast = model.decode(labels, beam_size=2, max_length=5)
+    assert [h.tokens for h in autocast] == [h.tokens for h in plain]
+    assert [h.score for h in autocast] == [h.score for h in plain]

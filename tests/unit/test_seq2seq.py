@@ -312,3 +312,13 @@ def test_every_pair_dropped_by_max_length_is_a_data_error(tmp_path) -> None:
     path.write_text("a b c\tx\nb c d\ty\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"every one of its 2 pairs .* --max-length 2"):
         get_task("seq2seq").load_data(_run(path, max_length=2), None)
+
+
+def test_decoding_under_a_bf16_autocast_runs_in_fp32() -> None:
+    model = _model("lstm", "general")  # lstm: its one-step path adds products in place
+    source, lengths = _batch()
+    plain = model.decode(source, lengths, beam_size=2, max_length=5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        autocast = model.decode(source, lengths, beam_size=2, max_length=5)
+    assert [h.tokens for h in autocast] == [h.tokens for h in plain]
+    assert [h.score for h in autocast] == [h.score for h in plain]

@@ -201,19 +201,21 @@ class ConditionalGenerator(nn.Module):
     ) -> list[Hypothesis]:
         """Greedy (``beam_size`` 1) or beam-search items of a batch of conditions, each
         ending at ``<eos>`` or after ``max_length`` tokens (default: twice the longest
-        training item). Runs in eval mode and restores the model's mode afterwards."""
+        training item). Runs in eval mode, in fp32, and restores the model's mode afterwards."""
         was_training = self.training
         self.eval()
-        bos = torch.full((conditions.shape[0],), Vocab.bos_id, device=conditions.device)  # (N,)
-        logits, state = self.step(bos, self.start(conditions))  # (N, V)
-        limit = decode_limit(max_length, self.longest)
-        eos = Vocab.eos_id
-        if beam_size == 1:
-            found = greedy_batch(self, logits, state, limit, eos_id=eos, length_alpha=LENGTH_ALPHA)
-        else:
-            found = beam_search_batch(
-                self, logits, state, limit, beam_size, eos_id=eos, length_alpha=LENGTH_ALPHA
-            )
+        # In fp32 even under a bf16 autocast (validation), as Seq2Seq.decode.
+        with torch.autocast(conditions.device.type, enabled=False):
+            bos = torch.full((conditions.shape[0],), Vocab.bos_id, device=conditions.device)
+            logits, state = self.step(bos, self.start(conditions))  # (N, V)
+            limit = decode_limit(max_length, self.longest)
+            eos, alpha = Vocab.eos_id, LENGTH_ALPHA
+            if beam_size == 1:
+                found = greedy_batch(self, logits, state, limit, eos_id=eos, length_alpha=alpha)
+            else:
+                found = beam_search_batch(
+                    self, logits, state, limit, beam_size, eos_id=eos, length_alpha=alpha
+                )
         self.train(was_training)
         return found
 

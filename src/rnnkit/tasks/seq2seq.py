@@ -212,17 +212,20 @@ class Seq2Seq(nn.Module):
         """
         was_training = self.training
         self.eval()
-        state = self.encode(source, lengths)
-        bos = torch.full((source.shape[0],), Vocab.bos_id, device=source.device)  # (B,)
-        logits, state = self.step(bos, state)  # (B, V)
-        limit = decode_limit(max_length, self.longest_target)
-        eos = Vocab.eos_id
-        if beam_size == 1:
-            found = greedy_batch(self, logits, state, limit, eos_id=eos, length_alpha=LENGTH_ALPHA)
-        else:
-            found = beam_search_batch(
-                self, logits, state, limit, beam_size, eos_id=eos, length_alpha=LENGTH_ALPHA
-            )
+        # In fp32 even under a bf16 autocast (validation): the layers' one-step path adds
+        # products in place, which autocast does not cast.
+        with torch.autocast(source.device.type, enabled=False):
+            state = self.encode(source, lengths)
+            bos = torch.full((source.shape[0],), Vocab.bos_id, device=source.device)  # (B,)
+            logits, state = self.step(bos, state)  # (B, V)
+            limit = decode_limit(max_length, self.longest_target)
+            eos, alpha = Vocab.eos_id, LENGTH_ALPHA
+            if beam_size == 1:
+                found = greedy_batch(self, logits, state, limit, eos_id=eos, length_alpha=alpha)
+            else:
+                found = beam_search_batch(
+                    self, logits, state, limit, beam_size, eos_id=eos, length_alpha=alpha
+                )
         self.train(was_training)
         return found
 
