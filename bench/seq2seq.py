@@ -2,17 +2,20 @@
 
     python bench/seq2seq.py prepare DIR     # the reference runs' data files, written to DIR
     python bench/seq2seq.py speed [--quick] # training pairs/s and decoding sentences/s
-    python bench/seq2seq.py anchor DIR/eng-fra-tutorial.tsv --seconds 300
+    python bench/seq2seq.py anchor DIR/eng-fra-train.tsv --val DIR/eng-fra-val.tsv --seconds 300
 
 prepare: ``eng-fra-tutorial.tsv``, the PyTorch translation tutorial's subset of
     ../shared/data/eng-fra/eng-fra.txt (lower case, accents folded to ASCII, a space before
     ``.!?``, other non-letters removed; both sides under 10 words; English starting "i am / he
     is / she is / you are / we are / they are" or their contractions): 10,599 pairs, written
-    ``english<TAB>french`` (train French -> English with ``--reverse``); and
-    ``digits-captions.npz``, ../shared/data/digits/digits.npz with ``text``, each image's digit
-    as an English word (the captioning pattern of ``--task condgen``); and names-train.tsv /
-    names-val.tsv (a split of ../shared/data/names stratified by language) with
-    names-any-train.tsv / names-any-val.tsv, the same names under one label (the baseline).
+    ``english<TAB>french`` (train French -> English with ``--reverse``), and its random 90/10
+    split ``eng-fra-train.tsv`` / ``eng-fra-val.tsv`` (9,539 / 1,060 pairs, the split ``rnnkit
+    train`` draws with ``--seed 0``); ``digits-captions.npz``, ../shared/data/digits/digits.npz
+    with ``text``, each image's digit as an English word (the captioning pattern of ``--task
+    condgen``), and its stratified 80/20 split ``digits-train.npz`` / ``digits-val.npz``;
+    ``names-train.tsv`` / ``names-val.tsv`` (../shared/data/names, a split stratified by
+    language) with ``names-any-train.tsv`` / ``names-any-val.tsv``, the same names under one
+    label (the unconditioned baseline).
 speed: (a) training pairs/s (forward + backward + AdamW step, same batches, same optimizer,
     same clipping) of rnnkit's ``Seq2Seq`` beside a plain PyTorch encoder-decoder of the same
     architecture (``torch.nn.GRU`` encoder and decoder, the same additive attention written out
@@ -83,7 +86,7 @@ def tutorial_normalise(text: str) -> str:
 
 
 def prepare(folder: Path) -> None:
-    """Write eng-fra-tutorial.tsv and digits-captions.npz into ``folder``."""
+    """Write the reference runs' data files into ``folder`` (see the module docstring)."""
     folder.mkdir(parents=True, exist_ok=True)
     lines = (DATA / "eng-fra" / "eng-fra.txt").read_text(encoding="utf-8").strip().split("\n")
     kept = []
@@ -93,11 +96,19 @@ def prepare(folder: Path) -> None:
         if short and english.startswith(ENGLISH_STARTS):
             kept.append(f"{english}\t{french}\n")
     (folder / "eng-fra-tutorial.tsv").write_text("".join(kept), encoding="utf-8")
-    _names(folder)
+    train, val = split_indices(len(kept), 0.1, 0)  # what rnnkit train draws with --seed 0
+    for part, rows in (("train", train), ("val", val)):
+        text = "".join(kept[i] for i in rows)
+        (folder / f"eng-fra-{part}.tsv").write_text(text, encoding="utf-8")
+    print(f"{folder / 'eng-fra-tutorial.tsv'}: {len(kept)} pairs ({len(train)} + {len(val)})")
     digits = np.load(DATA / "digits" / "digits.npz")
-    np.savez(folder / "digits-captions.npz", x=digits["x"], text=np.array(DIGIT_NAMES)[digits["y"]])
-    print(f"{folder / 'eng-fra-tutorial.tsv'}: {len(kept)} pairs")
-    print(f"{folder / 'digits-captions.npz'}: {len(digits['y'])} images with captions")
+    x, text = digits["x"], np.array(DIGIT_NAMES)[digits["y"]]
+    np.savez(folder / "digits-captions.npz", x=x, text=text)
+    train, val = split_indices(len(x), 0.2, 0, digits["y"].tolist())  # stratified 80/20
+    for part, rows in (("train", train), ("val", val)):
+        np.savez(folder / f"digits-{part}.npz", x=x[rows], text=text[rows])
+    print(f"{folder / 'digits-captions.npz'}: {len(x)} images ({len(train)} + {len(val)})")
+    _names(folder)
 
 
 def _names(folder: Path) -> None:
@@ -305,11 +316,13 @@ def _print_speed(result: dict[str, Any]) -> None:
 # --- anchor -----------------------------------------------------------------------------------
 
 
-def anchor(path: Path, seconds: float, reverse: bool, seed: int) -> dict[str, Any]:
-    """Train PlainSeq2Seq on ``path`` for ``seconds``; greedy BLEU of the held-out pairs."""
-    run = merge(
-        _preset(), {"data": {"path": str(path), "reverse": reverse}, "train": {"seed": seed}}
-    )
+def anchor(
+    path: Path, val: Path | None, seconds: float, reverse: bool, seed: int
+) -> dict[str, Any]:
+    """Train PlainSeq2Seq on ``path`` for ``seconds``; greedy BLEU of the held-out pairs
+    (``val``, or rnnkit's random 10% of ``path``)."""
+    data_cfg = {"path": str(path), "reverse": reverse, "val": None if val is None else str(val)}
+    run = merge(_preset(), {"data": data_cfg, "train": {"seed": seed}})
     torch.manual_seed(seed)
     data = get_task("seq2seq").load_data(run, None)
     source_vocab = Vocab.from_dict(data.meta["source"])
@@ -361,7 +374,8 @@ def main() -> int:
     s = commands.add_parser("speed", help="training pairs/s and decoding sentences/s")
     s.add_argument("--quick", action="store_true", help="tiny sizes, one short round (smoke test)")
     a = commands.add_parser("anchor", help="plain PyTorch BLEU after --seconds of training")
-    a.add_argument("data", type=Path, help="pairs file, e.g. DIR/eng-fra-tutorial.tsv")
+    a.add_argument("data", type=Path, help="pairs file, e.g. DIR/eng-fra-train.tsv")
+    a.add_argument("--val", type=Path, help="held-out pairs, e.g. DIR/eng-fra-val.tsv")
     a.add_argument("--seconds", type=float, default=300.0)
     a.add_argument("--no-reverse", action="store_true", help="the first column is the source")
     a.add_argument("--seed", type=int, default=0)
@@ -376,7 +390,10 @@ def main() -> int:
         name = "seq2seq.quick.json" if args.quick else "seq2seq.json"
         (RESULTS / name).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     else:
-        result = {**machine, **anchor(args.data, args.seconds, not args.no_reverse, args.seed)}
+        result = {
+            **machine,
+            **anchor(args.data, args.val, args.seconds, not args.no_reverse, args.seed),
+        }
         print(
             f"plain PyTorch GRU {_preset().model.hidden_size} + additive attention, "
             f"{result['seconds']:g} s, {result['steps']} steps: greedy BLEU "
