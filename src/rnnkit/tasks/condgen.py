@@ -20,17 +20,28 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from rnnkit.config import EvalConfig, ModelConfig, PredictConfig, RunConfig, SampleConfig
-from rnnkit.data.labelled import read_condition_vectors, read_labelled_texts, read_vector_captions
-from rnnkit.data.sequences import BucketBatches, split_indices
+from rnnkit.data.generation import (
+    ConditionedItems,
+    ConditionKind,
+    ItemBatches,
+    decoder_batch,
+    encode_items,
+    items_meta,
+    read_items,
+    text_tokens,
+    tokens_text,
+    unknown_label_error,
+)
+from rnnkit.data.labelled import read_condition_vectors
+from rnnkit.data.sequences import split_indices
 from rnnkit.data.text import Level
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import ConfigError, DataError
@@ -44,15 +55,10 @@ from rnnkit.tasks.decoder import (
     TokenEmbedding,
     corpus_bleu,
     decode_limit,
-    decoder_batch,
     recurrent_layer,
-    text_tokens,
     token_loss,
-    tokens_text,
-    unknown_label_error,
 )
 
-ConditionKind = Literal["label", "vector"]
 LENGTH_ALPHA = 1.0
 """Beam scores are log-probabilities divided by length ** LENGTH_ALPHA (the mean per token)."""
 
@@ -346,101 +352,6 @@ class _Sampling(nn.Module):
         return logits.index_fill_(-1, self.banned, -math.inf), state  # (N, V)
 
 
-# --- data ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ConditionedItems:
-    """Items with their conditions, encoded.
-
-    Attributes:
-        conditions: (N,) int64 label ids, or (N, D) float32 vectors (not standardised).
-        items: N token id lists (no ``<bos>`` / ``<eos>``).
-        references: the N texts (their tokens joined), what exact match and BLEU compare with.
-    """
-
-    conditions: Tensor
-    items: list[list[int]]
-    references: list[str]
-
-    def subset(self, rows: Sequence[int]) -> ConditionedItems:
-        index = torch.as_tensor(np.asarray(rows, dtype=np.int64))  # (n,)
-        return ConditionedItems(
-            self.conditions[index],
-            [self.items[i] for i in rows],
-            [self.references[i] for i in rows],
-        )
-
-
-@dataclass(frozen=True)
-class _Raw:
-    """Texts as tokens with raw conditions: label strings or an (N, D) array."""
-
-    kind: ConditionKind
-    conditions: list[str] | np.ndarray
-    tokens: list[list[str]]
-    source: str
-
-
-def _read(path: str | Path, level: Level, encoding: str) -> _Raw:
-    """A condgen data file: ``.npz`` with ``x`` and ``text``, or labelled texts."""
-    if Path(path).suffix == ".npz":
-        captions = read_vector_captions(path)
-        tokens = [text_tokens(t, level) for t in captions.texts]
-        return _Raw("vector", captions.x, tokens, str(path))
-    labelled = read_labelled_texts(path, encoding=encoding)
-    tokens = [text_tokens(t, level) for t in labelled.texts]
-    return _Raw("label", labelled.labels, tokens, str(path))
-
-
-def _encode(raw: _Raw, meta: dict[str, Any], level: Level) -> ConditionedItems:
-    """Token ids and condition tensors of ``raw`` for the vocabulary and conditions of ``meta``.
-
-    Raises:
-        DataError: a label or a vector size that the model does not know.
-    """
-    conditions = meta["conditions"]
-    if raw.kind != conditions["kind"]:
-        wanted = "an .npz of x and text" if conditions["kind"] == "vector" else "labelled texts"
-        raise DataError(f"{raw.source}: the model writes from {conditions['kind']}s; give {wanted}")
-    if raw.kind == "label":
-        index = {label: i for i, label in enumerate(conditions["labels"])}
-        for label in raw.conditions:
-            if label not in index:
-                raise unknown_label_error(label, conditions["labels"], raw.source)
-        ids = torch.tensor([index[label] for label in raw.conditions], dtype=torch.long)  # (N,)
-    else:
-        size = conditions["size"]
-        if raw.conditions.shape[1] != size:
-            raise DataError(
-                f"{raw.source}: x has {raw.conditions.shape[1]} features per row; the model "
-                f"was trained on {size}"
-            )
-        ids = torch.from_numpy(raw.conditions)  # (N, D)
-    vocab = Vocab.from_dict(meta["vocab"])
-    return ConditionedItems(
-        ids, [vocab.encode(t) for t in raw.tokens], [tokens_text(t, level) for t in raw.tokens]
-    )
-
-
-class ItemBatches:
-    """Training batches of items, grouped by length (:class:`BucketBatches`), fixed by
-    (seed, epoch): ``(conditions (B,) or (B, D), inputs (B, T), targets (B, T))``, inputs
-    ``<bos>`` then the item, targets the item then ``<eos>``."""
-
-    def __init__(self, data: ConditionedItems, batch_size: int, seed: int) -> None:
-        self.data = data
-        self.buckets = BucketBatches([len(item) + 1 for item in data.items], batch_size, seed)
-
-    def __len__(self) -> int:
-        return len(self.buckets)
-
-    def get(self, epoch: int, index: int) -> tuple[Tensor, Tensor, Tensor]:
-        rows = self.buckets.batch(epoch, index)
-        inputs, targets = decoder_batch([self.data.items[i] for i in rows])  # (B, T), (B, T)
-        return self.data.conditions[torch.from_numpy(rows)], inputs, targets
-
-
 # --- evaluation ------------------------------------------------------------------------------
 
 
@@ -521,19 +432,21 @@ class ConditionalGeneration(Task):
                 "--task condgen needs DATA: labelled texts (TSV label<TAB>text or a folder of "
                 "<label>.txt) or an .npz of x (N, D) and text (N,)"
             )
-        raw = _read(cfg.path, cfg.level, cfg.encoding)
+        raw = read_items(cfg.path, cfg.level, cfg.encoding)
         n = len(raw.tokens)
         if cfg.val is not None:
-            train_rows, val_raw = np.arange(n), _read(cfg.val, cfg.level, cfg.encoding)
+            train_rows, val_raw = np.arange(n), read_items(cfg.val, cfg.level, cfg.encoding)
         else:
             labels = raw.conditions if raw.kind == "label" else None
             train_rows, val_rows = split_indices(n, cfg.val_frac, run.train.seed, labels)
             val_raw = None
         if meta is None:
-            meta = _build_meta(raw, train_rows, cfg.min_freq)
-        data = _encode(raw, meta, cfg.level)
+            meta = items_meta(raw, train_rows, cfg.min_freq)
+        data = encode_items(raw, meta, cfg.level)
         train = data.subset(train_rows)
-        val = _encode(val_raw, meta, cfg.level) if val_raw is not None else data.subset(val_rows)
+        val = (
+            encode_items(val_raw, meta, cfg.level) if val_raw is not None else data.subset(val_rows)
+        )
         what = (
             f"{len(meta['conditions']['labels'])} labels"
             if raw.kind == "label"
@@ -579,8 +492,8 @@ class ConditionalGeneration(Task):
     ) -> dict[str, Any]:
         """The metrics of :func:`evaluate_items` on every item of ``path`` (unknown tokens
         count as ``<unk>``; an unknown label is an error)."""
-        raw = _read(path, model.level, cfg.encoding)
-        data = _encode(raw, _meta_of(model), model.level)
+        raw = read_items(path, model.level, cfg.encoding)
+        data = encode_items(raw, _meta_of(model), model.level)
         return evaluate_items(model, data, max(cfg.batch_size, DECODE_BATCH), cfg.beam_size)
 
     def predict(
@@ -619,28 +532,6 @@ class ConditionalGeneration(Task):
         if "exact_match" in metrics:
             line += f" | exact match {metrics['exact_match']:.4f} | bleu {metrics['bleu']:.2f}"
         return line
-
-
-def _build_meta(raw: _Raw, train_rows: np.ndarray, min_freq: int) -> dict[str, Any]:
-    """vocab.json of a new run: the vocabulary, labels or standardisation, longest item."""
-    tokens = [raw.tokens[i] for i in train_rows]
-    vocab = Vocab.build((t for item in tokens for t in item), min_freq=min_freq)
-    if raw.kind == "label":
-        conditions: dict[str, Any] = {
-            "kind": "label",
-            "labels": sorted({raw.conditions[i] for i in train_rows}),
-        }
-    else:
-        x = raw.conditions[train_rows].astype(np.float64)  # (N_train, D)
-        std = x.std(axis=0)
-        conditions = {
-            "kind": "vector",
-            "size": int(x.shape[1]),
-            "mean": x.mean(axis=0).tolist(),
-            "std": np.where(std > 0, std, 1.0).tolist(),
-        }
-    longest = max(len(item) for item in tokens)
-    return {"vocab": vocab.to_dict(), "conditions": conditions, "longest": max(longest, 1)}
 
 
 def _meta_of(model: ConditionalGenerator) -> dict[str, Any]:

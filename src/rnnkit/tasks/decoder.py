@@ -13,15 +13,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 import rnnkit.layers as recurrent_layers
 from rnnkit.config import ModelConfig
 from rnnkit.data.text import IGNORE_INDEX, Level
-from rnnkit.data.vocab import Vocab
-from rnnkit.errors import DataError
 
 LAYER_CLASSES = {
     "rnn": "RNN",
@@ -97,35 +94,6 @@ class DecoderState(NamedTuple):
         return DecoderState(rnn, context)
 
 
-def text_tokens(text: str, level: Level) -> list[str]:
-    """The tokens of one item: its characters, or its whitespace-separated words."""
-    return list(text) if level == "char" else text.split()
-
-
-def tokens_text(tokens: Sequence[str], level: Level) -> str:
-    """Inverse of :func:`text_tokens`: characters joined, or words joined by single spaces."""
-    return ("" if level == "char" else " ").join(tokens)
-
-
-def decoder_batch(items: Sequence[Sequence[int]]) -> tuple[Tensor, Tensor]:
-    """Decoder inputs and targets of token id sequences (without ``<bos>`` / ``<eos>``).
-
-    Returns:
-        inputs (B, T) ``<bos>`` then the tokens, ``<pad>`` after; targets (B, T) the tokens
-        then ``<eos>``, :data:`~rnnkit.data.text.IGNORE_INDEX` after. T is the longest item + 1.
-    """
-    steps = max(len(item) for item in items) + 1
-    inputs = torch.full((len(items), steps), Vocab.pad_id, dtype=torch.long)  # (B, T)
-    targets = torch.full((len(items), steps), IGNORE_INDEX, dtype=torch.long)  # (B, T)
-    for i, item in enumerate(items):
-        ids = torch.as_tensor(list(item), dtype=torch.long)  # (n,)
-        inputs[i, 0] = Vocab.bos_id
-        inputs[i, 1 : len(item) + 1] = ids
-        targets[i, : len(item)] = ids
-        targets[i, len(item)] = Vocab.eos_id
-    return inputs, targets
-
-
 def token_loss(logits: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
     """Cross-entropy in nats of every target token, skipping ``IGNORE_INDEX``.
 
@@ -157,10 +125,3 @@ def decode_limit(max_length: int | None, longest: int) -> int:
     """The most tokens a decoded output may have: ``max_length``, or by default twice the
     longest training target (``longest`` tokens, ``<eos>`` not counted) with its ``<eos>``."""
     return max_length if max_length is not None else 2 * longest + 1
-
-
-def unknown_label_error(label: str, labels: Sequence[str], where: str) -> DataError:
-    """The error for a label the model never saw: it lists the known ones."""
-    return DataError(
-        f"{where}: unknown label {label!r}; the model knows {len(labels)}: {', '.join(labels)}"
-    )

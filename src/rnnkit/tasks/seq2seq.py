@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +29,18 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit.config import EvalConfig, ModelConfig, PredictConfig, RunConfig
+from rnnkit.data.generation import (
+    PairBatches,
+    PairData,
+    TokenPairs,
+    decoder_batch,
+    encode_pairs,
+    read_token_pairs,
+    text_tokens,
+    tokens_text,
+)
 from rnnkit.data.labelled import read_pairs
-from rnnkit.data.sequences import BucketBatches, pad_batch, split_indices
+from rnnkit.data.sequences import pad_batch, split_indices
 from rnnkit.data.text import Level
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import ConfigError, DataError
@@ -45,11 +54,8 @@ from rnnkit.tasks.decoder import (
     TokenEmbedding,
     corpus_bleu,
     decode_limit,
-    decoder_batch,
     recurrent_layer,
-    text_tokens,
     token_loss,
-    tokens_text,
 )
 
 logger = logging.getLogger(__name__)
@@ -272,101 +278,6 @@ def _sum_directions(state: State) -> State:
     return state.view(two_l // 2, 2, B, H).sum(dim=1)  # (L, B, H)
 
 
-# --- data ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PairData:
-    """Encoded pairs.
-
-    Attributes:
-        sources: N source token id lists.
-        targets: N target token id lists (no ``<bos>`` / ``<eos>``).
-        references: the N target texts (their tokens joined), what BLEU compares with.
-    """
-
-    sources: list[list[int]]
-    targets: list[list[int]]
-    references: list[str]
-
-    def subset(self, indices: Sequence[int]) -> PairData:
-        return PairData(
-            [self.sources[i] for i in indices],
-            [self.targets[i] for i in indices],
-            [self.references[i] for i in indices],
-        )
-
-
-@dataclass(frozen=True)
-class _TokenPairs:
-    sources: list[list[str]]
-    targets: list[list[str]]
-    source: str
-
-
-def _read_token_pairs(path: str, run: RunConfig) -> _TokenPairs:
-    """The pairs of ``path`` as tokens, without those longer than ``--max-length``."""
-    cfg = run.data
-    pairs = read_pairs(path, reverse=cfg.reverse, encoding=cfg.encoding)
-    sources = [text_tokens(text, cfg.level) for text in pairs.sources]
-    targets = [text_tokens(text, cfg.level) for text in pairs.targets]
-    if cfg.max_length is not None:
-        keep = [
-            i
-            for i, (s, t) in enumerate(zip(sources, targets, strict=True))
-            if len(s) <= cfg.max_length and len(t) <= cfg.max_length
-        ]
-        dropped = len(sources) - len(keep)
-        if not keep:
-            raise DataError(
-                f"{path}: every one of its {len(sources)} pairs has a side longer than "
-                f"--max-length {cfg.max_length} {cfg.level} tokens; raise --max-length"
-            )
-        if dropped:
-            logger.info(
-                "%s: dropped %d of %d pairs with a side longer than --max-length %d",
-                path,
-                dropped,
-                len(sources),
-                cfg.max_length,
-            )
-        sources, targets = [sources[i] for i in keep], [targets[i] for i in keep]
-    return _TokenPairs(sources, targets, str(path))
-
-
-def _encode(pairs: _TokenPairs, source_vocab: Vocab, target_vocab: Vocab, level: Level) -> PairData:
-    return PairData(
-        [source_vocab.encode(s) for s in pairs.sources],
-        [target_vocab.encode(t) for t in pairs.targets],
-        [tokens_text(t, level) for t in pairs.targets],
-    )
-
-
-class PairBatches:
-    """Training batches of pairs, grouped by length (:class:`BucketBatches` on the longer
-    side), fixed by (seed, epoch).
-
-    Each batch is ``(source (B, S), lengths (B,), target_in (B, T), target_out (B, T),
-    teacher_forcing)``: the target after ``<bos>``, and the target then ``<eos>`` with
-    :data:`~rnnkit.data.text.IGNORE_INDEX` after.
-    """
-
-    def __init__(self, pairs: PairData, batch_size: int, seed: int, teacher_forcing: float):
-        lengths = [max(len(s), len(t)) for s, t in zip(pairs.sources, pairs.targets, strict=True)]
-        self.pairs = pairs
-        self.buckets = BucketBatches(lengths, batch_size, seed)
-        self.teacher_forcing = teacher_forcing
-
-    def __len__(self) -> int:
-        return len(self.buckets)
-
-    def get(self, epoch: int, index: int) -> tuple[Tensor, Tensor, Tensor, Tensor, float]:
-        rows = self.buckets.batch(epoch, index)
-        source, lengths = pad_batch([self.pairs.sources[i] for i in rows], Vocab.pad_id)
-        target_in, target_out = decoder_batch([self.pairs.targets[i] for i in rows])
-        return source, lengths, target_in, target_out, self.teacher_forcing
-
-
 # --- evaluation and decoding -----------------------------------------------------------------
 
 
@@ -488,15 +399,15 @@ class SequenceToSequence(Task):
         cfg = run.data
         if cfg.path is None:
             raise DataError("--task seq2seq needs DATA: a TSV file of source<TAB>target pairs")
-        pairs = _read_token_pairs(cfg.path, run)
+        pairs = read_token_pairs(cfg.path, cfg)
         if cfg.val is not None:
-            train, val = pairs, _read_token_pairs(cfg.val, run)
+            train, val = pairs, read_token_pairs(cfg.val, cfg)
         else:
             train_rows, val_rows = split_indices(len(pairs.sources), cfg.val_frac, run.train.seed)
-            train = _TokenPairs(
+            train = TokenPairs(
                 [pairs.sources[i] for i in train_rows], [pairs.targets[i] for i in train_rows], ""
             )
-            val = _TokenPairs(
+            val = TokenPairs(
                 [pairs.sources[i] for i in val_rows], [pairs.targets[i] for i in val_rows], ""
             )
         if meta is None:
@@ -519,8 +430,8 @@ class SequenceToSequence(Task):
         )
         return TaskData(
             meta,
-            _encode(train, source_vocab, target_vocab, cfg.level),
-            _encode(val, source_vocab, target_vocab, cfg.level),
+            encode_pairs(train, source_vocab, target_vocab, cfg.level),
+            encode_pairs(val, source_vocab, target_vocab, cfg.level),
             pairs.source,
             summary,
         )
@@ -561,12 +472,12 @@ class SequenceToSequence(Task):
         model's ``--reverse``; unknown tokens count as ``<unk>``), in batches of at least
         :data:`DECODE_BATCH`."""
         pairs = read_pairs(path, reverse=model.reverse, encoding=cfg.encoding)
-        tokens = _TokenPairs(
+        tokens = TokenPairs(
             [text_tokens(s, model.level) for s in pairs.sources],
             [text_tokens(t, model.level) for t in pairs.targets],
             str(path),
         )
-        data = _encode(tokens, model.source_vocab, model.target_vocab, model.level)
+        data = encode_pairs(tokens, model.source_vocab, model.target_vocab, model.level)
         return evaluate_pairs(model, data, max(cfg.batch_size, DECODE_BATCH), cfg.beam_size)
 
     def predict(
