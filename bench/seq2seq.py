@@ -52,10 +52,11 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from rnnkit.config import RunConfig, merge
+from rnnkit.data.generation import decoder_batch, tokens_text
 from rnnkit.data.sequences import pad_batch, split_indices
 from rnnkit.data.vocab import Vocab
 from rnnkit.tasks import get_task
-from rnnkit.tasks.decoder import corpus_bleu, decoder_batch, token_loss, tokens_text
+from rnnkit.tasks.decoder import corpus_bleu, token_loss
 from rnnkit.tasks.seq2seq import Seq2Seq
 from rnnkit.training.optim import make_optimizer
 
