@@ -57,6 +57,7 @@ _TRAIN_EXAMPLES = """examples:
 """
 _SAMPLE_EXAMPLES = """examples:
   rnnkit sample runs/tiny --prime "ROMEO:" --length 300 --temperature 0.8
+  rnnkit sample runs/names --condition Irish --num-samples 5   # condgen: one item per line
   rnnkit sample runs/stdlib --prime "def " --temperature 0 --length 200
   rnnkit sample runs/tiny --weights int8 --num-samples 4
   rnnkit sample runs/minchar --engine numpy --prime "ROMEO:" --length 200
@@ -70,6 +71,9 @@ _PREDICT_EXAMPLES = """examples:
   rnnkit predict runs/sentiment examples/sentiment.tsv --top-k 2
   echo "a wonderful little film" | rnnkit predict runs/sentiment - --json
   rnnkit predict runs/ner examples/ner.conll
+  echo "je suis content ." | rnnkit predict runs/fra-eng - --beam-size 5
+  rnnkit predict runs/fra-eng sentences.txt --plot-attention attention.png
+  rnnkit predict runs/digits vectors.npz --json   # condgen: one text per vector
 """
 _BENCH_EXAMPLES = """examples:
   rnnkit bench                                 # L=2, H=256, B=32, T=100
@@ -324,15 +328,38 @@ def _sample_numpy(model_dir: str, cfg: SampleConfig) -> int:
     return EXIT_OK
 
 
+def _sample_items(model_dir: str, cfg: SampleConfig) -> int:
+    """``rnnkit sample`` of a condgen model: one item per line."""
+    model = load(model_dir, device=pick_device(cfg.device))
+    items = model.sample(
+        cfg.condition,
+        num_samples=cfg.num_samples,
+        length=cfg.length,
+        temperature=cfg.temperature,
+        top_k=cfg.top_k,
+        top_p=cfg.top_p,
+        prime=cfg.prime,
+        seed=cfg.seed,
+        weights=cfg.weights,
+    )
+    for item in items:
+        print(item)
+    return EXIT_OK
+
+
 def _sample(args: argparse.Namespace) -> int:
     cfg = SampleConfig(**_given(args, "sample"))
     if cfg.engine == "numpy":
         return _sample_numpy(args.model_dir, cfg)
     task = read_run_config(args.model_dir).task
+    if task == "condgen":
+        return _sample_items(args.model_dir, cfg)
+    if cfg.condition is not None:
+        raise ConfigError(f"--condition is for condgen models; {args.model_dir} is a {task} model")
     if task != "lm":
         raise ConfigError(
-            f"rnnkit sample generates text from lm models; {args.model_dir} is a {task} model "
-            f"(use rnnkit predict)"
+            f"rnnkit sample generates text from lm and condgen models; {args.model_dir} is a "
+            f"{task} model (use rnnkit predict)"
         )
     model = load(args.model_dir, device=pick_device(cfg.device))
     pieces = model.generate_pieces(

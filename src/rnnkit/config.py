@@ -105,6 +105,14 @@ class ModelConfig:
         False, "tag: a character BiLSTM per word beside its embedding (rare and unseen words)"
     )
     freeze_embeddings: bool = _opt(False, "keep the --embeddings vectors fixed while training")
+    attention: Literal["none", "dot", "general", "additive"] = _opt(
+        "additive",
+        "seq2seq: how the decoder reads the encoder's states (Luong dot/general, "
+        "Bahdanau additive)",
+    )
+    condition_mode: Literal["input", "init", "both"] = _opt(
+        "both", "condgen: the condition enters every step's input, sets the initial state, or both"
+    )
 
     def __post_init__(self) -> None:
         _check(self.cell in CELLS, "cell", f"one of {', '.join(CELLS)}", self.cell)
@@ -148,9 +156,19 @@ class DataConfig:
     embeddings: str | None = _opt(
         None, "pretrained word vectors (word2vec/GloVe text: `word v1 v2 ...` per line)"
     )
+    reverse: bool = _opt(False, "seq2seq: swap the columns (the second one is the source)")
+    max_length: int | None = _opt(
+        None, "seq2seq: drop pairs with a side longer than this many tokens (--level)"
+    )
 
     def __post_init__(self) -> None:
         _check(self.min_freq >= 1, "min_freq", "at least 1", self.min_freq)
+        _check(
+            self.max_length is None or self.max_length >= 1,
+            "max_length",
+            "at least 1",
+            self.max_length,
+        )
         _check(0.0 < self.val_frac < 1.0, "val_frac", "in (0, 1)", self.val_frac)
         _check(known_encoding(self.encoding), "encoding", "a known text encoding", self.encoding)
 
@@ -213,10 +231,19 @@ class TrainConfig:
         1800.0, "seconds a process waits for the others before the run fails (a hung process)"
     )
     world_size: int = _opt(1, "processes that trained the run (set by the loop)", cli=False)
+    teacher_forcing: float = _opt(
+        1.0, "seq2seq: probability that the decoder reads the true previous token, not its own"
+    )
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "seq_len", "eval_every", "log_every"):
             _check(getattr(self, name) >= 1, name, "at least 1", getattr(self, name))
+        _check(
+            0.0 <= self.teacher_forcing <= 1.0,
+            "teacher_forcing",
+            "in [0, 1]",
+            self.teacher_forcing,
+        )
         _check(math.isfinite(self.lr) and self.lr > 0, "lr", "positive", self.lr)
         _check(
             self.weight_decay is None or self.weight_decay >= 0,
@@ -261,8 +288,10 @@ class TrainConfig:
 class RunConfig:
     """Everything ``rnnkit train`` needs; ``asdict`` of it is the model folder's config.json."""
 
-    task: Literal["lm", "classify", "tag"] = _opt(
-        "lm", "what to learn: lm (next token), classify (a label per sequence), tag (per step)"
+    task: Literal["lm", "classify", "tag", "seq2seq", "condgen"] = _opt(
+        "lm",
+        "what to learn: lm (next token), classify (a label per sequence), tag (per step), "
+        "seq2seq (source -> target text), condgen (text from a label or a vector)",
     )
     out: str = _opt("runs/lm", "model folder to write")
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -289,10 +318,26 @@ class RunConfig:
                 )
 
 
+# The presets of --task seq2seq and --task condgen (Task.preset() in tasks/seq2seq.py and
+# tasks/condgen.py) were chosen by short runs (60 s or less, 1 thread, a shared 2-core AVX2 CPU
+# without AMX, fp32); the issue's reference runs (300 s and 60 s on 2 idle cores) are to confirm
+# them. seq2seq, French -> English on the PyTorch tutorial's eng-fra subset (bench/seq2seq.py
+# prepare; 9,539 train / 1,060 val pairs), GRU 1x256, E 256, dropout 0.1, greedy val BLEU
+# after 60 s: B 64, lr 2e-3 -> 9.2 (154 steps); B 64, lr 4e-3, E 128 -> 14.5; B 32, lr 5e-3 ->
+# 19.3 (322 steps); B 32, lr 8e-3 -> 23.8; B 16, lr 5e-3 -> 24.3 (571 steps). Chosen: B 32,
+# lr 5e-3 (a 300 s run takes ~8 epochs, where a lower rate than the best of 60 s should pay).
+# condgen, digits captions (--val-frac 0.2), val exact match of greedy captions after 30 s:
+# GRU 128, dropout 0.1, condition both -> 0.978-0.981 (peaks 0.9805); dropout 0.3: input
+# 0.975, init 0.978, both 0.978; GRU 256, dropout 0.2, both -> 0.983 from 300 steps on.
+# Chosen: GRU 1x256, dropout 0.2, --condition-mode both, B 64, lr 3e-3. On names/ (45 s) it
+# reaches a val loss of 1.95 nats/char given the language against 2.34 for the same names
+# under one label (the unconditioned baseline).
 TASK_OPTIONS: dict[str, tuple[str, ...]] = {
     "lm": (),
     "classify": ("pooling", "class_weights", "embeddings", "freeze_embeddings"),
     "tag": ("crf", "char_features", "embeddings", "freeze_embeddings"),
+    "seq2seq": ("attention", "teacher_forcing", "max_length", "reverse"),
+    "condgen": ("condition_mode",),
 }
 """The options that only some tasks have, by task."""
 
@@ -303,6 +348,11 @@ TASK_OPTIONS_USED = (
     ("model", "freeze_embeddings"),
     ("data", "embeddings"),
     ("train", "class_weights"),
+    ("model", "attention"),
+    ("model", "condition_mode"),
+    ("data", "reverse"),
+    ("data", "max_length"),
+    ("train", "teacher_forcing"),
 )
 """Where each task-only option lives: (section, field)."""
 
@@ -327,6 +377,7 @@ class SampleConfig:
     engine: Literal["torch", "numpy"] = _opt(
         "torch", "numpy samples with the NumPy engine (one-layer, one-hot char models)"
     )
+    condition: str | None = _opt(None, "condgen: the label to generate items of")
 
     def __post_init__(self) -> None:
         _check(self.length >= 0, "length", "0 or more", self.length)
@@ -347,10 +398,14 @@ class EvalConfig:
     count_unknown_labels: bool = _opt(
         False, "classify/tag: count items whose label training never saw as wrong (else error)"
     )
+    beam_size: int = _opt(
+        1, "seq2seq/condgen: decode with a beam of this many hypotheses; 1 is greedy"
+    )
 
     def __post_init__(self) -> None:
         _check(self.batch_size >= 1, "batch_size", "at least 1", self.batch_size)
         _check(self.seq_len >= 1, "seq_len", "at least 1", self.seq_len)
+        _check(self.beam_size >= 1, "beam_size", "at least 1", self.beam_size)
         _check(known_encoding(self.encoding), "encoding", "a known text encoding", self.encoding)
 
 
@@ -362,10 +417,34 @@ class PredictConfig:
     batch_size: int = _opt(64, "inputs per forward pass")
     encoding: str = _opt("utf-8", "text encoding of the input")
     device: Literal["auto", "cpu", "cuda"] = _opt("cpu", "auto: cuda when available")
+    beam_size: int = _opt(
+        1, "seq2seq/condgen: decode with a beam of this many hypotheses; 1 is greedy"
+    )
+    max_length: int | None = _opt(
+        None,
+        "seq2seq/condgen: the most tokens an output may have; unset: twice the longest "
+        "training target",
+    )
+    plot_attention: str | None = _opt(
+        None, "seq2seq: draw the attention matrix of the first input sentence to this PNG"
+    )
 
     def __post_init__(self) -> None:
         _check(self.top_k >= 1, "top_k", "at least 1", self.top_k)
         _check(self.batch_size >= 1, "batch_size", "at least 1", self.batch_size)
+        _check(self.beam_size >= 1, "beam_size", "at least 1", self.beam_size)
+        _check(
+            self.max_length is None or self.max_length >= 1,
+            "max_length",
+            "at least 1",
+            self.max_length,
+        )
+        _check(
+            self.plot_attention is None or self.plot_attention.lower().endswith(".png"),
+            "plot_attention",
+            "a .png file name",
+            self.plot_attention,
+        )
         _check(known_encoding(self.encoding), "encoding", "a known text encoding", self.encoding)
 
 

@@ -9,18 +9,33 @@ function takes a *model* that follows the contract of ``rnnkit.tasks.lm`` (see `
 The prompt ("prime") is fed once through ``model(...)``; after that each new token costs one
 ``model.step`` call that carries the state, so the prefix is never re-run. Put the model in
 ``eval()`` mode first if it has dropout: these functions do not change its mode.
+
+:func:`greedy_batch` and :func:`beam_search_batch` decode N sequences at once from given
+first logits and state (a decoder that starts from an encoder's state, or from a condition),
+stop each sequence at its end token and rank hypotheses by length-normalised log-probability;
+:func:`beam_search` is the same search from a prime.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["StepModel", "beam_search", "filter_logits", "generate_tokens", "greedy"]
+__all__ = [
+    "Hypothesis",
+    "StepModel",
+    "beam_search",
+    "beam_search_batch",
+    "filter_logits",
+    "generate_tokens",
+    "greedy",
+    "greedy_batch",
+]
 
 
 class StepModel(Protocol):
@@ -34,6 +49,24 @@ class StepModel(Protocol):
     def __call__(self, tokens: Tensor, state: Any = None) -> tuple[Tensor, Any]: ...
 
     def step(self, tokens: Tensor, state: Any) -> tuple[Tensor, Any]: ...
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """One decoded sequence.
+
+    Attributes:
+        tokens: the generated token ids, without the end token.
+        log_prob: the summed log-probability of the generated tokens, end token included.
+        score: ``log_prob / n ** length_alpha``, n the number of generated tokens (end token
+            included): what the search ranks by.
+        finished: whether the sequence ended with the end token (else it hit the length limit).
+    """
+
+    tokens: list[int]
+    log_prob: float
+    score: float
+    finished: bool
 
 
 def filter_logits(logits: Tensor, top_k: int | None = None, top_p: float | None = None) -> Tensor:
@@ -134,19 +167,15 @@ def greedy(model: StepModel, prime: Sequence[int], length: int) -> list[int]:
     return torch.cat(steps).tolist() if steps else []
 
 
-@torch.no_grad()
 def beam_search(model: StepModel, prime: Sequence[int], length: int, beam_size: int) -> list[int]:
     """The continuation of highest total log-probability found by a beam of ``beam_size``.
 
-    At each step every beam is extended by every token, and the ``beam_size`` best
-    (beam, token) pairs by summed log-probability survive. The beams are one batch of
-    ``model.step``; their state is re-indexed along its batch dimension to follow the
-    surviving beams. A state may be a tensor or a (nested) tuple or list of tensors, each
-    shaped like torch's ``(L * num_directions, N, H)``: batch dimension 1. All candidates
-    have the same length, so no length normalisation is needed. ``beam_size == 1`` is greedy.
+    The prime is read once; then :func:`beam_search_batch` extends one source by exactly
+    ``length`` tokens (no end token, so all candidates have the same length and no length
+    normalisation is needed). ``beam_size == 1`` is greedy.
 
     Args:
-        model: see ``StepModel``.
+        model: see ``StepModel``; its state as :func:`beam_search_batch` needs it.
         prime: token ids to condition on (non-empty).
         length: number of tokens to generate, >= 0.
         beam_size: number of hypotheses kept, >= 1.
@@ -154,27 +183,164 @@ def beam_search(model: StepModel, prime: Sequence[int], length: int, beam_size: 
     Returns:
         The ``length`` token ids of the best hypothesis (the prime is not included).
     """
-    if beam_size < 1:
-        raise ValueError(f"beam_size must be >= 1; got {beam_size}")
+    _check_beam_size(beam_size)
     _check_length(length)
     tokens = _prime_tensor(prime, 1, _device_of(model))  # (1, T)
     if length == 0:
         return []
-    logits, state = model(tokens, None)  # (1, T, V)
-    log_probs = logits[:, -1].log_softmax(dim=-1, dtype=torch.float32)  # (K, V), K = 1 beam
-    vocab_size = log_probs.size(-1)
-    scores = log_probs.new_zeros(1)  # (K,) total log-probability of each beam
-    sequences = tokens.new_empty(1, 0)  # (K, t)
-    for t in range(length):
-        candidates = (scores[:, None] + log_probs).view(-1)  # (K·V,)
-        scores, flat = candidates.topk(min(beam_size, candidates.numel()))  # (K',), (K',)
-        beams = flat.div(vocab_size, rounding_mode="floor")  # (K',) which beam each extends
-        next_tokens = flat.remainder(vocab_size)  # (K',)
-        sequences = torch.cat([sequences[beams], next_tokens[:, None]], dim=1)  # (K', t + 1)
-        if t + 1 < length:
-            logits, state = model.step(next_tokens, _select_beams(state, beams))  # (K', V)
-            log_probs = logits.log_softmax(dim=-1, dtype=torch.float32)  # (K', V)
-    return sequences[0].tolist()  # topk sorts, so beam 0 is the best
+    with torch.no_grad():
+        logits, state = model(tokens, None)  # (1, T, V)
+    (best,) = beam_search_batch(model, logits[:, -1], state, length, beam_size, length_alpha=0.0)
+    return best.tokens
+
+
+@torch.no_grad()
+def greedy_batch(
+    model: StepModel,
+    logits: Tensor,
+    state: Any,
+    max_length: int,
+    *,
+    eos_id: int | None = None,
+    length_alpha: float = 1.0,
+) -> list[Hypothesis]:
+    """Greedy decoding of N sequences at once: the most probable token at each step.
+
+    Each sequence stops at its first ``eos_id``; the batch stops when every sequence has, or
+    after ``max_length`` tokens. A finished sequence's row keeps stepping with the others (its
+    tokens are ignored), so that the state stays one batch.
+
+    Args:
+        model: see ``StepModel``; only ``model.step`` is called.
+        logits: (N, V) scores of the first token to generate, from the step that made ``state``.
+        state: the model's state after that step, N rows.
+        max_length: the most tokens per sequence (end token included), >= 1.
+        eos_id: the end token, or None to generate exactly ``max_length`` tokens.
+        length_alpha: the exponent of the length in :attr:`Hypothesis.score`.
+
+    Returns:
+        N hypotheses, in the order of the rows.
+    """
+    _check_length(max_length)
+    n = logits.shape[0]
+    device = logits.device
+    chosen = []
+    log_prob = torch.zeros(n, device=device)  # (N,)
+    lengths = torch.zeros(n, dtype=torch.long, device=device)  # (N,)
+    finished = torch.zeros(n, dtype=torch.bool, device=device)  # (N,)
+    for t in range(max_length):
+        log_probs = logits.log_softmax(dim=-1, dtype=torch.float32)  # (N, V)
+        token = log_probs.argmax(dim=-1)  # (N,)
+        chosen.append(token)
+        log_prob += log_probs.gather(1, token[:, None]).squeeze(1).masked_fill(finished, 0.0)
+        lengths += (~finished).long()
+        if eos_id is not None:
+            finished |= token == eos_id
+        if bool(finished.all()) or t + 1 == max_length:
+            break
+        logits, state = model.step(token, state)  # (N, V)
+    sequences = torch.stack(chosen, dim=1).tolist() if chosen else [[] for _ in range(n)]
+    return _hypotheses(sequences, log_prob, lengths, finished, length_alpha)
+
+
+@torch.no_grad()
+def beam_search_batch(
+    model: StepModel,
+    logits: Tensor,
+    state: Any,
+    max_length: int,
+    beam_size: int,
+    *,
+    eos_id: int | None = None,
+    length_alpha: float = 1.0,
+) -> list[Hypothesis]:
+    """Beam search for N sequences at once, ranked by length-normalised log-probability.
+
+    Each source keeps ``beam_size`` hypotheses (K), all N·K of them one batch of
+    ``model.step``; row ``n·K + k`` is beam k of source n. At each step every live beam is
+    extended by every token; a finished beam (it produced ``eos_id``) stays as it is, at its
+    score. Of these candidates the K with the best score ``log_prob / n ** length_alpha``
+    survive (n: the candidate's tokens, end token included; ``length_alpha`` 0 ranks by total
+    log-probability, 1 by the mean per token). The search stops when every beam of every
+    source has finished, or after ``max_length`` tokens. ``beam_size == 1`` is
+    :func:`greedy_batch`.
+
+    The state is re-indexed along its batch rows to follow the surviving beams: a tensor
+    shaped like torch's ``(L * num_directions, N, H)`` (batch dimension 1), a (nested) tuple
+    or list of them, or any object with a ``reorder(index)`` method that returns the state of
+    the rows ``index`` (e.g. a decoder's state that also holds the encoder's outputs).
+
+    Args:
+        model: see ``StepModel``; only ``model.step`` is called.
+        logits: (N, V) scores of the first token to generate, from the step that made ``state``.
+        state: the model's state after that step, N rows.
+        max_length: the most tokens per sequence (end token included), >= 1.
+        beam_size: K, hypotheses kept per source, >= 1.
+        eos_id: the end token, or None to generate exactly ``max_length`` tokens.
+        length_alpha: the exponent of the length normalisation, >= 0.
+
+    Returns:
+        The best hypothesis of each source, N in all.
+    """
+    _check_beam_size(beam_size)
+    _check_length(max_length)
+    n, vocab_size = logits.shape
+    k, device = beam_size, logits.device
+    batch = torch.arange(n, device=device)  # (N,)
+    state = _select_beams(state, batch.repeat_interleave(k))  # N·K rows
+    log_probs = logits.log_softmax(dim=-1, dtype=torch.float32).repeat_interleave(k, 0)  # (N·K, V)
+    scores = torch.full((n, k), -math.inf, device=device)  # (N, K) summed log-probabilities
+    scores[:, 0] = 0.0  # one live beam per source at the start
+    lengths = torch.zeros(n, k, dtype=torch.long, device=device)  # (N, K)
+    finished = torch.zeros(n, k, dtype=torch.bool, device=device)  # (N, K)
+    sequences = torch.zeros(n, k, 0, dtype=torch.long, device=device)  # (N, K, t)
+    stay = torch.full((vocab_size,), -math.inf, device=device)  # (V,) a finished beam's row
+    if eos_id is not None:
+        stay[eos_id] = 0.0  # it repeats its end token at no cost
+    for t in range(max_length):
+        step_log_probs = log_probs.view(n, k, vocab_size)  # (N, K, V)
+        if eos_id is not None:
+            step_log_probs = torch.where(finished[:, :, None], stay, step_log_probs)
+        totals = scores[:, :, None] + step_log_probs  # (N, K, V)
+        new_lengths = lengths + (~finished).long()  # (N, K)
+        ranked = totals / new_lengths[:, :, None].float() ** length_alpha  # (N, K, V)
+        flat = ranked.view(n, k * vocab_size).topk(k, dim=1).indices  # (N, K)
+        beams = flat.div(vocab_size, rounding_mode="floor")  # (N, K) which beam each extends
+        tokens = flat.remainder(vocab_size)  # (N, K)
+        scores = totals.view(n, -1).gather(1, flat)  # (N, K)
+        lengths = new_lengths.gather(1, beams)  # (N, K)
+        finished = finished.gather(1, beams)  # (N, K)
+        if eos_id is not None:
+            finished = finished | (tokens == eos_id)
+        history = sequences.gather(1, beams[:, :, None].expand(-1, -1, t))  # (N, K, t)
+        sequences = torch.cat([history, tokens[:, :, None]], dim=2)  # (N, K, t + 1)
+        if bool(finished.all()) or t + 1 == max_length:
+            break
+        rows = (batch[:, None] * k + beams).view(-1)  # (N·K,) the row each survivor extends
+        logits, state = model.step(tokens.view(-1), _select_beams(state, rows))  # (N·K, V)
+        log_probs = logits.log_softmax(dim=-1, dtype=torch.float32)  # (N·K, V)
+    # topk sorts by score, so beam 0 is each source's best
+    return _hypotheses(
+        sequences[:, 0].tolist(), scores[:, 0], lengths[:, 0], finished[:, 0], length_alpha
+    )
+
+
+def _hypotheses(
+    sequences: list[list[int]],
+    log_prob: Tensor,
+    lengths: Tensor,
+    finished: Tensor,
+    length_alpha: float,
+) -> list[Hypothesis]:
+    """Hypotheses of N decoded rows: tokens cut at their length, the end token dropped."""
+    result = []
+    for tokens, total, length, done in zip(
+        sequences, log_prob.tolist(), lengths.tolist(), finished.tolist(), strict=True
+    ):
+        kept = tokens[: length - 1] if done else tokens[:length]
+        score = total / max(length, 1) ** length_alpha
+        result.append(Hypothesis(tokens=kept, log_prob=total, score=score, finished=done))
+    return result
 
 
 @torch.no_grad()
@@ -232,14 +398,18 @@ def _argmax(logits: Tensor) -> Tensor:
 
 
 def _select_beams(state: Any, index: Tensor) -> Any:
-    """Reorder a state along its batch dimension 1: tensors, tuples and lists of them."""
+    """Reorder a state along its batch rows: tensors (batch dimension 1), tuples and lists of
+    them, or an object with a ``reorder(index)`` method."""
+    if hasattr(state, "reorder"):
+        return state.reorder(index)
     if isinstance(state, Tensor):
         return state.index_select(1, index)  # (L, K', H)
     if isinstance(state, (tuple, list)):
         return type(state)(_select_beams(part, index) for part in state)
     raise TypeError(
         "beam_search needs a state made of tensors shaped (L, N, H), or tuples or lists of "
-        f"them; the model returned {type(state).__name__}"
+        f"them, or an object with a reorder(index) method; the model returned "
+        f"{type(state).__name__}"
     )
 
 
@@ -248,6 +418,11 @@ def _check_filters(top_k: int | None, top_p: float | None) -> None:
         raise ValueError(f"top_k must be >= 1 (or None to keep every token); got {top_k}")
     if top_p is not None and not 0.0 < top_p <= 1.0:
         raise ValueError(f"top_p must be in (0, 1] (or None to keep every token); got {top_p}")
+
+
+def _check_beam_size(beam_size: int) -> None:
+    if beam_size < 1:
+        raise ValueError(f"beam_size must be >= 1; got {beam_size}")
 
 
 def _check_length(length: int) -> None:

@@ -523,3 +523,19 @@ def read_vector_captions(path: str | Path) -> VectorTexts:
         if not s.strip():
             raise DataError(f"{path}: text[{i}] is blank")
     return VectorTexts(x=x, texts=texts, source=str(path))
+
+
+def read_condition_vectors(path: str | Path) -> np.ndarray:
+    """The condition vectors ``x`` (N, D) of an ``.npz`` file, as float32 (``text``, if there,
+    is not read): the input of ``rnnkit predict`` for a ``condgen`` model.
+
+    Raises:
+        DataError: the file is missing or not an ``.npz``; ``x`` is missing, not 2-D, not
+            numeric or not finite.
+    """
+    path = Path(path)
+    arrays, present = _load_npz(path, ["x"])
+    x = _require(arrays, "x", "condition vectors (N, D)", path, present)
+    if x.ndim != 2 or min(x.shape) < 1:
+        raise DataError(f"{path}: x has shape {x.shape}; expected (N, D), each at least 1")
+    return _finite_float32(x, path)  # (N, D)

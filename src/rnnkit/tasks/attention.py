@@ -7,16 +7,38 @@ every key, the softmax over the real keys gives the weights, and the context is 
     general   (Luong et al. 2015):     score_s = q^T W k_s                W (Hq, Hk)
     additive  (Bahdanau et al. 2015):  score_s = v^T tanh(W_q q + W_k k_s)  W_q (A, Hq), W_k (A, Hk)
     a = softmax_{s real}(score),   context = Σ_s a_s k_s
+
+A decoder reads the same keys at every step: :meth:`Attention.memory` zeroes their padding and
+projects them once, and :meth:`Attention.attend` scores one query (or T queries) against them.
 """
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Literal, NamedTuple, get_args
 
 import torch
 from torch import Tensor, nn
 
 AttentionKind = Literal["dot", "general", "additive"]
+
+
+class Memory(NamedTuple):
+    """Keys prepared by :meth:`Attention.memory` for reading by many queries.
+
+    Attributes:
+        keys: (B, S, Hk), zero at padded steps.
+        projected: (B, S, Hq) the keys as the scores multiply them (dot: the keys; general:
+            W k_s), or (B, S, A) W_k k_s (additive).
+        mask: (B, S) bool, True = real.
+    """
+
+    keys: Tensor
+    projected: Tensor
+    mask: Tensor
+
+    def reorder(self, index: Tensor) -> Memory:
+        """The memory of the rows ``index`` (N',) (beam search's reordering)."""
+        return Memory(*(part.index_select(0, index) for part in self))
 
 
 class Attention(nn.Module):
@@ -61,33 +83,67 @@ class Attention(nn.Module):
     def extra_repr(self) -> str:
         return f"{self.kind!r}, query_size={self.query_size}, key_size={self.key_size}"
 
-    def scores(self, query: Tensor, keys: Tensor) -> Tensor:
-        """Unnormalised score of every key: query (B, Hq), keys (B, S, Hk) -> (B, S)."""
-        if self.kind == "dot":
-            return torch.bmm(keys, query[:, :, None]).squeeze(2)  # (B, S)
-        if self.kind == "general":
-            projected = query @ self.weight  # (B, Hk), q^T W
-            return torch.bmm(keys, projected[:, :, None]).squeeze(2)  # (B, S)
-        hidden = torch.tanh(self.query_proj(query)[:, None, :] + self.key_proj(keys))  # (B, S, A)
-        return self.v(hidden).squeeze(2)  # (B, S)
-
-    def forward(self, query: Tensor, keys: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        """Context and weights: query (B, Hq), keys (B, S, Hk), mask (B, S) -> (B, Hk), (B, S).
+    def memory(self, keys: Tensor, mask: Tensor) -> Memory:
+        """The keys made ready to be read by many queries (a decoder's every step): padding
+        zeroed, and projected once by ``W`` (general) or ``W_k`` (additive).
 
         Raises:
             ValueError: wrong shapes, or a row of ``mask`` with no real key.
         """
         B, S, Hk = keys.shape
-        if query.shape != (B, self.query_size) or Hk != self.key_size or mask.shape != (B, S):
+        if Hk != self.key_size or mask.shape != (B, S):
             raise ValueError(
                 f"Attention(query_size={self.query_size}, key_size={self.key_size}) expects "
-                f"query (B, {self.query_size}), keys (B, S, {self.key_size}), mask (B, S); got "
-                f"{tuple(query.shape)}, {tuple(keys.shape)}, {tuple(mask.shape)}"
+                f"keys (B, S, {self.key_size}) and mask (B, S); got {tuple(keys.shape)}, "
+                f"{tuple(mask.shape)}"
             )
         if not bool(mask.any(dim=1).all()):
             raise ValueError("every row of mask needs at least one real key (True)")
         keys = keys.masked_fill(~mask[:, :, None], 0.0)  # (B, S, Hk), padding cannot leak
-        scores = self.scores(query, keys).masked_fill(~mask, float("-inf"))  # (B, S)
-        weights = scores.softmax(dim=1)  # (B, S), exactly 0 where mask is False
-        context = torch.bmm(weights[:, None, :], keys).squeeze(1)  # (B, Hk)
+        if self.kind == "dot":
+            projected = keys  # (B, S, Hq)
+        elif self.kind == "general":
+            projected = keys @ self.weight.T  # (B, S, Hq), W k_s
+        else:
+            projected = self.key_proj(keys)  # (B, S, A), W_k k_s
+        return Memory(keys, projected, mask)
+
+    def scores(self, query: Tensor, memory: Memory) -> Tensor:
+        """Unnormalised score of every key: query (B, T, Hq) -> (B, T, S)."""
+        if self.kind in ("dot", "general"):
+            return torch.bmm(query, memory.projected.transpose(1, 2))  # (B, T, S), q · (W) k_s
+        hidden = torch.tanh(
+            self.query_proj(query)[:, :, None, :] + memory.projected[:, None, :, :]
+        )  # (B, T, S, A)
+        return self.v(hidden).squeeze(3)  # (B, T, S)
+
+    def attend(self, query: Tensor, memory: Memory) -> tuple[Tensor, Tensor]:
+        """Context and weights of one query per row, or of T queries per row (a decoder's
+        steps): query (B, Hq) -> (B, Hk), (B, S); query (B, T, Hq) -> (B, T, Hk), (B, T, S)."""
+        B = memory.keys.shape[0]
+        if query.dim() not in (2, 3) or query.shape[0] != B or query.shape[-1] != self.query_size:
+            raise ValueError(
+                f"Attention(query_size={self.query_size}, key_size={self.key_size}) expects "
+                f"query (B, {self.query_size}) or (B, T, {self.query_size}) with B = {B}; got "
+                f"{tuple(query.shape)}"
+            )
+        one = query.dim() == 2
+        queries = query[:, None, :] if one else query  # (B, T, Hq)
+        scores = self.scores(queries, memory)  # (B, T, S)
+        scores = scores.masked_fill(~memory.mask[:, None, :], float("-inf"))  # (B, T, S)
+        weights = scores.softmax(dim=2)  # (B, T, S), exactly 0 where mask is False
+        context = torch.bmm(weights, memory.keys)  # (B, T, Hk)
+        if one:
+            return context.squeeze(1), weights.squeeze(1)  # (B, Hk), (B, S)
         return context, weights
+
+    def forward(self, query: Tensor, keys: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Context and weights: query (B, Hq), keys (B, S, Hk), mask (B, S) -> (B, Hk), (B, S).
+
+        A query (B, T, Hq) gives (B, T, Hk), (B, T, S). Reading the same keys again (a
+        decoder's steps), :meth:`memory` once and :meth:`attend` per step cost less.
+
+        Raises:
+            ValueError: wrong shapes, or a row of ``mask`` with no real key.
+        """
+        return self.attend(query, self.memory(keys, mask))

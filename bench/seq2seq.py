@@ -1,0 +1,408 @@
+"""Encoder-decoder translation and conditional generation: data, speed, and a plain-PyTorch anchor.
+
+    python bench/seq2seq.py prepare DIR     # the reference runs' data files, written to DIR
+    python bench/seq2seq.py speed [--quick] # training pairs/s and decoding sentences/s
+    python bench/seq2seq.py anchor DIR/eng-fra-train.tsv --val DIR/eng-fra-val.tsv --seconds 300
+
+prepare: ``eng-fra-tutorial.tsv``, the PyTorch translation tutorial's subset of
+    ../shared/data/eng-fra/eng-fra.txt (lower case, accents folded to ASCII, a space before
+    ``.!?``, other non-letters removed; both sides under 10 words; English starting "i am / he
+    is / she is / you are / we are / they are" or their contractions): 10,599 pairs, written
+    ``english<TAB>french`` (train French -> English with ``--reverse``), and its random 90/10
+    split ``eng-fra-train.tsv`` / ``eng-fra-val.tsv`` (9,539 / 1,060 pairs, the split ``rnnkit
+    train`` draws with ``--seed 0``); ``digits-captions.npz``, ../shared/data/digits/digits.npz
+    with ``text``, each image's digit as an English word (the captioning pattern of ``--task
+    condgen``), and its stratified 80/20 split ``digits-train.npz`` / ``digits-val.npz``;
+    ``names-train.tsv`` / ``names-val.tsv`` (../shared/data/names, a split stratified by
+    language) with ``names-any-train.tsv`` / ``names-any-val.tsv``, the same names under one
+    label (the unconditioned baseline).
+speed: (a) training pairs/s (forward + backward + AdamW step, same batches, same optimizer,
+    same clipping) of rnnkit's ``Seq2Seq`` beside a plain PyTorch encoder-decoder of the same
+    architecture (``torch.nn.GRU`` encoder and decoder, the same additive attention written out
+    in plain tensor code) in the same process, as a ratio; (b) decoding sentences/s of
+    ``Seq2Seq.decode``, greedy and beam 5, at batch 1 and 64, beside a plain PyTorch greedy
+    loop. The model is the seq2seq preset (GRU, H = E = 256, additive attention), with the
+    tutorial subset's vocabulary sizes and sentence lengths (random tokens, untrained weights;
+    every sentence is decoded to MAX_LENGTH tokens).
+anchor: trains the plain PyTorch model of (a) on a pairs file for ``--seconds`` (rnnkit's
+    random 90/10 split and vocabularies, the seq2seq preset's batch size, AdamW, learning rate
+    and clipping, a constant learning rate) and reports the greedy BLEU (sacrebleu) of the
+    held-out pairs: the bar for ``rnnkit train`` with the preset in the same time.
+
+Results are printed and written to bench/results/seq2seq.json (seq2seq.quick.json with
+--quick; seq2seq-anchor.json for the anchor).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import re
+import statistics
+import time
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from rnnkit.config import RunConfig, merge
+from rnnkit.data.generation import decoder_batch, tokens_text
+from rnnkit.data.sequences import pad_batch, split_indices
+from rnnkit.data.vocab import Vocab
+from rnnkit.tasks import get_task
+from rnnkit.tasks.decoder import corpus_bleu, token_loss
+from rnnkit.tasks.seq2seq import Seq2Seq
+from rnnkit.training.optim import make_optimizer
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+DATA = ROOT.parent / "shared" / "data"
+ENGLISH_STARTS = (
+    *("i am ", "i m ", "he is", "he s ", "she is", "she s "),
+    *("you are", "you re ", "we are", "we re ", "they are", "they re "),
+)
+DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+MAX_LENGTH = 12  # decoded tokens per sentence in (b)
+
+
+# --- prepare --------------------------------------------------------------------------------
+
+
+def tutorial_normalise(text: str) -> str:
+    """The tutorial's normalisation: lower case, ASCII, `` .``/``!``/``?`` split off, other
+    non-letters removed."""
+    text = "".join(
+        c
+        for c in unicodedata.normalize("NFD", text.lower().strip())
+        if unicodedata.category(c) != "Mn"
+    )
+    text = re.sub(r"([.!?])", r" \1", text)
+    return re.sub(r"[^a-zA-Z.!?]+", r" ", text).strip()
+
+
+def prepare(folder: Path) -> None:
+    """Write the reference runs' data files into ``folder`` (see the module docstring)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = (DATA / "eng-fra" / "eng-fra.txt").read_text(encoding="utf-8").strip().split("\n")
+    kept = []
+    for line in lines:
+        english, french = (tutorial_normalise(part) for part in line.split("\t"))
+        short = len(english.split(" ")) < 10 and len(french.split(" ")) < 10
+        if short and english.startswith(ENGLISH_STARTS):
+            kept.append(f"{english}\t{french}\n")
+    (folder / "eng-fra-tutorial.tsv").write_text("".join(kept), encoding="utf-8")
+    train, val = split_indices(len(kept), 0.1, 0)  # what rnnkit train draws with --seed 0
+    for part, rows in (("train", train), ("val", val)):
+        text = "".join(kept[i] for i in rows)
+        (folder / f"eng-fra-{part}.tsv").write_text(text, encoding="utf-8")
+    print(f"{folder / 'eng-fra-tutorial.tsv'}: {len(kept)} pairs ({len(train)} + {len(val)})")
+    digits = np.load(DATA / "digits" / "digits.npz")
+    x, text = digits["x"], np.array(DIGIT_NAMES)[digits["y"]]
+    np.savez(folder / "digits-captions.npz", x=x, text=text)
+    train, val = split_indices(len(x), 0.2, 0, digits["y"].tolist())  # stratified 80/20
+    for part, rows in (("train", train), ("val", val)):
+        np.savez(folder / f"digits-{part}.npz", x=x[rows], text=text[rows])
+    print(f"{folder / 'digits-captions.npz'}: {len(x)} images ({len(train)} + {len(val)})")
+    _names(folder)
+
+
+def _names(folder: Path) -> None:
+    """names-{train,val}.tsv (``language<TAB>name``, a split stratified by language as
+    ``rnnkit train`` draws it with seed 0 and --val-frac 0.1) and names-any-{train,val}.tsv,
+    the same names under one label ``any``: a condgen model of them is an unconditioned
+    character model of the same names, the baseline of the language-conditioned one."""
+    files = sorted((DATA / "names").glob("*.txt"))
+    rows = [
+        (f.stem, line.strip())
+        for f in files
+        for line in f.read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
+    train, val = split_indices(len(rows), 0.1, 0, [label for label, _ in rows])
+    for part, indices in (("train", train), ("val", val)):
+        chosen = [rows[i] for i in indices]
+        text = "".join(f"{label}\t{name}\n" for label, name in chosen)
+        (folder / f"names-{part}.tsv").write_text(text, encoding="utf-8")
+        text = "".join(f"any\t{name}\n" for _, name in chosen)
+        (folder / f"names-any-{part}.tsv").write_text(text, encoding="utf-8")
+    print(f"{folder / 'names-train.tsv'}: {len(train)} names; names-val.tsv: {len(val)}")
+
+
+# --- the plain PyTorch model ------------------------------------------------------------------
+
+
+class PlainSeq2Seq(nn.Module):
+    """The preset architecture in plain PyTorch: nn.GRU encoder and decoder (the decoder starts
+    from the encoder's final state), additive attention v^T tanh(W_q h_t + W_k o_s) over the
+    real source steps, tanh(W_c [c_t; h_t]), dropout on the embeddings and before the head."""
+
+    def __init__(self, source_size: int, target_size: int, size: int, dropout: float) -> None:
+        super().__init__()
+        self.source_embedding = nn.Embedding(source_size, size)
+        self.target_embedding = nn.Embedding(target_size, size)
+        self.encoder = nn.GRU(size, size, batch_first=True)
+        self.decoder = nn.GRU(size, size, batch_first=True)
+        self.query = nn.Linear(size, size, bias=False)
+        self.key = nn.Linear(size, size, bias=False)
+        self.score = nn.Linear(size, 1, bias=False)
+        self.combine = nn.Linear(2 * size, size)
+        self.head = nn.Linear(size, target_size)
+        self.dropout = nn.Dropout(dropout)
+
+    def encode(self, source: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        x = self.dropout(self.source_embedding(source))  # (B, S, E)
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        outputs, h = self.encoder(packed)  # (1, B, H)
+        outputs, _ = pad_packed_sequence(outputs, batch_first=True, total_length=source.shape[1])
+        mask = torch.arange(source.shape[1])[None, :] < lengths[:, None]  # (B, S)
+        return outputs, self.key(outputs), mask, h
+
+    def output(self, hidden: Tensor, outputs: Tensor, keys: Tensor, mask: Tensor) -> Tensor:
+        scores = self.score(
+            torch.tanh(self.query(hidden)[:, :, None] + keys[:, None])
+        )  # (B, T, S, 1)
+        scores = scores.squeeze(3).masked_fill(~mask[:, None, :], -math.inf)  # (B, T, S)
+        context = scores.softmax(dim=2) @ outputs  # (B, T, H)
+        attended = torch.tanh(self.combine(torch.cat([context, hidden], dim=2)))  # (B, T, H)
+        return self.head(self.dropout(attended))  # (B, T, V)
+
+    def forward(self, source: Tensor, lengths: Tensor, target_in: Tensor) -> Tensor:
+        outputs, keys, mask, h = self.encode(source, lengths)
+        hidden, _ = self.decoder(self.dropout(self.target_embedding(target_in)), h)  # (B, T, H)
+        return self.output(hidden, outputs, keys, mask)
+
+    @torch.no_grad()
+    def greedy(self, source: Tensor, lengths: Tensor, steps: int) -> Tensor:
+        outputs, keys, mask, h = self.encode(source, lengths)
+        token = torch.full((source.shape[0], 1), Vocab.bos_id)  # (B, 1)
+        chosen = []
+        for _ in range(steps):
+            hidden, h = self.decoder(self.target_embedding(token), h)  # (B, 1, H)
+            token = self.output(hidden, outputs, keys, mask).argmax(dim=2)  # (B, 1)
+            chosen.append(token)
+        return torch.cat(chosen, dim=1)  # (B, steps)
+
+
+# --- speed ------------------------------------------------------------------------------------
+
+
+def _preset(**model: Any) -> RunConfig:
+    run = merge(RunConfig(task="seq2seq"), get_task("seq2seq").preset())
+    return merge(run, {"model": model})
+
+
+def _random_batches(
+    count: int, batch_size: int, sizes: tuple[int, int], lengths: tuple[int, int], seed: int
+) -> list[tuple[Tensor, Tensor, Tensor, Tensor]]:
+    rng = np.random.default_rng(seed)
+    batches = []
+    for _ in range(count):
+        sources = [
+            rng.integers(4, sizes[0], rng.integers(*lengths)).tolist() for _ in range(batch_size)
+        ]
+        targets = [
+            rng.integers(4, sizes[1], rng.integers(*lengths)).tolist() for _ in range(batch_size)
+        ]
+        source, source_lengths = pad_batch(sources)
+        target_in, target_out = decoder_batch(targets)
+        batches.append((source, source_lengths, target_in, target_out))
+    return batches
+
+
+def _timed(fn: Any, repeats: int, min_seconds: float) -> float:
+    """Median seconds per call of ``fn`` over ``repeats`` rounds of at least ``min_seconds``."""
+    fn()  # warm up
+    times = []
+    for _ in range(repeats):
+        calls, start = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - start) < min_seconds or calls == 0:
+            fn()
+            calls += 1
+        times.append(elapsed / calls)
+    return statistics.median(times)
+
+
+def speed(quick: bool) -> dict[str, Any]:
+    size = 16 if quick else 256
+    sizes = (60, 50) if quick else (4_345, 2_803)  # the tutorial subset's French / English words
+    batch_size = 4 if quick else 64
+    repeats, seconds = (1, 0.01) if quick else (5, 1.0)
+    run = _preset(hidden_size=size, embedding_size=size)
+    torch.manual_seed(0)
+    ours = Seq2Seq(run.model, *sizes)
+    ours.longest_target = MAX_LENGTH
+    plain = PlainSeq2Seq(*sizes, size, run.model.dropout)
+    batches = _random_batches(8, batch_size, sizes, (4, 11), seed=0)
+
+    def trainer(model: nn.Module) -> Any:
+        optimizer = make_optimizer(model.parameters(), run.train)
+        index = [0]
+
+        def step() -> None:
+            source, lengths, target_in, target_out = batches[index[0] % len(batches)]
+            index[0] += 1
+            loss = token_loss(model(source, lengths, target_in), target_out)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), run.train.grad_clip)
+            optimizer.step()
+
+        return step
+
+    result: dict[str, Any] = {"threads": torch.get_num_threads(), "hidden_size": size}
+    ours.train(), plain.train()
+    ours_s = _timed(trainer(ours), repeats, seconds)
+    plain_s = _timed(trainer(plain), repeats, seconds)
+    result["training"] = {
+        "batch_size": batch_size,
+        "pairs_per_s": batch_size / ours_s,
+        "plain_pairs_per_s": batch_size / plain_s,
+        "ratio": plain_s / ours_s,
+    }
+    ours.eval(), plain.eval()
+    decoding = []
+    for batch in (1, 64):
+        decoding.append(_decoding_row(ours, plain, batch, sizes, repeats, seconds))
+    result["decoding"] = decoding
+    return result
+
+
+def _decoding_row(
+    ours: Seq2Seq,
+    plain: PlainSeq2Seq,
+    batch: int,
+    sizes: tuple[int, int],
+    repeats: int,
+    seconds: float,
+) -> dict[str, Any]:
+    """Sentences/s of greedy and beam-5 decoding, and of the plain greedy loop, at ``batch``."""
+    source, lengths, _, _ = _random_batches(1, batch, sizes, (4, 11), seed=batch)[0]
+    row: dict[str, Any] = {"batch_size": batch}
+    for beam, name in ((1, "greedy"), (5, "beam5")):
+        s = _timed(
+            lambda b=beam: ours.decode(source, lengths, beam_size=b, max_length=MAX_LENGTH),
+            repeats,
+            seconds,
+        )
+        row[name] = batch / s
+    s = _timed(lambda: plain.greedy(source, lengths, MAX_LENGTH), repeats, seconds)
+    row["plain_greedy"] = batch / s
+    return row
+
+
+def _print_speed(result: dict[str, Any]) -> None:
+    t = result["training"]
+    print(
+        f"training, forward + backward + AdamW, GRU H={result['hidden_size']} + additive "
+        f"attention, B={t['batch_size']}, {result['threads']} threads"
+    )
+    print(f"  {'rnnkit Seq2Seq':<26} {t['pairs_per_s']:10.1f} pairs/s")
+    print(f"  {'plain PyTorch':<26} {t['plain_pairs_per_s']:10.1f} pairs/s")
+    print(f"  {'ratio':<26} {t['ratio']:10.2f}x")
+    print(f"decoding, sentences/s ({MAX_LENGTH} tokens each)")
+    print(f"  {'batch':>5} {'greedy':>10} {'beam 5':>10} {'plain greedy':>13}")
+    for row in result["decoding"]:
+        print(
+            f"  {row['batch_size']:>5} {row['greedy']:10.1f} {row['beam5']:10.1f} "
+            f"{row['plain_greedy']:13.1f}"
+        )
+
+
+# --- anchor -----------------------------------------------------------------------------------
+
+
+def anchor(
+    path: Path, val: Path | None, seconds: float, reverse: bool, seed: int
+) -> dict[str, Any]:
+    """Train PlainSeq2Seq on ``path`` for ``seconds``; greedy BLEU of the held-out pairs
+    (``val``, or rnnkit's random 10% of ``path``)."""
+    data_cfg = {"path": str(path), "reverse": reverse, "val": None if val is None else str(val)}
+    run = merge(_preset(), {"data": data_cfg, "train": {"seed": seed}})
+    torch.manual_seed(seed)
+    data = get_task("seq2seq").load_data(run, None)
+    source_vocab = Vocab.from_dict(data.meta["source"])
+    target_vocab = Vocab.from_dict(data.meta["target"])
+    model = PlainSeq2Seq(
+        len(source_vocab), len(target_vocab), run.model.hidden_size, run.model.dropout
+    )
+    optimizer = make_optimizer(model.parameters(), run.train)
+    batches = get_task("seq2seq").batches(run, data)
+    steps, epoch, start = 0, 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for index in range(len(batches)):
+            source, lengths, target_in, target_out, _ = batches.get(epoch, index)
+            loss = token_loss(model(source, lengths, target_in), target_out)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), run.train.grad_clip)
+            optimizer.step()
+            steps += 1
+            if time.perf_counter() - start >= seconds:
+                break
+        epoch += 1
+    model.eval()
+    val = data.val
+    outputs = []
+    limit = 2 * data.meta["longest_target"] + 1
+    for i in range(0, len(val.sources), 64):
+        source, lengths = pad_batch(val.sources[i : i + 64])
+        for row in model.greedy(source, lengths, limit).tolist():
+            row = row[: row.index(Vocab.eos_id)] if Vocab.eos_id in row else row
+            outputs.append(tokens_text(target_vocab.decode(row), "word"))
+    bleu = corpus_bleu(outputs, val.references, "word")
+    return {
+        "data": str(path),
+        "seconds": seconds,
+        "steps": steps,
+        "train_pairs": len(data.train.sources),
+        "val_pairs": len(val.sources),
+        "bleu": bleu,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    p = commands.add_parser("prepare", help="write the reference runs' data files")
+    p.add_argument("folder", type=Path)
+    s = commands.add_parser("speed", help="training pairs/s and decoding sentences/s")
+    s.add_argument("--quick", action="store_true", help="tiny sizes, one short round (smoke test)")
+    a = commands.add_parser("anchor", help="plain PyTorch BLEU after --seconds of training")
+    a.add_argument("data", type=Path, help="pairs file, e.g. DIR/eng-fra-train.tsv")
+    a.add_argument("--val", type=Path, help="held-out pairs, e.g. DIR/eng-fra-val.tsv")
+    a.add_argument("--seconds", type=float, default=300.0)
+    a.add_argument("--no-reverse", action="store_true", help="the first column is the source")
+    a.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    machine = {"machine": platform.processor() or platform.machine(), "torch": torch.__version__}
+    if args.command == "prepare":
+        prepare(args.folder)
+    elif args.command == "speed":
+        result = {**machine, **speed(args.quick)}
+        _print_speed(result)
+        name = "seq2seq.quick.json" if args.quick else "seq2seq.json"
+        (RESULTS / name).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    else:
+        result = {
+            **machine,
+            **anchor(args.data, args.val, args.seconds, not args.no_reverse, args.seed),
+        }
+        print(
+            f"plain PyTorch GRU {_preset().model.hidden_size} + additive attention, "
+            f"{result['seconds']:g} s, {result['steps']} steps: greedy BLEU "
+            f"{result['bleu']:.2f} on {result['val_pairs']} held-out pairs"
+        )
+        (RESULTS / "seq2seq-anchor.json").write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
