@@ -1,0 +1,2 @@
+"""Seeing inside a language model: activations, interpretable cells, gate saturation,
+gradient flow, error analysis, and a self-contained HTML report."""
