@@ -165,10 +165,10 @@ def render_page(data: PageData) -> str:
 <main>
 <section class="card">
 <div class="controls">
-<label for="layer">Layer</label><select id="layer"></select>
-<label for="cell">Cell</label>
+<span class="group"><label for="layer">Layer</label><select id="layer"></select></span>
+<span class="group"><label for="cell">Cell</label>
 <button id="cell-prev" title="previous cell">◀</button><select id="cell"></select>
-<button id="cell-next" title="next cell">▶</button>
+<button id="cell-next" title="next cell">▶</button></span>
 <span class="legend">−1 <span class="bar"></span> +1</span>
 </div>
 <div id="cell-info"></div>
