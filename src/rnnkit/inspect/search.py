@@ -7,7 +7,11 @@ Every cell (``h`` of each layer, and ``tanh(c)`` of an LSTM's) is scored against
   text, from running sums (:class:`CellStatistics` sees the text chunk by chunk); and
 * the accuracy of the best one-cell threshold probe, ``value > θ`` or ``value < θ`` predicting
   the feature's probe target, fitted and measured on up to ``sample`` positions spread evenly
-  over the text (an upper bound for a held-out probe, by a parameter and a sign).
+  over the text (an upper bound for a held-out probe, by a parameter and a sign). The probe is
+  fitted to each feature's :data:`PROBE_CANDIDATES` cells of highest |correlation| (every cell
+  of a model that has no more): a threshold on a cell that barely correlates with a feature
+  rarely predicts it, and sorting every cell of a 2x512 LSTM at every sampled position would
+  cost more than reading the text.
 
 :func:`find_cells` ranks the cells per feature by |correlation| (and, separately, by probe
 accuracy), and for the best few measures the change in loss when the cell is held at its mean
@@ -21,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -33,6 +38,8 @@ from rnnkit.inspect.text import EncodedText
 Kind = Literal["h", "c"]
 SAMPLE = 10_000
 """Positions the threshold probe is fitted on, at most."""
+PROBE_CANDIDATES = 128
+"""Cells per feature (those of highest |correlation|) the threshold probe is fitted to."""
 
 
 @dataclass(frozen=True)
@@ -88,7 +95,7 @@ class CellStatistics:
         self.sum_x = torch.zeros(size, dtype=torch.float64)  # (K,)
         self.sum_xx = torch.zeros(size, dtype=torch.float64)  # (K,)
         self.sum_xf = torch.zeros(size, values.shape[1], dtype=torch.float64)  # (K, M)
-        self.sum_raw = torch.zeros(size, dtype=torch.float64)  # (K,) c itself, not tanh(c)
+        self._raw_c: list[list[Tensor | None]] = []  # per chunk, per group: Σc of c groups
         self._sample: list[Tensor] = []
         self._sample_positions: list[Tensor] = []
 
@@ -101,11 +108,11 @@ class CellStatistics:
         self.sum_x += x64.sum(0)
         self.sum_xx += x64.square().sum(0)
         self.sum_xf += x64.t() @ self.values[positions].double()  # (K, M)
-        raw = [
-            chunk.layers[g.layer].h if g.kind == "h" else chunk.layers[g.layer].c
+        raw = [  # c itself, for holding it at its mean; h is already in sum_x
+            chunk.layers[g.layer].c.double().sum(0).cpu() if g.kind == "c" else None
             for g in self.groups
         ]
-        self.sum_raw += torch.cat(raw, dim=1).double().sum(0).cpu()  # (K,)
+        self._raw_c.append(raw)
         chosen = positions % self.stride == 0  # (n,)
         self._sample.append(x.cpu()[chosen])  # (s, K)
         self._sample_positions.append(positions[chosen])  # (s,)
@@ -120,7 +127,20 @@ class CellStatistics:
 
     def means(self) -> Tensor:
         """(K,) each cell's mean over the text (of c itself for the c groups)."""
-        return (self.sum_raw / self.count).float()
+        parts = []
+        for index, (group, start) in enumerate(self._starts()):
+            if group.kind == "c":
+                parts.append(sum(chunk[index] for chunk in self._raw_c))  # (size,)
+            else:
+                parts.append(self.sum_x[start : start + group.size])  # (size,)
+        return (torch.cat(parts) / self.count).float()  # (K,)
+
+    def _starts(self) -> list[tuple[UnitGroup, int]]:
+        out, start = [], 0
+        for group in self.groups:
+            out.append((group, start))
+            start += group.size
+        return out
 
     def correlations(self) -> Tensor:
         """(K, M) Pearson correlation of each cell with each feature; 0 where either is constant."""
@@ -135,11 +155,16 @@ class CellStatistics:
         ok = scale > 1e-12
         return torch.where(ok, cov / scale.clamp(min=1e-300), 0.0).clamp(-1, 1)  # (K, M)
 
-    def probe_accuracy(self) -> Tensor:
-        """(K, M) accuracy of the best threshold probe per cell and feature, on the sample."""
+    def probe_accuracy(self, corr: Tensor, candidates: int = PROBE_CANDIDATES) -> Tensor:
+        """(K, M) accuracy of the best threshold probe, on the sample, for each feature's
+        ``candidates`` cells of highest |correlation| ``corr`` (K, M); -1 for the others."""
         x = torch.cat(self._sample)  # (s, K)
         targets = self.targets[torch.cat(self._sample_positions)]  # (s, M)
-        return probe_accuracy(x, targets)
+        out = torch.full(corr.shape, -1.0)  # (K, M)
+        for m in range(corr.shape[1]):
+            columns = corr[:, m].abs().topk(min(candidates, corr.shape[0])).indices  # (C,)
+            out[columns, m] = probe_accuracy(x[:, columns], targets[:, m : m + 1])[:, 0]
+        return out
 
 
 def probe_accuracy(x: Tensor, targets: Tensor) -> Tensor:
@@ -148,21 +173,23 @@ def probe_accuracy(x: Tensor, targets: Tensor) -> Tensor:
     Thresholds lie between distinct values (or below / above all of them). x (s, K) float,
     targets (s, M) bool -> (K, M).
     """
-    count = x.shape[0]
-    ordered, order = x.sort(dim=0)  # (s, K) each
-    # A cut after j sorted values (j = 0 … s) is a threshold only between distinct values.
-    cuts = torch.ones(count + 1, x.shape[1], dtype=torch.bool)  # (s + 1, K)
-    cuts[1:count] = ordered[1:] > ordered[:-1]
-    j = torch.arange(count + 1, dtype=torch.float64).unsqueeze(1)  # (s + 1, 1)
-    out = torch.empty(x.shape[1], targets.shape[1], dtype=torch.float64)  # (K, M)
-    for m in range(targets.shape[1]):
-        y = targets[:, m].double()  # (s,)
-        below = torch.zeros(count + 1, x.shape[1], dtype=torch.float64)  # (s + 1, K)
-        below[1:] = y[order].cumsum(0)  # positives among the j lowest
-        above_is_one = (y.sum() - below + (j - below)) / count  # (s + 1, K)
-        best = torch.maximum(above_is_one, 1 - above_is_one).masked_fill(~cuts, 0.0)
-        out[:, m] = best.max(0).values
-    return out.float()
+    values = x.double().numpy()  # (s, K)
+    labels = targets.numpy()  # (s, M)
+    count = values.shape[0]
+    j = np.arange(1, count + 1)  # (s,) values at or below each cut
+    out = torch.empty(values.shape[1], labels.shape[1])  # (K, M)
+    for k in range(values.shape[1]):
+        ordered = np.sort(values[:, k])  # (s,)
+        # A cut after the j lowest values is a threshold only where the next value is larger.
+        cut = np.append(ordered[1:] > ordered[:-1], True)  # (s,)
+        for m in range(labels.shape[1]):
+            positives = np.sort(values[labels[:, m], k])  # (P,)
+            below = np.searchsorted(positives, ordered, side="right")  # (s,) positives ≤ cut
+            above_is_one = (positives.size - below + (j - below)) / count  # (s,)
+            accuracy = np.maximum(above_is_one, 1 - above_is_one)[cut].max()
+            none_below = max(positives.size, count - positives.size) / count  # θ below all
+            out[k, m] = max(float(accuracy), none_below)
+    return out
 
 
 @dataclass(frozen=True)
@@ -219,7 +246,8 @@ def rank_cells(
     deltas: dict[int, float] | None = None,
 ) -> CellSearch:
     """Rank the cells of ``stats`` per feature; ``deltas`` maps columns to ablation results."""
-    corr, probe = stats.correlations(), stats.probe_accuracy()  # (K, M) each
+    corr = stats.correlations()  # (K, M)
+    probe = stats.probe_accuracy(corr, max(top, PROBE_CANDIDATES))  # (K, M)
     var_f = stats.values.var(0, correction=0)  # (M,)
     deltas = deltas or {}
     cells, by_probe, skipped = [], [], []
