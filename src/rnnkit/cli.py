@@ -387,11 +387,15 @@ _COMPARE_CELLS = ("rnn", "gru", "lstm", "mingru", "minlstm")
 _KIND_NAMES = {"h": "h", "c": "tanh(c)"}
 
 
-def _positive_int(text: str) -> int:
+def _positive_int(text: str, least: int = 1) -> int:
     value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1; got {value}")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be at least {least}; got {value}")
     return value
+
+
+def _count(text: str) -> int:
+    return _positive_int(text, least=0)
 
 
 def _add_inspect_common(parser: argparse.ArgumentParser) -> None:
@@ -411,7 +415,12 @@ def _add_inspect_common(parser: argparse.ArgumentParser) -> None:
         help="read TEXT as S segments side by side, each after 500 tokens of warm-up (default: "
         "one per 4000 tokens, at most 32); 1 carries the state exactly through all of TEXT",
     )
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="cpu",
+        help="where to run (default: cpu; auto: cuda when available)",
+    )
 
 
 def _add_feature_option(parser: argparse.ArgumentParser) -> None:
@@ -448,7 +457,7 @@ def _add_inspect_parsers(commands: argparse._SubParsersAction) -> None:
     cells.add_argument("--json", action="store_true", help="print one JSON object")
     cells.add_argument("--top", type=_positive_int, default=10, help="cells listed per feature")
     cells.add_argument(
-        "--ablate", type=int, default=3, help="ablate this many best cells per feature (0: none)"
+        "--ablate", type=_count, default=3, help="ablate this many best cells per feature (0: none)"
     )
     cells.add_argument(
         "--ablation-tokens", type=_positive_int, default=2000, help="tokens read when ablating"

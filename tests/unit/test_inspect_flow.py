@@ -76,9 +76,10 @@ def test_vanilla_rnn_gradient_vanishes_orders_of_magnitude_faster_than_an_lstms(
     assert relative["lstm"] > 1e-7
 
 
-def test_gradient_at_distance_zero_is_the_heads_gradient() -> None:
+@pytest.mark.parametrize("cell", ["gru", "mingru"])  # a step loop; a scan stepped for gradients
+def test_gradient_at_distance_zero_is_the_heads_gradient(cell: str) -> None:
     """For the top layer at T itself, ∂CE/∂h_T = W_headᵀ (softmax − one-hot) per window."""
-    model = model_of("gru", layers=1)
+    model = model_of(cell, layers=1)
     ids = torch.randint(0, 10, (50,))
     flow = gradient_flow(model, ids, distance=5, windows=1, warmup=3)
     end = 8  # one window: the first T with room for 5 steps and 3 of warm-up before it
