@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from rnnkit.data.text import token_text
 from rnnkit.inspect.activations import trace
@@ -72,6 +72,51 @@ def _starts(groups: Sequence[UnitGroup]) -> list[tuple[UnitGroup, int]]:
     return out
 
 
+def _page_layers(
+    stats: CellStatistics,
+    groups: Sequence[UnitGroup],
+    best: Sequence[CellScore],
+    shown: Tensor,
+    budget: int,
+) -> list[ShownLayer]:
+    """The cells of each layer on the page, with their values from ``shown`` (N, K).
+
+    ``groups`` has one group per layer (``unit_groups(model, "shown")``), so page layer l is
+    model layer l."""
+    starts = _starts(groups)
+    best_columns = [starts[s.layer][1] + s.cell for s in best]
+    chosen = _chosen_columns(stats, groups, best_columns, budget)
+    layers = []
+    for group, start in starts:
+        cells = [c - start for c in chosen if start <= c < start + group.size]
+        kind = "tanh(c)" if group.kind == "c" else "h"
+        values = shown[:, [start + c for c in cells]].float().t().numpy()  # (C, N)
+        layers.append(ShownLayer(f"layer {group.layer + 1} · {kind}", group.size, cells, values))
+    return layers
+
+
+def _figures(
+    model: nn.Module, ids: Tensor, saturation: SaturationCounter | None, windows: int
+) -> list[tuple[str, bytes, str]]:
+    """The saturation plot (where the cell has gates) and the gradient flow plot, as PNG."""
+    figures = []
+    if saturation is not None:
+        png = figure_png(plot_saturation(saturation.result()))
+        caption = (
+            "Each point is one unit's gate: the fraction of steps it spent below 0.1 (x) and "
+            "above 0.9 (y)."
+        )
+        figures.append(("Gate saturation", png, caption))
+    if ids.numel() >= 3:
+        flow = gradient_flow(model, ids, windows=windows)
+        caption = (
+            f"Mean ‖∂loss_T/∂h_t‖ against the distance T − t, over {flow.windows} positions "
+            "of this text."
+        )
+        figures.append(("Gradient flow", figure_png(plot_gradient_flow(flow)), caption))
+    return figures
+
+
 def _vocab_text(model: nn.Module) -> list[str]:
     """How each token id reads on the page."""
     tokens = model.vocab.tokens
@@ -120,40 +165,10 @@ def build_report(
     by_feature: dict[str, list[CellScore]] = {}
     for score in ranking.cells:
         by_feature.setdefault(score.feature, []).append(score)
-    starts = _starts(groups)  # one group per layer: page layer l is model layer l
-    best_columns = [starts[s.layer][1] + s.cell for s in ranking.cells]
-    chosen = _chosen_columns(stats, groups, best_columns, max(1, max_values // count))
-    layers = []
-    for group, start in starts:
-        cells = [c - start for c in chosen if start <= c < start + group.size]
-        kind = "tanh(c)" if group.kind == "c" else "h"
-        layer_values = shown[:, [start + c for c in cells]].float().t().numpy()  # (C, N)
-        layers.append(
-            ShownLayer(f"layer {group.layer + 1} · {kind}", group.size, cells, layer_values)
-        )
+    layers = _page_layers(stats, groups, ranking.cells, shown, max(1, max_values // count))
     first = ranking.cells[0] if ranking.cells else None
     initial = (first.layer, first.cell) if first else (0, layers[0].cells[0])
-
-    figures = []
-    if saturation is not None:
-        figures.append(
-            (
-                "Gate saturation",
-                figure_png(plot_saturation(saturation.result())),
-                "Each point is one unit's gate: the fraction of steps it spent below 0.1 "
-                "(x) and above 0.9 (y).",
-            )
-        )
-    if count >= 3:
-        flow = gradient_flow(model, ids, windows=gradient_windows)
-        figures.append(
-            (
-                "Gradient flow",
-                figure_png(plot_gradient_flow(flow)),
-                f"Mean ‖∂loss_T/∂h_t‖ against the distance T − t, over {flow.windows} "
-                "positions of this text.",
-            )
-        )
+    figures = _figures(model, ids, saturation, gradient_windows)
     scored = next_log_prob[: count - 1]
     loss = float(-scored.mean()) if count > 1 else math.nan
     config = model.config
@@ -171,9 +186,10 @@ def build_report(
             f"{sum(text.unknown.values())} tokens are not in the model's vocabulary "
             "and were read as <unk>."
         )
-    if len(chosen) < stats.sum_x.numel():
+    on_page = sum(len(layer.cells) for layer in layers)
+    if on_page < stats.sum_x.numel():
         notes.append(
-            f"The page holds {len(chosen)} of {stats.sum_x.numel()} cells (the best per "
+            f"The page holds {on_page} of {stats.sum_x.numel()} cells (the best per "
             "feature, then those that vary most); a shorter text holds more."
         )
     if ranking.skipped:
