@@ -92,6 +92,9 @@ class CellStatistics:
         size = sum(g.size for g in groups)
         self.stride = max(1, math.ceil(values.shape[0] / sample))
         self.count = 0
+        # Sums of x − shift, shift being the first chunk's means: the sums stay small, so each
+        # chunk's can be taken in float32 and the variance suffers no cancellation.
+        self.shift: Tensor | None = None  # (K,)
         self.sum_x = torch.zeros(size, dtype=torch.float64)  # (K,)
         self.sum_xx = torch.zeros(size, dtype=torch.float64)  # (K,)
         self.sum_xf = torch.zeros(size, values.shape[1], dtype=torch.float64)  # (K, M)
@@ -102,14 +105,17 @@ class CellStatistics:
     def update(self, chunk: Trace) -> None:
         """Add a chunk of :func:`rnnkit.inspect.activations.trace`."""
         x = group_values(chunk, self.groups)  # (n, K)
+        if self.shift is None:
+            self.shift = x.mean(0)  # (K,)
+        centred = x - self.shift  # (n, K)
         positions = chunk.positions.cpu()  # (n,)
-        x64 = x.double().cpu()  # (n, K)
-        self.count += x64.shape[0]
-        self.sum_x += x64.sum(0)
-        self.sum_xx += x64.square().sum(0)
-        self.sum_xf += x64.t() @ self.values[positions].double()  # (K, M)
+        features = self.values[positions].to(x.device)  # (n, M)
+        self.count += x.shape[0]
+        self.sum_x += centred.sum(0).double().cpu()
+        self.sum_xx += centred.square().sum(0).double().cpu()
+        self.sum_xf += (centred.t() @ features).double().cpu()  # (K, M)
         raw = [  # c itself, for holding it at its mean; h is already in sum_x
-            chunk.layers[g.layer].c.double().sum(0).cpu() if g.kind == "c" else None
+            chunk.layers[g.layer].c.sum(0).double().cpu() if g.kind == "c" else None
             for g in self.groups
         ]
         self._raw_c.append(raw)
@@ -127,13 +133,14 @@ class CellStatistics:
 
     def means(self) -> Tensor:
         """(K,) each cell's mean over the text (of c itself for the c groups)."""
+        mean_x = self.shift.cpu().double() + self.sum_x / self.count  # (K,)
         parts = []
         for index, (group, start) in enumerate(self._starts()):
             if group.kind == "c":
-                parts.append(sum(chunk[index] for chunk in self._raw_c))  # (size,)
+                parts.append(sum(chunk[index] for chunk in self._raw_c) / self.count)  # (size,)
             else:
-                parts.append(self.sum_x[start : start + group.size])  # (size,)
-        return (torch.cat(parts) / self.count).float()  # (K,)
+                parts.append(mean_x[start : start + group.size])  # (size,)
+        return torch.cat(parts).float()  # (K,)
 
     def _starts(self) -> list[tuple[UnitGroup, int]]:
         out, start = [], 0
@@ -145,7 +152,7 @@ class CellStatistics:
     def correlations(self) -> Tensor:
         """(K, M) Pearson correlation of each cell with each feature; 0 where either is constant."""
         n = self.count
-        mean_x = self.sum_x / n  # (K,)
+        mean_x = self.sum_x / n  # (K,) of x − shift, as all three sums
         features = self.values.double()  # (N, M)
         mean_f = features.mean(0)  # (M,)
         var_x = (self.sum_xx / n - mean_x.square()).clamp(min=0)  # (K,)
