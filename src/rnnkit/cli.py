@@ -413,7 +413,7 @@ def _add_inspect_common(parser: argparse.ArgumentParser) -> None:
         type=_positive_int,
         metavar="S",
         help="read TEXT as S segments side by side, each after 500 tokens of warm-up (default: "
-        "one per 4000 tokens, at most 32); 1 carries the state exactly through all of TEXT",
+        "one per 1500 tokens, at most 64); 1 carries the state exactly through all of TEXT",
     )
     parser.add_argument(
         "--device",

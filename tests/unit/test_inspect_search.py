@@ -142,6 +142,18 @@ def test_ablation_matches_a_hand_written_loop_and_an_unused_cell_costs_nothing()
     assert deltas[1] == pytest.approx(0.0, abs=1e-6)
 
 
+def test_ablation_in_segments_is_the_mean_over_the_segments_read_alone() -> None:
+    config = ModelConfig(cell="lstm", num_layers=2, hidden_size=5, embedding_size=3, dropout=0)
+    model = LanguageModel(config, 9).eval()
+    ids = torch.randint(0, 9, (61,))  # 60 predictions: two segments of 30
+    units = [(0, "c", 1, 0.5), (1, "h", 4, -0.2)]
+    together = ablation_deltas(model, ids, units, segment=30)
+    first, second = ablation_deltas(model, ids[:31], units), ablation_deltas(model, ids[30:], units)
+    expected = [(a + b) / 2 for a, b in zip(first, second, strict=True)]
+    assert together == pytest.approx(expected, abs=1e-6)
+    assert together != pytest.approx(ablation_deltas(model, ids, units), abs=1e-6)
+
+
 def test_search_works_on_minimal_rnns_and_word_level() -> None:
     text_words = "the cat sat on the mat\nthe dog ( sat ) on the log\n" * 10
     vocab = Vocab.build([*text_words.split(), "<eos>"])

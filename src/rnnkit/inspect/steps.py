@@ -166,17 +166,18 @@ def _run_stepped(
     weight_ih, weight_hh = _param(rnn, "weight_ih", layer), _param(rnn, "weight_hh", layer)
     bias_ih, bias_hh = _param(rnn, "bias_ih", layer), _param(rnn, "bias_hh", layer)
     name = cell_name(rnn)
+    x_steps = x.transpose(0, 1)  # (T, B, D): time-major, so that each step's gates are contiguous
     if name == "gru" and rnn.reset_gate:  # r splits the recurrent product: b_hh stays apart
-        gates_x = F.linear(x, weight_ih, bias_ih)  # (B, T, 3H)
+        gates_x = F.linear(x_steps, weight_ih, bias_ih)  # (T, B, 3H)
     else:
-        gates_x = input_gates(x, weight_ih, bias_ih, bias_hh)  # (B, T, G·H)
+        gates_x = input_gates(x_steps, weight_ih, bias_ih, bias_hh)  # (T, B, G·H)
     weight_hr = _param(rnn, "weight_hr", layer)
     peephole = None
     if getattr(rnn, "peephole", False):
         peephole = tuple(_param(rnn, p, layer) for p in ("weight_ci", "weight_cf", "weight_co"))
 
     hs, cs, gate_steps = [], [], []
-    for gates_t in gates_x.unbind(1):  # (B, G·H) each
+    for gates_t in gates_x.unbind(0):  # (B, G·H) each
         step_gates: tuple[Tensor, ...] = ()
         if name == "rnn":
             state = rnn_step(gates_t, state, weight_hh, rnn.nonlinearity)  # (B, H)
