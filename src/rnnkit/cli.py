@@ -609,7 +609,7 @@ def _inspect_cells(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(f"cells ranked by |correlation| over {result.tokens} tokens of {args.text}")
     for feature in [f.name for f in features if f.name not in result.skipped]:
-        print(f"\n{feature}")
+        print(f"\n{feature} (probe baseline {result.probe_baselines[feature]:.1%})")
         print(f"  {'layer':>5} {'kind':<7} {'cell':>5} {'corr':>7} {'probe':>7} {'ablation':>9}")
         for s in (s for s in result.cells if s.feature == feature):
             delta = "" if s.ablation_delta_loss is None else f"{s.ablation_delta_loss:+.4f}"

@@ -84,7 +84,7 @@ def test_cells_text_table(model_dir, held_out, capsys) -> None:
     code, out, _ = run(capsys, "inspect", "cells", model_dir, held_out, "--top", "2")
     assert code == 0
     for feature in ("in_quotes", "in_parens", "bracket_depth", "column", "indent", "word_start"):
-        assert f"\n{feature}\n" in out
+        assert re.search(rf"^{feature} \(probe baseline \d+\.\d%\)$", out, re.M), feature
     assert re.search(r"^\s+[12] tanh\(c\)\s+\d+\s+[+-]0\.\d{3}\s+\d+\.\d%", out, re.M)
 
 

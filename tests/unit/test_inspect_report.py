@@ -55,6 +55,7 @@ def small_page(pieces: list[str]) -> PageData:
         top_probs=np.tile(np.array([[0.75, 0.25]]), (count, 1)),
         next_prob=np.full(count, 0.5),
         best=[("in_quotes", [CellScore("in_quotes", 0, "h", 3, 0.9, 0.8)])],
+        baselines={"in_quotes": 0.7},
         initial=(0, 3),
         figures=[("A plot", b"\x89PNG fake", "caption")],
         notes=["a note"],
@@ -76,6 +77,7 @@ def test_page_is_self_contained_and_its_data_round_trips() -> None:
     assert decode(data["top_probs"], "uint8").tolist()[:2] == [191, 64]
     assert data["initial"] == {"layer": 0, "cell": 3}
     assert data["best"][0]["cells"][0] == {"layer": 0, "cell": 3, "corr": 0.9, "probe": 0.8}
+    assert data["best"][0]["baseline"] == 0.7
 
 
 def lstm_and_text() -> tuple[LanguageModel, object]:

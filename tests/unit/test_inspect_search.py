@@ -10,7 +10,13 @@ from rnnkit.config import ModelConfig
 from rnnkit.data.vocab import Vocab
 from rnnkit.inspect.ablation import ablation_deltas
 from rnnkit.inspect.activations import activations, trace
-from rnnkit.inspect.features import Feature, choose_features, probe_targets, token_features
+from rnnkit.inspect.features import (
+    BUILTIN,
+    Feature,
+    choose_features,
+    probe_targets,
+    token_features,
+)
 from rnnkit.inspect.search import (
     CellStatistics,
     find_cells,
@@ -64,6 +70,9 @@ def test_a_planted_quote_cell_comes_first_for_in_quotes() -> None:
     best_probe = next(s for s in result.cells_by_probe if s.feature == "in_quotes")
     assert (best_probe.cell, best_probe.probe_accuracy) == (2, 1.0)
     assert result.skipped == ["indent"]  # no line of QUOTES is indented
+    share = token_features(text.pieces, [Feature("in_quotes")])[:, 0].mean().item()
+    assert result.probe_baselines["in_quotes"] == pytest.approx(max(share, 1 - share), abs=1e-6)
+    assert set(result.probe_baselines) == {f for f in BUILTIN if f != "indent"}
     assert all(s.feature != "indent" for s in result.cells)
     assert result.to_dict()["cells"][0] == in_quotes[0].to_dict() | {"feature": "in_quotes"}
 

@@ -128,7 +128,9 @@
     for (const group of data.best) {
       const div = document.createElement("div");
       div.className = "feature";
-      div.innerHTML = `<h3>${escapeHtml(group.feature)}</h3>`;
+      const base = group.baseline === null ? "" :
+        ` <span class="base">· baseline ${(100 * group.baseline).toFixed(0)}%</span>`;
+      div.innerHTML = `<h3>${escapeHtml(group.feature)}${base}</h3>`;
       for (const c of group.cells) {
         const b = document.createElement("button");
         b.className = "best";

@@ -55,6 +55,7 @@ class PageData:
         top_probs: (N, K) their probabilities.
         next_prob: (N,) the probability given to the token that came next (0 for the last).
         best: per feature, its best cells (shown as a list to jump to).
+        baselines: per feature, the accuracy of always guessing its more frequent value.
         initial: (layer, cell) shown first.
         figures: (title, PNG bytes, caption) of each plot.
         notes: lines of small print under the text.
@@ -70,6 +71,7 @@ class PageData:
     top_probs: np.ndarray
     next_prob: np.ndarray
     best: list[tuple[str, list[CellScore]]]
+    baselines: dict[str, float]
     initial: tuple[int, int]
     figures: list[tuple[str, bytes, str]]
     notes: list[str]
@@ -110,6 +112,7 @@ def _payload(data: PageData) -> dict[str, object]:
     best = [
         {
             "feature": feature,
+            "baseline": data.baselines.get(feature),
             "cells": [
                 {"layer": s.layer, "cell": s.cell, "corr": s.corr, "probe": s.probe_accuracy}
                 for s in scores

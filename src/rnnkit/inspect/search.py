@@ -162,11 +162,15 @@ class CellStatistics:
         ok = scale > 1e-12
         return torch.where(ok, cov / scale.clamp(min=1e-300), 0.0).clamp(-1, 1)  # (K, M)
 
+    def sample_targets(self) -> Tensor:
+        """(s, M) bool, the probe targets at the sampled positions."""
+        return self.targets[torch.cat(self._sample_positions)]
+
     def probe_accuracy(self, corr: Tensor, candidates: int = PROBE_CANDIDATES) -> Tensor:
         """(K, M) accuracy of the best threshold probe, on the sample, for each feature's
         ``candidates`` cells of highest |correlation| ``corr`` (K, M); -1 for the others."""
         x = torch.cat(self._sample)  # (s, K)
-        targets = self.targets[torch.cat(self._sample_positions)]  # (s, M)
+        targets = self.sample_targets()  # (s, M)
         out = torch.full(corr.shape, -1.0)  # (K, M)
         for m in range(corr.shape[1]):
             columns = corr[:, m].abs().topk(min(candidates, corr.shape[0])).indices  # (C,)
@@ -226,20 +230,25 @@ class CellSearch:
     Attributes:
         cells: per feature (in order), the best cells by |correlation|, best first.
         cells_by_probe: per feature, the best cells by probe accuracy, best first.
+        probe_baselines: per feature, the accuracy of always guessing the more frequent
+            value of its probe target (on the probe's sample): what a probe must beat.
         skipped: features constant on this text (nothing to correlate with).
         tokens: positions scored.
     """
 
     cells: list[CellScore]
     cells_by_probe: list[CellScore]
+    probe_baselines: dict[str, float]
     skipped: list[str]
     tokens: int
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"cells": [...], "cells_by_probe": [...], "skipped_features": [...], "tokens"}``."""
+        """``{"cells": [...], "cells_by_probe": [...], "probe_baselines": {...},
+        "skipped_features": [...], "tokens"}``."""
         return {
             "cells": [s.to_dict() for s in self.cells],
             "cells_by_probe": [s.to_dict() for s in self.cells_by_probe],
+            "probe_baselines": self.probe_baselines,
             "skipped_features": self.skipped,
             "tokens": self.tokens,
         }
@@ -278,7 +287,13 @@ def rank_cells(
         k = min(top, corr.shape[0])
         cells += [score(int(c)) for c in corr[:, m].abs().topk(k).indices]
         by_probe += [score(int(c)) for c in probe[:, m].topk(k).indices]
-    return CellSearch(cells, by_probe, skipped, stats.count)
+    share = stats.sample_targets().float().mean(0)  # (M,) of the targets that are True
+    baselines = {
+        f.name: round(float(torch.maximum(share[m], 1 - share[m])), 6)
+        for m, f in enumerate(features)
+        if f.name not in skipped
+    }
+    return CellSearch(cells, by_probe, baselines, skipped, stats.count)
 
 
 def best_columns(stats: CellStatistics, features: Sequence[Feature], per_feature: int) -> list[int]:

@@ -204,6 +204,7 @@ def build_report(
         top_probs=top_probs.numpy(),
         next_prob=np.append(scored.exp().numpy(), 0.0),
         best=list(by_feature.items()),
+        baselines=ranking.probe_baselines,
         initial=initial,
         figures=figures,
         notes=notes,
