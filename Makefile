@@ -13,6 +13,11 @@ $(STAMP): pyproject.toml
 	@$(PY) -m pip install --quiet --disable-pip-version-check $(TORCH) 2>&1 | grep -v '^WARNING: Location' || true
 	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]' 2>&1 | grep -v '^WARNING: Location' || true
 	@$(PY) -c "import torch, rnnkit; assert torch.__version__.startswith('2.13.0'), torch.__version__"
+	@# The browser tests of `rnnkit viz` drive Debian's chromium (never `playwright install`):
+	@# installed here when missing, if we are root and have apt; otherwise those tests skip.
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+		&& (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+		>/dev/null 2>&1; } || echo "note: no chromium here; the browser tests of rnnkit viz will skip"
 	@touch $(STAMP)
 
 demo: setup

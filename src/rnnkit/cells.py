@@ -157,6 +157,100 @@ def lstm_step(
     return lstm_update(torch.addmm(gates_x, h, weight_hh.t()), c, weight_hr, peephole)
 
 
+# --- The gates of one step, for inspection ------------------------------------------------------
+#
+# The same equations as the step functions above, written out once more so that the gates after
+# their nonlinearity come back with the new state (rnnkit.inspect reads them; tests/unit/
+# test_inspect_steps.py checks that the states equal the step functions' to the last bit). The
+# step functions above stay the ones that training and sampling run.
+
+GRUGates = tuple[Tensor, Tensor]
+"""(r, z) of a GRU step, each (B, H), after σ."""
+
+
+def gru_step_gates(
+    gates_x: Tensor, h: Tensor, weight_hh: Tensor, bias_hh: Tensor | None
+) -> tuple[Tensor, GRUGates]:
+    """:func:`gru_step` returning (h', (r, z)).  gates_x (B, 3H), h (B, H) -> (B, H), 2 × (B, H)."""
+    gates_h = F.linear(h, weight_hh, bias_hh)  # (B, 3H)
+    x_rz, x_n = gates_x.split([2 * h.shape[1], h.shape[1]], dim=1)  # (B, 2H), (B, H)
+    h_rz, h_n = gates_h.split([2 * h.shape[1], h.shape[1]], dim=1)  # (B, 2H), (B, H)
+    r, z = torch.sigmoid(x_rz + h_rz).chunk(2, dim=1)  # 2 × (B, H)
+    n = torch.tanh(x_n + r * h_n)  # (B, H)
+    return gru_blend(n, z, h), (r, z)
+
+
+def gru_reset_before_step_gates(
+    gates_x: Tensor, h: Tensor, weight_hh: Tensor, bias_hh: Tensor | None
+) -> tuple[Tensor, GRUGates]:
+    """:func:`gru_reset_before_step` returning (h', (r, z)); shapes as there."""
+    hidden = h.shape[1]
+    w_rz, w_n = weight_hh.split([2 * hidden, hidden])  # (2H, H), (H, H)
+    # (2H,), (H,) or None
+    b_rz, b_n = (None, None) if bias_hh is None else bias_hh.split([2 * hidden, hidden])
+    x_rz, x_n = gates_x.split([2 * hidden, hidden], dim=1)  # (B, 2H), (B, H)
+    r, z = torch.sigmoid(x_rz + F.linear(h, w_rz, b_rz)).chunk(2, dim=1)  # 2 × (B, H)
+    n = torch.tanh(x_n + F.linear(r * h, w_n, b_n))  # (B, H)
+    return gru_blend(n, z, h), (r, z)
+
+
+def gru_minimal_step_gates(
+    gates_x: Tensor, h: Tensor, weight_hh: Tensor
+) -> tuple[Tensor, tuple[Tensor]]:
+    """:func:`gru_minimal_step` returning (h', (z,)).  gates_x (B, 2H), h (B, H)."""
+    z, n = torch.addmm(gates_x, h, weight_hh.t()).chunk(2, dim=1)  # 2 × (B, H)
+    z = torch.sigmoid(z)  # (B, H)
+    return gru_blend(torch.tanh(n), z, h), (z,)
+
+
+LSTMGates = tuple[Tensor, Tensor, Tensor]
+"""(i, f, o) of an LSTM step, each (B, H), after σ (peepholes included)."""
+
+
+def lstm_step_gates(
+    gates_x: Tensor,
+    state: LSTMState,
+    weight_hh: Tensor,
+    weight_hr: Tensor | None = None,
+    peephole: Peephole | None = None,
+) -> tuple[LSTMState, LSTMGates]:
+    """:func:`lstm_step` returning ((h', c'), (i, f, o)); shapes as there."""
+    h, c = state
+    gates = torch.addmm(gates_x, h, weight_hh.t())  # (B, 4H)
+    if peephole is None:  # as lstm_update, operation for operation
+        i, f, _, o = torch.sigmoid(gates).chunk(4, dim=1)  # 4 × (B, H), g's sigmoid unused
+        g = gates.narrow(1, 2 * c.shape[1], c.shape[1])  # (B, H)
+        c = torch.addcmul(f * c, i, torch.tanh(g))  # (B, H)
+    else:
+        i, f, g, o = gates.chunk(4, dim=1)  # 4 × (B, H)
+        w_ci, w_cf, w_co = peephole
+        i = torch.sigmoid(i + w_ci * c)  # (B, H)
+        f = torch.sigmoid(f + w_cf * c)  # (B, H)
+        c = f * c + i * torch.tanh(g)  # (B, H)
+        o = torch.sigmoid(o + w_co * c)  # (B, H)
+    h = o * torch.tanh(c)  # (B, H)
+    if weight_hr is not None:
+        h = F.linear(h, weight_hr)  # (B, P)
+    return (h, c), (i, f, o)
+
+
+def mingru_gates(projections: Tensor) -> tuple[Tensor, Tensor]:
+    """MinGRU's update gate and candidate from ``Linear(x)`` packed (z, h̃):
+    (..., 2H) -> z = σ(k) (..., H), h̃ (..., H); then h_t = (1 − z) ⊙ h_{t−1} + z ⊙ h̃."""
+    k, candidate = projections.chunk(2, dim=-1)  # 2 × (..., H)
+    return torch.sigmoid(k), candidate
+
+
+def minlstm_gates(projections: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """MinLSTM's normalised gates and candidate from ``Linear(x)`` packed (f, i, h̃):
+    (..., 3H) -> f' (..., H), i' = 1 − f' (..., H), h̃ (..., H); then h_t = f' ⊙ h_{t−1} + i' ⊙ h̃.
+
+    ``f' = f / (f + i)`` is computed as ``σ(log σ(k_f) − log σ(k_i))``, as the layer does."""
+    k_f, k_i, candidate = projections.chunk(3, dim=-1)  # 3 × (..., H)
+    f_norm = torch.sigmoid(F.logsigmoid(k_f) - F.logsigmoid(k_i))  # (..., H)
+    return f_norm, 1 - f_norm, candidate
+
+
 # --- Cell modules ----------------------------------------------------------------------------
 
 

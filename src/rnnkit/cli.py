@@ -232,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     _add_flags(bench, BenchConfig, "bench", "sizes")
     bench.set_defaults(func=_bench)
+    _add_inspect_parsers(commands)
     return parser
 
 
@@ -497,3 +498,460 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     finally:
         package_logger.removeHandler(handler)
+
+
+# --- inspect and viz ---------------------------------------------------------------------------
+# rnnkit.inspect (and with it matplotlib) is imported inside these handlers, so that the other
+# commands start without paying for it.
+
+_INSPECT_EXAMPLES = """examples:
+  rnnkit inspect cells runs/stdlib held-out.py
+  rnnkit inspect cells runs/warpeace chapter.txt --feature in_quotes --feature "name=Pierre|Natasha"
+  rnnkit inspect saturation runs/stdlib held-out.py --plot saturation.png
+  rnnkit inspect gradients runs/stdlib held-out.py --plot gradients.png
+  rnnkit inspect gradients runs/tiny examples/tiny.txt --compare rnn,gru,lstm --plot compare.png
+  rnnkit inspect errors runs/stdlib held-out.py --json
+"""
+_VIZ_EXAMPLES = """examples:
+  rnnkit viz runs/stdlib held-out.py --out cells.html
+  rnnkit viz runs/warpeace chapter.txt --out cells.html --feature 'speech="[^"]*"'
+"""
+_COMPARE_CELLS = ("rnn", "gru", "lstm", "mingru", "minlstm")
+_KIND_NAMES = {"h": "h", "c": "tanh(c)"}
+
+
+def _positive_int(text: str, least: int = 1) -> int:
+    value = int(text)
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be at least {least}; got {value}")
+    return value
+
+
+def _count(text: str) -> int:
+    return _positive_int(text, least=0)
+
+
+def _add_inspect_common(parser: argparse.ArgumentParser) -> None:
+    """MODEL_DIR TEXT and the options that every inspect command and viz share."""
+    parser.add_argument("model_dir", metavar="MODEL_DIR", help="folder written by rnnkit train")
+    parser.add_argument("text", metavar="TEXT", help="text file (or folder of them) to read")
+    parser.add_argument("--encoding", default="utf-8", help="text encoding of TEXT")
+    parser.add_argument(
+        "--refuse-unknown",
+        action="store_true",
+        help="refuse a TEXT with tokens outside the vocabulary (default: read them as <unk>)",
+    )
+    parser.add_argument(
+        "--streams",
+        type=_positive_int,
+        metavar="S",
+        help="read TEXT as S segments side by side, each after 500 tokens of warm-up (default: "
+        "one per 1500 tokens, at most 64); 1 carries the state exactly through all of TEXT",
+    )
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="cpu",
+        help="where to run (default: cpu; auto: cuda when available)",
+    )
+
+
+def _add_feature_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--feature",
+        action="append",
+        default=[],
+        metavar="NAME[=REGEX]",
+        help="a built-in feature (default: all of them: in_quotes, in_parens, bracket_depth, "
+        "column, indent, word_start, after_newline) or your own, the characters inside the "
+        "regular expression's matches; repeat for more",
+    )
+
+
+def _add_inspect_parsers(commands: argparse._SubParsersAction) -> None:
+    """``rnnkit inspect {cells,saturation,gradients,errors}`` and ``rnnkit viz``."""
+    inspect = commands.add_parser(
+        "inspect",
+        help="what a language model's hidden cells do: cells, saturation, gradients, errors",
+        description="Open up a trained language model (task lm) on a text.",
+        epilog=_INSPECT_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    kinds = inspect.add_subparsers(dest="what", required=True, parser_class=_Parser)
+
+    cells = kinds.add_parser(
+        "cells",
+        help="rank hidden cells by how well each tracks a text feature",
+        description="Correlate every cell (h, and tanh(c) of an LSTM) with text features, probe "
+        "each with one threshold, and ablate the best (hold it at its mean).",
+    )
+    _add_inspect_common(cells)
+    _add_feature_option(cells)
+    cells.add_argument("--json", action="store_true", help="print one JSON object")
+    cells.add_argument("--top", type=_positive_int, default=10, help="cells listed per feature")
+    cells.add_argument(
+        "--ablate", type=_count, default=3, help="ablate this many best cells per feature (0: none)"
+    )
+    cells.add_argument(
+        "--ablation-tokens", type=_positive_int, default=2000, help="tokens read when ablating"
+    )
+    cells.set_defaults(func=_inspect_cells)
+
+    saturation = kinds.add_parser(
+        "saturation",
+        help="how often each gate is below 0.1 or above 0.9",
+        description="Per layer, gate and unit, the fraction of steps left-saturated (< 0.1) and "
+        "right-saturated (> 0.9); --plot draws the scatter of Karpathy et al. (2015).",
+    )
+    _add_inspect_common(saturation)
+    saturation.add_argument("--json", action="store_true", help="print one JSON object")
+    saturation.add_argument("--plot", metavar="PNG", help="draw the scatter into PNG")
+    saturation.set_defaults(func=_inspect_saturation)
+
+    gradients = kinds.add_parser(
+        "gradients",
+        help="how far back the loss reaches: ||d loss_T / d h_t|| against T - t",
+        description="The mean norm of the gradient of the loss at step T with respect to each "
+        "layer's h_t, against the distance T - t. --compare trains models of the given cells "
+        "(MODEL_DIR's architecture and training settings) briefly on TEXT and compares them, "
+        "untrained and trained.",
+    )
+    _add_inspect_common(gradients)
+    gradients.add_argument("--json", action="store_true", help="print one JSON object")
+    gradients.add_argument("--plot", metavar="PNG", help="draw the curves into PNG")
+    gradients.add_argument("--distance", type=_positive_int, default=100, help="largest T - t")
+    gradients.add_argument(
+        "--windows", type=_positive_int, default=32, help="positions T averaged over"
+    )
+    gradients.add_argument("--compare", metavar="CELLS", help="comma-separated, e.g. rnn,gru,lstm")
+    gradients.add_argument(
+        "--compare-steps", type=_positive_int, default=200, help="training steps per compared cell"
+    )
+    gradients.set_defaults(func=_inspect_gradients)
+
+    errors = kinds.add_parser(
+        "errors",
+        help="the model's mistakes by kind, beside an n-gram model's",
+        description="A token is an error when the model gave it probability < 0.5. The errors "
+        "by kind, beside those of a Witten-Bell n-gram model of the model's own training text.",
+    )
+    _add_inspect_common(errors)
+    errors.add_argument("--json", action="store_true", help="print one JSON object")
+    errors.add_argument("--order", type=_positive_int, default=20, help="n of the n-gram model")
+    errors.add_argument(
+        "--train-text",
+        metavar="FILE",
+        help="the model's training text, when it is no longer where config.json says",
+    )
+    errors.set_defaults(func=_inspect_errors)
+
+    viz = commands.add_parser(
+        "viz",
+        help="write an HTML page that colours TEXT by the hidden cells",
+        description="Write one self-contained HTML page (no network, no server): TEXT coloured "
+        "by a chosen cell, the best cells per feature, the next-token predictions on hover, "
+        "and the gate saturation and gradient flow plots.",
+        epilog=_VIZ_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_inspect_common(viz)
+    _add_feature_option(viz)
+    viz.add_argument("--out", required=True, metavar="PAGE.html", help="the page to write")
+    viz.add_argument(
+        "--max-tokens",
+        type=_positive_int,
+        default=100_000,
+        help="show at most the first this many tokens of TEXT",
+    )
+    viz.add_argument(
+        "--max-values",
+        type=_positive_int,
+        default=8_000_000,
+        help="cell values the page holds at most (a byte each): long texts get fewer cells",
+    )
+    viz.set_defaults(func=_viz)
+
+
+def _inspect_model(folder: str, command: str, device: str) -> Any:
+    """The language model of ``folder``; a folder of another task is refused in one line."""
+    from pathlib import Path
+
+    from rnnkit.errors import read_folder_json
+
+    config = Path(folder) / "config.json"
+    if config.is_file():  # anything else, load() explains
+        values = read_folder_json(config)
+        task = values.get("task", "lm") if isinstance(values, dict) else "lm"
+        if task != "lm":
+            raise ConfigError(
+                f"{command} works on lm models (tasks that read text token by token); "
+                f"this folder is a {task} model"
+            )
+    return load(folder, device=pick_device(device))
+
+
+def _inspect_text(args: argparse.Namespace, model: Any) -> Any:
+    """TEXT as the model's tokens (an EncodedText); tokens outside the vocabulary are counted
+    on stderr, or refused with --refuse-unknown."""
+    from rnnkit.data.text import read_text
+    from rnnkit.errors import DataError
+    from rnnkit.inspect.text import encode_text
+
+    text = encode_text(read_text(args.text, args.encoding), model.vocab, model.level)
+    if len(text) < 2:
+        raise DataError(f"{args.text} has {len(text)} {model.level} token(s); at least 2 needed")
+    if text.unknown:
+        kind = "characters" if model.level == "char" else "words"
+        listed = ", ".join(repr(t) for t, _ in text.unknown.most_common(8))
+        more = ", ..." if len(text.unknown) > 8 else ""
+        message = (
+            f"{args.text} has {text.unknown.total()} {kind} the model never saw "
+            f"({len(text.unknown)} distinct: {listed}{more})"
+        )
+        if args.refuse_unknown:
+            raise DataError(message)
+        print(f"rnnkit {args.command}: note: {message}; read as <unk>", file=sys.stderr)
+    return text
+
+
+def _save_figure(figure: Any, path: str) -> None:
+    try:
+        figure.savefig(path, dpi=120, facecolor="white")
+    except OSError as err:
+        raise ConfigError(f"cannot write the plot {path}: {err.strerror or err}") from None
+
+
+def _inspect_cells(args: argparse.Namespace) -> int:
+    from rnnkit.inspect.features import choose_features
+    from rnnkit.inspect.search import find_cells
+
+    features = choose_features(args.feature)
+    model = _inspect_model(args.model_dir, "inspect cells", args.device)
+    text = _inspect_text(args, model)
+    result = find_cells(
+        model,
+        text,
+        features,
+        top=args.top,
+        ablate=args.ablate,
+        ablation_tokens=args.ablation_tokens,
+        streams=args.streams,
+    )
+    if args.json:
+        print(json.dumps(result.to_dict()))
+        return EXIT_OK
+    print(f"cells ranked by |correlation| over {result.tokens} tokens of {args.text}")
+    for feature in [f.name for f in features if f.name not in result.skipped]:
+        print(f"\n{feature} (probe baseline {result.probe_baselines[feature]:.1%})")
+        print(f"  {'layer':>5} {'kind':<7} {'cell':>5} {'corr':>7} {'probe':>7} {'ablation':>9}")
+        for s in (s for s in result.cells if s.feature == feature):
+            delta = "" if s.ablation_delta_loss is None else f"{s.ablation_delta_loss:+.4f}"
+            print(
+                f"  {s.layer + 1:>5} {_KIND_NAMES[s.kind]:<7} {s.cell:>5} {s.corr:+7.3f} "
+                f"{s.probe_accuracy:7.1%} {delta:>9}"
+            )
+        best = next(s for s in result.cells_by_probe if s.feature == feature)
+        print(
+            f"  best probe: layer {best.layer + 1} {_KIND_NAMES[best.kind]} cell {best.cell}, "
+            f"{best.probe_accuracy:.1%} (corr {best.corr:+.3f})"
+        )
+    print("\nablation: loss change in nats/token with the cell held at its mean")
+    if result.skipped:
+        print(f"constant on this text, not ranked: {', '.join(result.skipped)}")
+    return EXIT_OK
+
+
+def _inspect_saturation(args: argparse.Namespace) -> int:
+    from rnnkit.inspect.saturation import gate_saturation, plot_saturation
+
+    model = _inspect_model(args.model_dir, "inspect saturation", args.device)
+    text = _inspect_text(args, model)
+    result = gate_saturation(model, text.ids, streams=args.streams)
+    if args.plot:
+        _save_figure(plot_saturation(result), args.plot)
+    values = result.to_dict()
+    if args.json:
+        print(json.dumps(values))
+        return EXIT_OK
+    print(f"gate saturation of the {result.cell} over {result.steps} steps of {args.text}")
+    print(f"  {'layer':>5} {'gate':>4} {'< 0.1':>7} {'> 0.9':>7}   units mostly < 0.1 / > 0.9")
+    for layer in values["layers"]:
+        for name, gate in layer["gates"].items():
+            print(
+                f"  {layer['layer'] + 1:>5} {name:>4} {gate['left_mean']:7.1%} "
+                f"{gate['right_mean']:7.1%}   {gate['units_mostly_left']} / "
+                f"{gate['units_mostly_right']} of {len(gate['left'])}"
+            )
+    return EXIT_OK
+
+
+def _compare_flows(args: argparse.Namespace, cells: list[str]) -> dict[str, dict[str, Any]]:
+    """Per panel (untrained, trained) and cell, the gradient flow of a model of MODEL_DIR's
+    architecture and training settings with that cell, trained --compare-steps on TEXT."""
+    import tempfile
+
+    import torch
+
+    from rnnkit.data.text import read_text
+    from rnnkit.inspect.gradients import gradient_flow
+    from rnnkit.inspect.text import encode_text
+    from rnnkit.tasks.lm import LanguageModel
+
+    saved = read_run_config(args.model_dir)
+    text = read_text(args.text, args.encoding)
+    panels: dict[str, dict[str, Any]] = {"untrained": {}, f"trained {args.compare_steps} steps": {}}
+    with tempfile.TemporaryDirectory(prefix="rnnkit-compare-") as tmp:
+        for cell in cells:
+            run = dataclasses.replace(
+                saved,
+                out=os.path.join(tmp, cell),
+                model=dataclasses.replace(saved.model, cell=cell, impl="auto"),
+                data=dataclasses.replace(saved.data, path=args.text, val=None),
+                train=dataclasses.replace(
+                    saved.train,
+                    engine="torch",
+                    max_steps=args.compare_steps,
+                    max_time=None,
+                    epochs=None,
+                    eval_every=args.compare_steps,
+                    log_every=args.compare_steps,
+                    device=args.device,
+                ),
+            )
+            trained = load(train(run).out, device=pick_device(args.device))
+            torch.manual_seed(run.train.seed)  # the initial weights of the trained one
+            untrained = LanguageModel(run.model, trained.vocab_size).to(trained.head.weight.device)
+            ids = encode_text(text, trained.vocab, trained.level).ids
+            for panel, lm in zip(panels.values(), (untrained, trained), strict=True):
+                panel[cell] = gradient_flow(lm, ids, distance=args.distance, windows=args.windows)
+    return panels
+
+
+def _inspect_gradients(args: argparse.Namespace) -> int:
+    from rnnkit.inspect.gradients import gradient_flow, plot_gradient_comparison, plot_gradient_flow
+
+    cells = [c.strip() for c in (args.compare or "").split(",") if c.strip()]
+    if args.compare is not None and (not cells or any(c not in _COMPARE_CELLS for c in cells)):
+        raise ConfigError(
+            f"--compare takes cells among {', '.join(_COMPARE_CELLS)}; got {args.compare!r}"
+        )
+    model = _inspect_model(args.model_dir, "inspect gradients", args.device)
+    text = _inspect_text(args, model)
+    flow = gradient_flow(model, text.ids, distance=args.distance, windows=args.windows)
+    panels = _compare_flows(args, cells) if cells else {}
+    if args.plot:
+        _save_figure(
+            plot_gradient_comparison(panels) if panels else plot_gradient_flow(flow), args.plot
+        )
+    if args.json:
+        result: dict[str, Any] = {"model": flow.to_dict()}
+        if panels:
+            result["compare"] = {
+                title: {cell: f.to_dict() for cell, f in flows.items()}
+                for title, flows in panels.items()
+            }
+        print(json.dumps(result))
+        return EXIT_OK
+    shown = [d for d in (0, 1, 2, 5, 10, 20, 50, 100, 200, 500) if d <= flow.distances[-1]]
+    print(f"mean ||d loss_T / d h_t|| over {flow.windows} positions T, by distance T - t")
+    print(f"  {'':<28}" + "".join(f"{d:>10}" for d in shown))
+    rows = [(f"layer {i + 1} of the {flow.cell}", row) for i, row in enumerate(flow.norms)]
+    for title, flows in panels.items():
+        rows += [(f"{cell}, {title}", f.norms[-1]) for cell, f in flows.items()]
+    for name, row in rows:
+        print(f"  {name:<28}" + "".join(f"{row[d]:10.2e}" for d in shown))
+    return EXIT_OK
+
+
+def _inspect_training(args: argparse.Namespace, model: Any) -> tuple[Any, Any]:
+    """The model's training text as ids (M,) and its word counts: config.json's data.path
+    (or --train-text), split as training did."""
+    from pathlib import Path
+
+    import torch
+
+    from rnnkit.data.stdlib_corpus import stdlib_text
+    from rnnkit.data.text import load_lm_data, read_text, tokenize
+    from rnnkit.inspect.error_analysis import word_counts
+
+    data = read_run_config(args.model_dir).data
+    if args.train_text is not None:
+        data = dataclasses.replace(data, path=args.train_text)
+    elif data.path is not None and not Path(data.path).exists():
+        raise ConfigError(
+            f"the model's training text {data.path} (data.path in config.json) is gone; "
+            "give it with --train-text FILE"
+        )
+    if data.val is not None:  # validation had its own file: training read all of the corpus
+        corpus = stdlib_text() if data.path is None else read_text(data.path, data.encoding)
+        tokens = tokenize(corpus, data.level)
+        ids = torch.tensor(model.vocab.encode(tokens), dtype=torch.long)  # (M,)
+    else:
+        ids = load_lm_data(data, model.vocab).train  # (M,)
+        tokens = model.vocab.decode(ids.tolist())
+    return ids, word_counts(tokens, model.level)
+
+
+def _inspect_errors(args: argparse.Namespace) -> int:
+    from rnnkit.inspect.error_analysis import error_analysis
+
+    model = _inspect_model(args.model_dir, "inspect errors", args.device)
+    text = _inspect_text(args, model)
+    train_ids, counts = _inspect_training(args, model)
+    result = error_analysis(model, text, train_ids, counts, order=args.order, streams=args.streams)
+    if args.json:
+        print(json.dumps(result.to_dict()))
+        return EXIT_OK
+    print(
+        f"errors (probability < 0.5 for the next token) on {args.text}: rnn and {result.order}-gram"
+    )
+    print(
+        f"  {'kind':<14} {'tokens':>7} {'rnn errors':>13} {'n-gram errors':>14} {'both':>6} "
+        f"{'only rnn':>9} {'only n-gram':>12}"
+    )
+    for k in [*result.kinds, result.total]:
+        rnn = f"{k.rnn_errors} ({k.rnn_errors / k.count:.0%})"
+        ngram = f"{k.ngram_errors} ({k.ngram_errors / k.count:.0%})"
+        print(
+            f"  {k.kind:<14} {k.count:>7} {rnn:>13} {ngram:>14} {k.both:>6} {k.rnn_only:>9} "
+            f"{k.ngram_only:>12}"
+        )
+    unknown = f"; {result.unknown_targets} <unk> targets left out" if result.unknown_targets else ""
+    print(
+        f"loss: rnn {result.rnn_loss:.4f}, {result.order}-gram {result.ngram_loss:.4f} "
+        f"nats/token{unknown}"
+    )
+    return EXIT_OK
+
+
+def _viz(args: argparse.Namespace) -> int:
+    from rnnkit.inspect.features import choose_features
+    from rnnkit.inspect.text import EncodedText
+    from rnnkit.inspect.viz import build_report
+
+    features = choose_features(args.feature)
+    model = _inspect_model(args.model_dir, "viz", args.device)
+    text = _inspect_text(args, model)
+    if len(text) > args.max_tokens:
+        print(
+            f"rnnkit viz: note: showing the first {args.max_tokens} of {len(text)} tokens "
+            "(--max-tokens)",
+            file=sys.stderr,
+        )
+        cut = args.max_tokens
+        text = EncodedText(text.ids[:cut], text.pieces[:cut], text.unknown, text.level)
+    page = build_report(
+        model,
+        text,
+        features,
+        title=f"Hidden cells of {args.model_dir}",
+        max_values=args.max_values,
+        streams=args.streams,
+    )
+    try:
+        with open(args.out, "w", encoding="utf-8") as f:
+            f.write(page)
+    except OSError as err:
+        raise ConfigError(f"cannot write {args.out}: {err.strerror or err}") from None
+    print(f"rnnkit viz: wrote {args.out} ({len(page) / 1e6:.1f} MB)", file=sys.stderr)
+    return EXIT_OK
