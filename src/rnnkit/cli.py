@@ -363,6 +363,10 @@ def _sample(args: argparse.Namespace) -> int:
             f"{task} model (use rnnkit predict)"
         )
     model = load(args.model_dir, device=pick_device(cfg.device))
+    if cfg.beam_size is not None:
+        text = model.beam_generate(cfg.prime, cfg.length, cfg.beam_size)
+        print(text, end="" if text.endswith("\n") else "\n")
+        return EXIT_OK
     pieces = model.generate_pieces(
         cfg.prime,
         cfg.length,

@@ -378,9 +378,15 @@ class SampleConfig:
         "torch", "numpy samples with the NumPy engine (one-layer, one-hot char models)"
     )
     condition: str | None = _opt(None, "condgen: the label to generate items of")
+    beam_size: int | None = _opt(
+        None, "lm: the most probable continuation by beam search of K hypotheses, not a sample"
+    )
 
     def __post_init__(self) -> None:
         _check(self.length >= 0, "length", "0 or more", self.length)
+        _check(
+            self.beam_size is None or self.beam_size >= 1, "beam_size", "at least 1", self.beam_size
+        )
         _check(self.temperature >= 0, "temperature", "0 or more", self.temperature)
         _check(self.top_k is None or self.top_k >= 1, "top_k", "at least 1", self.top_k)
         _check(self.top_p is None or 0 < self.top_p <= 1, "top_p", "in (0, 1]", self.top_p)

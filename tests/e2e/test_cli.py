@@ -406,3 +406,13 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_model(victim, caps
     assert "model.safetensors keeps the model of step" in errors[0]
     assert (victim / "model.safetensors").read_bytes() == best
     assert json.loads((victim / "state" / "trainer.json").read_text())["trainer"]["step"] == 40
+
+
+def test_sample_with_beam_search(trained, capsys) -> None:
+    assert (
+        main(["sample", str(trained), "--prime", "the", "--length", "10", "--beam-size", "3"]) == 0
+    )
+    expected = rnnkit.load(trained).generate(prime="the", length=10, beam_size=3)
+    assert capsys.readouterr().out == expected + ("" if expected.endswith("\n") else "\n")
+    assert len(expected) == 13
+    _bad(["sample", str(trained), "--beam-size", "0"], capsys, "--beam-size", "at least 1")

@@ -140,3 +140,32 @@ def test_word_level_generation_spaces_words() -> None:
     assert "  " not in text
     with pytest.raises(ConfigError, match=r"words that the model never saw.*'zebra'"):
         model.generate(prime="the zebra")
+
+
+def _continuation_log_prob(model, prime: str, text: str) -> float:
+    ids = model.prime_ids(prime) + model.vocab.encode(list(text))
+    tokens = torch.tensor([ids])  # (1, N)
+    with torch.no_grad():
+        logits, _ = model(tokens[:, :-1])  # (1, N-1, V)
+    log_probs = logits.log_softmax(-1)[0, -len(text) :]  # (len, V)
+    return float(log_probs.gather(1, tokens[0, -len(text) :, None]).sum())
+
+
+def test_beam_search_of_one_is_greedy_and_wider_beams_find_likelier_text() -> None:
+    from rnnkit.data.vocab import Vocab
+
+    torch.manual_seed(0)
+    vocab = Vocab.build("abcde\n")
+    model = LanguageModel(ModelConfig(hidden_size=16, embedding_size=8, num_layers=1), len(vocab))
+    model.attach_vocab(vocab, "char")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(2)  # peaked distributions: greedy and beam search part ways
+    greedy = model.generate(prime="ab", length=12, temperature=0)
+    assert model.generate(prime="ab", length=12, beam_size=1) == greedy
+    beams = {k: model.generate(prime="ab", length=12, beam_size=k) for k in (2, 5)}
+    scores = {k: _continuation_log_prob(model, "ab", text[2:]) for k, text in beams.items()}
+    greedy_score = _continuation_log_prob(model, "ab", greedy[2:])
+    assert all(text.startswith("ab") and len(text) == 14 for text in beams.values())
+    assert scores[5] >= scores[2] - 1e-5 and scores[5] >= greedy_score - 1e-5
+    assert scores[5] > greedy_score + 1e-3  # this model's greedy path is not the best one

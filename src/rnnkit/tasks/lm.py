@@ -36,7 +36,7 @@ from rnnkit.data.vocab import Vocab
 from rnnkit.errors import ConfigError, DataError
 from rnnkit.layers.dropout import Dropout
 from rnnkit.layers.packed import WEIGHTS, Weights
-from rnnkit.sampling import generate_tokens
+from rnnkit.sampling import beam_search_batch, generate_tokens
 from rnnkit.tasks.base import StepLoss, Task, TaskData
 
 State = Tensor | tuple[Tensor, Tensor]
@@ -178,11 +178,8 @@ class LanguageModel(nn.Module):
         previous = [vocab.tokens[ids[-1]] if prime else None] * num_samples
         generator = torch.Generator(self.head.weight.device).manual_seed(seed)
         self.eval()
-        banned = [vocab.pad_id, vocab.bos_id]
-        if self.level == "char":  # newlines are characters, and <unk> would print as U+FFFD
-            banned += [vocab.eos_id, vocab.unk_id]
         steps = generate_tokens(
-            _Unbanned(self, banned),
+            _Unbanned(self, self._banned()),
             ids,
             length,
             temperature=temperature,
@@ -213,13 +210,18 @@ class LanguageModel(nn.Module):
         seed: int = _SAMPLE.seed,
         *,
         weights: Weights = _SAMPLE.weights,
+        beam_size: int | None = None,
     ) -> str:
         """The prime followed by ``length`` sampled tokens, as text.
 
         ``temperature`` 0 is greedy; ``top_k`` / ``top_p`` restrict the choice; the same
         ``seed`` gives the same text. ``weights`` (``"fp32"``, ``"bf16"``, ``"int8"``) is how
         the recurrent weights are stored while sampling; see :meth:`generate_pieces`.
+        ``beam_size`` K: instead of sampling, the most probable continuation of ``length``
+        tokens that a beam search of K hypotheses finds (see :meth:`beam_generate`).
         """
+        if beam_size is not None:
+            return self.beam_generate(prime, length, beam_size)
         pieces = self.generate_pieces(
             prime,
             length,
@@ -230,6 +232,43 @@ class LanguageModel(nn.Module):
             weights=weights,
         )
         return prime + "".join(piece[0] for piece in pieces)
+
+    @torch.no_grad()
+    def beam_generate(self, prime: str, length: int, beam_size: int) -> str:
+        """The prime followed by the continuation of ``length`` tokens that beam search with
+        ``beam_size`` hypotheses finds most probable (by log-probability per token, the
+        search's length normalisation; every hypothesis has ``length`` tokens). The prime is
+        read once; each step is one batched ``step`` of the K hypotheses
+        (:func:`rnnkit.sampling.beam_search_batch`). The model is put in eval mode.
+
+        Raises:
+            ConfigError: the prime has unknown tokens, or ``beam_size`` is below 1.
+        """
+        if beam_size < 1:
+            raise ConfigError(f"--beam-size must be at least 1, got {beam_size}")
+        vocab = self._vocab()
+        ids = self.prime_ids(prime)
+        if length == 0:
+            return prime
+        self.eval()
+        model = _Unbanned(self, self._banned())
+        device = self.head.weight.device
+        logits, state = model(torch.tensor([ids], device=device))  # (1, t, V)
+        best = beam_search_batch(model, logits[:, -1], state, length, beam_size)[0]
+        previous = vocab.tokens[ids[-1]] if prime else None
+        pieces = []
+        for token in vocab.decode(best.tokens):
+            pieces.append(token_text(token, previous, self.level))
+            previous = token
+        return prime + "".join(pieces)
+
+    def _banned(self) -> list[int]:
+        """Tokens that are not text: <pad>, <bos> and, at char level, <eos> and <unk>."""
+        vocab = self._vocab()
+        banned = [vocab.pad_id, vocab.bos_id]
+        if self.level == "char":  # newlines are characters, and <unk> would print as U+FFFD
+            banned += [vocab.eos_id, vocab.unk_id]
+        return banned
 
     def _packed_step(self, weights: Weights) -> AbstractContextManager[None]:
         """The recurrent layers' ``packed_step(weights)``, not yet entered."""
