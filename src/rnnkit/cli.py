@@ -524,15 +524,15 @@ _COMPARE_CELLS = ("rnn", "gru", "lstm", "mingru", "minlstm")
 _KIND_NAMES = {"h": "h", "c": "tanh(c)"}
 
 
-def _positive_int(text: str, least: int = 1) -> int:
-    value = int(text)
-    if value < least:
-        raise argparse.ArgumentTypeError(f"must be at least {least}; got {value}")
-    return value
-
-
 def _count(text: str) -> int:
-    return _positive_int(text, least=0)
+    """An argparse type: an integer of 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
+    return value
 
 
 def _add_inspect_common(parser: argparse.ArgumentParser) -> None:
