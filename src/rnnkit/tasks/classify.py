@@ -124,7 +124,7 @@ class Classification(Task):
     best_metric = "accuracy"
     higher_is_better = True
 
-    # The preset for 2 CPU cores (see config.py's notes on how it was chosen).
+    # The preset for 2 CPU cores: a first choice, not yet tuned (config.py notes what it reaches).
     PRESET: ClassVar[dict[str, dict[str, Any]]] = {
         "model": {
             "cell": "lstm",
