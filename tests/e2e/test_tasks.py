@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -280,6 +281,78 @@ def test_resume_is_exact_with_dropout_past_warmup(kind, tmp_path, monkeypatch) -
     assert main([*argv, "--out", str(whole)]) == 0
     _interrupted_then_resumed(argv, split, 13, monkeypatch)
     _same_run(whole, split)
+
+
+class _StepClock:
+    """A clock for the loop that moves 0.5 s with every batch it draws: a time-limited run is
+    then the same run however often it is interrupted and resumed."""
+
+    def __init__(self, patch) -> None:
+        import time as real_time
+
+        from rnnkit.training import loop
+
+        self.now = 0.0
+        fake = types.SimpleNamespace(
+            monotonic=lambda: self.now, strftime=real_time.strftime, gmtime=real_time.gmtime
+        )
+        patch.setattr(loop, "time", fake)
+        real_get_task = loop.get_task
+
+        def get_task(name):
+            task = real_get_task(name)
+            real_batches = type(task).batches
+
+            class Timed(type(task)):
+                def batches(inner, run, data):
+                    batches = real_batches(inner, run, data)
+                    real_get = batches.get
+
+                    def get(epoch, index):
+                        self.now += 0.5
+                        return real_get(epoch, index)
+
+                    batches.get = get
+                    return batches
+
+            timed = Timed.__new__(Timed)
+            timed.__dict__.update(task.__dict__)
+            return timed
+
+        patch.setattr(loop, "get_task", get_task)
+
+
+def test_resume_under_max_time_is_exact(kind, tmp_path, monkeypatch) -> None:
+    """--max-time 12 on a clock of 0.5 s per step: interrupted at step 13 and resumed, the
+    run's elapsed time, learning rates (the schedule follows the clock), losses and final
+    weights equal the uninterrupted run's, which stops at step 24."""
+    _, data, flags = kind
+    argv = ["train", str(data), *flags, "--dropout", "0.3", "--max-time", "12"]
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    with monkeypatch.context() as patch:
+        _StepClock(patch)
+        assert main([*argv, "--out", str(whole)]) == 0
+    with monkeypatch.context() as patch:
+        _StepClock(patch)
+        _interrupted_then_resumed_patched(argv, split, 13, patch)
+    _same_run(whole, split)
+    for out in (whole, split):
+        trainer = json.loads((out / "state" / "trainer.json").read_text())["trainer"]
+        assert trainer["step"] == 24 and trainer["elapsed"] == 12.0
+    times = [(r["step"], r["time"]) for r in _records(split)]
+    assert times == [(r["step"], r["time"]) for r in _records(whole)]
+
+
+def _interrupted_then_resumed_patched(argv: list[str], out: Path, at: int, patch) -> None:
+    """As _interrupted_then_resumed, inside a patch context that is already open."""
+    from rnnkit.training import loop
+
+    handler = loop.StopOnInterrupt
+    patch.setattr(loop, "StopOnInterrupt", _InterruptAfter(at))
+    assert main([*argv, "--out", str(out)]) == 130  # as after Ctrl-C
+    patch.setattr(loop, "StopOnInterrupt", handler)
+    assert json.loads((out / "state" / "trainer.json").read_text())["trainer"]["step"] == at
+    assert main(["train", "--out", str(out), "--resume"]) == 0
 
 
 def test_epochs_max_time_and_bf16(kind, tmp_path) -> None:
