@@ -192,13 +192,3 @@ class Task(ABC):
         if value == old:
             return metrics["loss"] < best["loss"]
         return value > old if higher else value < old
-
-
-def detach_state(state: Any) -> Any:
-    """A carried state without its graph, so that the next batch does not backprop into this
-    one: a tensor, or nested tuples of them."""
-    if state is None:
-        return None
-    if isinstance(state, Tensor):
-        return state.detach()
-    return type(state)(detach_state(part) for part in state)

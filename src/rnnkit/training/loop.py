@@ -20,7 +20,6 @@ from tqdm import tqdm
 
 from rnnkit.config import RunConfig
 from rnnkit.tasks import get_task
-from rnnkit.tasks.base import detach_state
 from rnnkit.training import checkpoint, distributed
 from rnnkit.training.control import (
     StopOnInterrupt,
@@ -182,7 +181,7 @@ def _train(
             if cfg.grad_clip_value > 0:
                 torch.nn.utils.clip_grad_value_(model.parameters(), cfg.grad_clip_value)
             optimizer.step()
-            state = detach_state(result.state) if task.carries_state else None
+            state = _detach(result.state) if task.carries_state else None
 
             st.step += 1
             st.chunk += 1
@@ -224,6 +223,16 @@ def _train(
 def _json_numbers(metrics: dict[str, Any]) -> dict[str, Any]:
     """The scalar entries of a metrics dict (what trainer.json keeps of the best model)."""
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
+
+
+def _detach(state: Any) -> Any:
+    """A carried state without its graph, so that the next batch does not backprop into this
+    one: a tensor, or nested tuples of them."""
+    if state is None:
+        return None
+    if isinstance(state, torch.Tensor):
+        return state.detach()
+    return type(state)(_detach(part) for part in state)
 
 
 def _bar_text(
