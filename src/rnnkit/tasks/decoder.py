@@ -18,7 +18,8 @@ from torch import Tensor, nn
 
 import rnnkit.layers as recurrent_layers
 from rnnkit.config import ModelConfig
-from rnnkit.data.text import IGNORE_INDEX, Level
+from rnnkit.data.text import Level
+from rnnkit.tasks.lm import lm_loss
 
 LAYER_CLASSES = {
     "rnn": "RNN",
@@ -94,18 +95,9 @@ class DecoderState(NamedTuple):
         return DecoderState(rnn, context)
 
 
-def token_loss(logits: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
-    """Cross-entropy in nats of every target token, skipping ``IGNORE_INDEX``.
-
-    Args:
-        logits: (B, T, V); computed in float32 whatever the autocast dtype.
-        targets: (B, T) int64.
-        reduction: ``"mean"`` per counted token, or ``"sum"``.
-    """
-    flat = logits.reshape(-1, logits.shape[-1]).float()  # (B·T, V)
-    return F.cross_entropy(
-        flat, targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction=reduction
-    )
+token_loss = lm_loss
+"""Cross-entropy in nats of every target token, skipping ``IGNORE_INDEX``: the language
+model's loss (:func:`rnnkit.tasks.lm.lm_loss`), the same for any decoder's next-token logits."""
 
 
 def corpus_bleu(outputs: Sequence[str], references: Sequence[str], level: Level) -> float:
