@@ -284,6 +284,10 @@ def beam_search_batch(
     """
     _check_beam_size(beam_size)
     _check_length(max_length)
+    if beam_size == 1:
+        return greedy_batch(
+            model, logits, state, max_length, eos_id=eos_id, length_alpha=length_alpha
+        )
     n, vocab_size = logits.shape
     k, device = beam_size, logits.device
     batch = torch.arange(n, device=device)  # (N,)

@@ -47,7 +47,7 @@ from rnnkit.data.vocab import Vocab
 from rnnkit.errors import ConfigError, DataError
 from rnnkit.layers.dropout import Dropout
 from rnnkit.layers.packed import WEIGHTS, Weights
-from rnnkit.sampling import Hypothesis, beam_search_batch, generate_tokens, greedy_batch
+from rnnkit.sampling import Hypothesis, beam_search_batch, generate_tokens
 from rnnkit.tasks.base import StepLoss, Task, TaskData
 from rnnkit.tasks.decoder import (
     DecoderState,
@@ -216,12 +216,9 @@ class ConditionalGenerator(nn.Module):
             logits, state = self.step(bos, self.start(conditions))  # (N, V)
             limit = decode_limit(max_length, self.longest)
             eos, alpha = Vocab.eos_id, LENGTH_ALPHA
-            if beam_size == 1:
-                found = greedy_batch(self, logits, state, limit, eos_id=eos, length_alpha=alpha)
-            else:
-                found = beam_search_batch(
-                    self, logits, state, limit, beam_size, eos_id=eos, length_alpha=alpha
-                )
+            found = beam_search_batch(  # beam 1 is greedy_batch
+                self, logits, state, limit, beam_size, eos_id=eos, length_alpha=alpha
+            )
         self.train(was_training)
         return found
 

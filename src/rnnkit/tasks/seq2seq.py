@@ -45,7 +45,7 @@ from rnnkit.data.text import Level
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import ConfigError, DataError
 from rnnkit.layers.dropout import Dropout
-from rnnkit.sampling import Hypothesis, beam_search_batch, greedy_batch
+from rnnkit.sampling import Hypothesis, beam_search_batch
 from rnnkit.tasks.attention import Attention, Memory
 from rnnkit.tasks.base import StepLoss, Task, TaskData
 from rnnkit.tasks.decoder import (
@@ -226,12 +226,9 @@ class Seq2Seq(nn.Module):
             logits, state = self.step(bos, state)  # (B, V)
             limit = decode_limit(max_length, self.longest_target)
             eos, alpha = Vocab.eos_id, LENGTH_ALPHA
-            if beam_size == 1:
-                found = greedy_batch(self, logits, state, limit, eos_id=eos, length_alpha=alpha)
-            else:
-                found = beam_search_batch(
-                    self, logits, state, limit, beam_size, eos_id=eos, length_alpha=alpha
-                )
+            found = beam_search_batch(  # beam 1 is greedy_batch
+                self, logits, state, limit, beam_size, eos_id=eos, length_alpha=alpha
+            )
         self.train(was_training)
         return found
 
