@@ -22,6 +22,7 @@ SCRIPTS = [
     "lm.py",
     "tasks.py",
     "distributed.py",
+    "inspect_speed.py",
 ]
 
 
