@@ -319,17 +319,25 @@ def _available(task: str) -> bool:
     return name == "toy" or importlib.util.find_spec(rnnkit.tasks.TASK_MODULES[name]) is not None
 
 
-def _dropout_lm(data: Path, out: Path, steps: int) -> RunConfig:
-    """Two layers with dropout, constant lr (the cosine schedule follows --max-steps)."""
-    run = _run("lm", data, out, max_steps=steps, schedule="constant")
+def _random_run(task: str, data: Path, out: Path, steps: int) -> RunConfig:
+    """A run that draws from each rank's random stream, constant lr (the cosine schedule
+    follows --max-steps): the LM with two layers and dropout; seq2seq with dropout and
+    teacher forcing 0.5."""
+    run = _run(task, data, out, max_steps=steps, schedule="constant")
+    if task == "seq2seq":
+        return merge(run, {"model": {"dropout": 0.3}, "train": {"teacher_forcing": 0.5}})
     return merge(run, {"model": {"num_layers": 2, "dropout": 0.3}})
+
+
+RESUMED = ["lm", "seq2seq"]
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> Path:
-    """Every available task trained by one process, here, and by two ranks; and an LM with
-    dropout trained by two ranks for 6 steps, and for 3 then resumed to 6. All two-rank runs
-    share one start of the two processes (most of their time is Python and torch starting)."""
+    """Every available task trained by one process, here, and by two ranks; and each task of
+    RESUMED with its random draws trained by two ranks for 6 steps, and for 3 then resumed to
+    6. All two-rank runs share one start of the two processes (most of their time is Python
+    and torch starting)."""
     folder = tmp_path_factory.mktemp("ddp")
     jobs = []
     with pytest.MonkeyPatch.context() as patch:
@@ -340,12 +348,13 @@ def runs(tmp_path_factory) -> Path:
             data = _write_data(task, folder / task)
             train(_run(task, data, folder / task / "one"))
             jobs.append((_run(task, data, folder / task / "two"), False))
-    data = _write_data("lm", folder)
-    jobs += [
-        (_dropout_lm(data, folder / "straight", 6), False),
-        (_dropout_lm(data, folder / "resumed", 3), False),
-        (_dropout_lm(data, folder / "resumed", 6), True),
-    ]
+    for task in RESUMED:
+        data = _write_data(task, folder / task)
+        jobs += [
+            (_random_run(task, data, folder / task / "straight", 6), False),
+            (_random_run(task, data, folder / task / "resumed", 3), False),
+            (_random_run(task, data, folder / task / "resumed", 6), True),
+        ]
     _two_ranks(jobs, folder)
     return folder
 
@@ -372,15 +381,18 @@ def test_two_ranks_train_the_model_of_one_process(task, runs) -> None:
     assert leftovers == []
 
 
-def test_two_ranks_resume_exactly_with_dropout_and_carried_state(runs) -> None:
-    """3 steps, then --resume to 6, equals 6 steps in one go: each rank's dropout stream and
-    its share of the carried LM state come back from the folder rank 0 wrote."""
-    straight, resumed = runs / "straight", runs / "resumed"
+@pytest.mark.parametrize("task", RESUMED)
+def test_two_ranks_resume_exactly_with_their_random_draws(task, runs) -> None:
+    """3 steps, then --resume to 6, equals 6 steps in one go: each rank's random stream
+    (dropout masks, seq2seq's teacher-forcing draws) and its share of the carried LM state
+    come back from the folder rank 0 wrote."""
+    straight, resumed = runs / task / "straight", runs / task / "resumed"
     assert _max_difference(straight, resumed) == 0.0
     assert _losses(resumed, "loss") == pytest.approx(_losses(straight, "loss"), abs=1e-6)
     loop = load_file(str(resumed / "state" / "loop.safetensors"))
-    assert loop["hidden.0"].shape == (2, 4, 12)  # (L, B, H): every rank's streams
     assert not torch.equal(loop["rank0.rng.cpu"], loop["rank1.rng.cpu"])
+    if task == "lm":
+        assert loop["hidden.0"].shape == (2, 4, 12)  # (L, B, H): every rank's streams
 
 
 @pytest.mark.slow
