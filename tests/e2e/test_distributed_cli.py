@@ -249,10 +249,17 @@ def test_the_workers_command_line_is_the_users_without_nproc() -> None:
     assert _without_nproc(["train", "--num-layers", "2"]) == ["train", "--num-layers", "2"]
 
 
-def test_nproc_1_trains_in_this_process(corpus, tmp_path) -> None:
+def test_nproc_1_trains_in_this_process_and_2_cannot_resume_it(corpus, tmp_path, capsys) -> None:
     out = tmp_path / "one"
     quiet = io.StringIO()
+    argv = ["train", str(corpus), "--out", str(out), *TINY, "--max-steps", "2"]
     with contextlib.redirect_stderr(quiet):
-        argv = ["train", str(corpus), "--out", str(out), *TINY, "--max-steps", "2"]
         assert main([*argv, "--nproc", "1"]) == 0
     assert json.loads((out / "config.json").read_text())["train"]["world_size"] == 1
+    before = (out / "state" / "trainer.json").read_bytes()
+    _bad(
+        [*argv[:-1], "4", "--resume", "--nproc", "2"],
+        capsys,
+        f"--resume of {out} needs 1 process(es), as it was trained (config.json world_size); got 2",
+    )
+    assert (out / "state" / "trainer.json").read_bytes() == before  # refused before starting

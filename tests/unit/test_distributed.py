@@ -6,7 +6,8 @@ WORLD_SIZE, MASTER_ADDR, ...), each running this file as a script (see ``_worker
 generated data; they compare the two-process run with a one-process run of the same global
 batch. They are parametrised over every task: ``toy`` (defined here: padded per-step batches
 whose loss is a mean over real tokens, with a short last batch that leaves rank 1 empty), ``lm``,
-and ``classify`` / ``tag`` once those modules exist.
+``classify``, ``tag``, ``seq2seq`` (teacher forcing 1) and ``condgen`` from labels and from
+vectors.
 """
 
 from __future__ import annotations
@@ -153,16 +154,42 @@ def _write_data(task: str, folder: Path) -> Path | None:
             for i in range(30)
         ]
         path.write_text("\n\n".join(sentences) + "\n", encoding="utf-8")
+    elif task == "seq2seq":
+        path = folder / "tiny.pairs.tsv"
+        backwards = [" ".join(reversed(line.split())) for line in LINES]
+        rows = [f"{LINES[i % 3]} {i}\t{backwards[i % 3]}" for i in range(30)]
+        path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    elif task == "condgen":
+        path = folder / "tiny.tsv"
+        rows = [f"{('cat', 'dog', 'bird')[i % 3]}\t{LINES[i % 3][: 8 + i % 9]}" for i in range(30)]
+        path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    elif task == "condgen-vector":
+        path = folder / "tiny.npz"
+        x = np.random.default_rng(0).normal(size=(30, 3)).astype(np.float32)  # (N, D)
+        np.savez(path, x=x, text=np.array([LINES[i % 3][: 5 + i % 7] for i in range(30)]))
     else:
         return None
     return path
 
 
-TASKS = ["toy", "lm", "classify", "tag"]
+TASKS = ["toy", "lm", "classify", "tag", "seq2seq", "condgen", "condgen-vector"]
+"""What the two-rank test runs: a task's name, or ``condgen-vector`` (condgen from vectors)."""
 
 
-EXTRA = {"classify": {"train": {"class_weights": "balanced"}}, "tag": {"model": {"crf": True}}}
-"""Options that make a task's loss weigh its examples unevenly (class weights, per token)."""
+EXTRA = {
+    "classify": {"train": {"class_weights": "balanced"}},
+    "tag": {"model": {"crf": True}},
+    # Teacher forcing 1 (the default, said here): below 1, each rank draws which steps read
+    # the model's own tokens from its own random stream, as it draws its dropout masks.
+    "seq2seq": {
+        "model": {"attention": "general", "bidirectional": True},
+        "train": {"teacher_forcing": 1.0},
+    },
+    "condgen": {"model": {"condition_mode": "both"}},
+    "condgen-vector": {"model": {"condition_mode": "both"}},
+}
+"""Options that make a task's loss weigh its examples unevenly (class weights, per token), or
+use more of its model (attention over a padded bidirectional encoder, a condition's h_0)."""
 
 
 def _run(task: str, data: Path | None, out: Path, **train: Any) -> RunConfig:
@@ -181,7 +208,8 @@ def _run(task: str, data: Path | None, out: Path, **train: Any) -> RunConfig:
         "threads": 1,
         "dist_timeout": 120.0,
     }
-    run = merge(RunConfig(task=task), get_task(task).preset())
+    name = task.removesuffix("-vector")
+    run = merge(RunConfig(task=name), get_task(name).preset())
     run = merge(
         run,
         {
@@ -263,12 +291,14 @@ def _worker(spec: str) -> None:
 # --- comparing runs ------------------------------------------------------------------------------
 
 
-def _weights(out: Path) -> dict[str, Tensor]:
-    return load_file(str(out / "state" / "weights.safetensors"))
+def _weights(out: Path, name: str) -> dict[str, Tensor]:
+    return load_file(str(out / name))
 
 
-def _max_difference(a: Path, b: Path) -> float:
-    wa, wb = _weights(a), _weights(b)
+def _max_difference(a: Path, b: Path, name: str = "state/weights.safetensors") -> float:
+    """The largest difference between the weights ``name`` (default: the last step's) of the
+    model folders ``a`` and ``b``."""
+    wa, wb = _weights(a, name), _weights(b, name)
     assert wa.keys() == wb.keys()
     return max(float((wa[k] - wb[k]).abs().max()) for k in wa)
 
@@ -285,20 +315,29 @@ def _losses(out: Path, key: str) -> dict[int, float]:
 
 
 def _available(task: str) -> bool:
-    return task == "toy" or importlib.util.find_spec(rnnkit.tasks.TASK_MODULES[task]) is not None
+    name = task.removesuffix("-vector")
+    return name == "toy" or importlib.util.find_spec(rnnkit.tasks.TASK_MODULES[name]) is not None
 
 
-def _dropout_lm(data: Path, out: Path, steps: int) -> RunConfig:
-    """Two layers with dropout, constant lr (the cosine schedule follows --max-steps)."""
-    run = _run("lm", data, out, max_steps=steps, schedule="constant")
+def _random_run(task: str, data: Path, out: Path, steps: int) -> RunConfig:
+    """A run that draws from each rank's random stream, constant lr (the cosine schedule
+    follows --max-steps): the LM with two layers and dropout; seq2seq with dropout and
+    teacher forcing 0.5."""
+    run = _run(task, data, out, max_steps=steps, schedule="constant")
+    if task == "seq2seq":
+        return merge(run, {"model": {"dropout": 0.3}, "train": {"teacher_forcing": 0.5}})
     return merge(run, {"model": {"num_layers": 2, "dropout": 0.3}})
+
+
+RESUMED = ["lm", "seq2seq"]
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> Path:
-    """Every available task trained by one process, here, and by two ranks; and an LM with
-    dropout trained by two ranks for 6 steps, and for 3 then resumed to 6. All two-rank runs
-    share one start of the two processes (most of their time is Python and torch starting)."""
+    """Every available task trained by one process, here, and by two ranks; and each task of
+    RESUMED with its random draws trained by two ranks for 6 steps, and for 3 then resumed to
+    6. All two-rank runs share one start of the two processes (most of their time is Python
+    and torch starting)."""
     folder = tmp_path_factory.mktemp("ddp")
     jobs = []
     with pytest.MonkeyPatch.context() as patch:
@@ -309,12 +348,13 @@ def runs(tmp_path_factory) -> Path:
             data = _write_data(task, folder / task)
             train(_run(task, data, folder / task / "one"))
             jobs.append((_run(task, data, folder / task / "two"), False))
-    data = _write_data("lm", folder)
-    jobs += [
-        (_dropout_lm(data, folder / "straight", 6), False),
-        (_dropout_lm(data, folder / "resumed", 3), False),
-        (_dropout_lm(data, folder / "resumed", 6), True),
-    ]
+    for task in RESUMED:
+        data = _write_data(task, folder / task)
+        jobs += [
+            (_random_run(task, data, folder / task / "straight", 6), False),
+            (_random_run(task, data, folder / task / "resumed", 3), False),
+            (_random_run(task, data, folder / task / "resumed", 6), True),
+        ]
     _two_ranks(jobs, folder)
     return folder
 
@@ -329,7 +369,11 @@ def test_two_ranks_train_the_model_of_one_process(task, runs) -> None:
     assert _max_difference(one, two) < 1e-5
     assert _losses(two, "loss") == pytest.approx(_losses(one, "loss"), abs=1e-6)
     assert list(_losses(two, "loss")) == [1, 2, 3, 4, 5, 6]  # once each: rank 0 logs
-    assert _losses(two, "val_loss") == pytest.approx(_losses(one, "val_loss"), abs=1e-5)
+    evaluations = sorted({k for r in _records(one) for k in r if k.startswith("val_")})
+    assert "val_loss" in evaluations  # and the metric that picks the model, if another
+    for key in evaluations:  # rank 0 evaluates alone: BLEU and exact match of its decoding
+        assert _losses(two, key) == pytest.approx(_losses(one, key), abs=1e-5), key
+    assert _max_difference(one, two, "model.safetensors") < 1e-5  # the kept model
     config = json.loads((two / "config.json").read_text())
     assert config["train"]["world_size"] == 2
     assert json.loads((one / "config.json").read_text())["train"]["world_size"] == 1
@@ -337,15 +381,18 @@ def test_two_ranks_train_the_model_of_one_process(task, runs) -> None:
     assert leftovers == []
 
 
-def test_two_ranks_resume_exactly_with_dropout_and_carried_state(runs) -> None:
-    """3 steps, then --resume to 6, equals 6 steps in one go: each rank's dropout stream and
-    its share of the carried LM state come back from the folder rank 0 wrote."""
-    straight, resumed = runs / "straight", runs / "resumed"
+@pytest.mark.parametrize("task", RESUMED)
+def test_two_ranks_resume_exactly_with_their_random_draws(task, runs) -> None:
+    """3 steps, then --resume to 6, equals 6 steps in one go: each rank's random stream
+    (dropout masks, seq2seq's teacher-forcing draws) and its share of the carried LM state
+    come back from the folder rank 0 wrote."""
+    straight, resumed = runs / task / "straight", runs / task / "resumed"
     assert _max_difference(straight, resumed) == 0.0
     assert _losses(resumed, "loss") == pytest.approx(_losses(straight, "loss"), abs=1e-6)
     loop = load_file(str(resumed / "state" / "loop.safetensors"))
-    assert loop["hidden.0"].shape == (2, 4, 12)  # (L, B, H): every rank's streams
     assert not torch.equal(loop["rank0.rng.cpu"], loop["rank1.rng.cpu"])
+    if task == "lm":
+        assert loop["hidden.0"].shape == (2, 4, 12)  # (L, B, H): every rank's streams
 
 
 @pytest.mark.slow

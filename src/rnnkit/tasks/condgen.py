@@ -477,7 +477,8 @@ class ConditionalGeneration(Task):
     def loss(self, model: nn.Module, batch: Any, state: Any, device: torch.device) -> StepLoss:
         conditions, inputs, targets = (t.to(device) for t in batch)
         logits = model(conditions, inputs)  # (B, T, V)
-        return StepLoss(token_loss(logits, targets), int((targets >= 0).sum()))
+        count = int((targets >= 0).sum())
+        return StepLoss(token_loss(logits, targets), count, units=count)  # a mean per token
 
     def evaluate(
         self, model: nn.Module, val: Any, run: RunConfig, device: torch.device

@@ -455,7 +455,7 @@ class SequenceToSequence(Task):
         logits = model(source.to(device), lengths, target_in.to(device), teacher_forcing)
         target_out = target_out.to(device)  # (B, T)
         count = int((target_out >= 0).sum())
-        return StepLoss(token_loss(logits, target_out), count)
+        return StepLoss(token_loss(logits, target_out), count, units=count)  # a mean per token
 
     def evaluate(
         self, model: nn.Module, val: Any, run: RunConfig, device: torch.device

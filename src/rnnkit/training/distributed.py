@@ -19,11 +19,13 @@ does differently is here, so the loop reads the same with 1 or N processes:
   (:meth:`World.reduce`). That one all-reduce also carries the token count, a Ctrl-C on any
   rank (all stop after the same step) and rank 0's clock (``--max-time`` and the schedule).
 - Dropout masks differ between ranks: rank r > 0 reseeds its generator from (seed, r) once the
-  model is built (the weights start equal; DDP also copies rank 0's).
+  model is built (the weights start equal; DDP also copies rank 0's). So do seq2seq's
+  teacher-forcing draws below ``--teacher-forcing 1``, which come from the same generator.
 - Only rank 0 writes the model folder, logs, ``metrics.jsonl`` and the progress bar. It alone
   evaluates, with the node's threads, while the others wait: every task's metrics (F1, CRF
-  decoding, confusion) need all predictions, the numbers are those of one process, and on one
-  CPU machine the idle ranks lend their cores, so a sharded evaluation would gain little.
+  decoding, confusion, BLEU and exact match of greedy decoding) need all predictions, the
+  numbers are those of one process, and on one CPU machine the idle ranks lend their cores.
+  Whether a sharded evaluation would be faster has not been measured.
 - Checkpoints hold the whole run: the carried state is gathered from every rank, and each
   rank's random state is saved (``rank{r}.rng.*``), so ``--resume`` with the same number of
   processes is exact. Another number of processes is refused (``config.json`` records
