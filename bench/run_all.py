@@ -22,6 +22,7 @@ SCRIPTS = [
     "lm.py",
     "tasks.py",
     "distributed.py",
+    "gpu.py",  # issue 16's CUDA rows; says so and measures nothing without CUDA
 ]
 
 
