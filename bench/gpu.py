@@ -17,7 +17,9 @@ Sections, each a list of rows in the JSON and a table on stdout:
               row also counts cuDNN's "not part of single contiguous chunk of memory" warnings
               (0 expected since the flat weights, rnnkit.layers.flat_weights).
   minimal     MinGRU and MinLSTM (impl="auto", the scan) against nn.GRU at B=16, H=512,
-              T=512 and 2048, one layer, training as above (the goal: >= 10x at T=2048).
+              T=512 and 2048, one layer, training as above (the goal: >= 10x at T=2048); each
+              with Triton's kernels (rnnkit.scan_triton) where Triton is installed, and with
+              the chunked scan of rnnkit.scan.
   sampling    characters/s at batch 1 of a char LM (V=65, E=64, LSTM 2x512, random weights):
               torch.nn.LSTM stepped on one-step sequences with a softmax and a multinomial draw
               (the bare cuDNN step loop), and rnnkit's LanguageModel through
@@ -37,12 +39,14 @@ records the GPU, the machine, the git commit and the date (``rnnkit.benchmark.pr
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import json
 import statistics
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -51,7 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnkit import layers
+from rnnkit import layers, scan
 from rnnkit.benchmark import provenance
 from rnnkit.config import GPU_LM_PRESET, ModelConfig, TrainConfig
 from rnnkit.sampling import generate_tokens
@@ -227,15 +231,37 @@ def bench_minimal(run: Run) -> list[dict[str, Any]]:
             reference, _, _ = timed_layer(run, row, partial(nn.GRU, hidden, hidden), x)
             if reference is not None:
                 rows.append(row | {"tokens_per_s": reference})
-            for name, cls in MINIMAL.items():
-                row = {"layer": f"rnnkit {name}", "precision": precision} | size
+            for (name, cls), kernels in itertools.product(MINIMAL.items(), scan_kernels(run)):
+                row = {"layer": f"rnnkit {name}", "scan": kernels, "precision": precision} | size
                 if run.out_of_time(row):
                     continue
-                speed, _, _ = timed_layer(run, row, partial(cls, hidden, hidden), x)
+                with scan_kernels_set(kernels):
+                    speed, _, _ = timed_layer(run, row, partial(cls, hidden, hidden), x)
                 if speed is not None:
                     ratio = None if reference is None else speed / reference
                     rows.append(row | {"tokens_per_s": speed, "ratio_to_torch_nn_gru": ratio})
     return rows
+
+
+def scan_kernels(run: Run) -> list[str]:
+    """The scans MinGRU and MinLSTM can run here: Triton's kernels (rnnkit.scan_triton) on CUDA
+    where Triton is installed, and always the chunked scan of rnnkit.scan."""
+    probe = torch.empty(1, device=run.device)
+    return ["triton", "chunked"] if scan._triton_kernels(probe) is not None else ["chunked"]
+
+
+@contextlib.contextmanager
+def scan_kernels_set(kernels: str) -> Iterator[None]:
+    """Within the block, rnnkit.scan runs ``kernels``: "chunked" hides Triton's from it."""
+    if kernels == "triton":
+        yield
+        return
+    chooser = scan._triton_kernels
+    scan._triton_kernels = lambda x: None
+    try:
+        yield
+    finally:
+        scan._triton_kernels = chooser
 
 
 class TorchLM(nn.Module):
@@ -381,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         "provenance": provenance(ROOT),
         "quick": args.quick,
         "budget_s": BUDGET_S,
+        "scan_kernels": scan_kernels(run),
     }
     for section, bench in (
         ("layers", bench_layers),
@@ -404,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     _print_table(
         "minimal: training tokens/s",
         report["minimal"],
-        [*size, "steps", "tokens_per_s", "ratio_to_torch_nn_gru"],
+        [*size, "steps", "scan", "tokens_per_s", "ratio_to_torch_nn_gru"],
     )
     _print_table(
         "sampling at batch 1", report["sampling"], ["model", "chars_per_s", "ratio_to_torch_nn"]
