@@ -12,14 +12,16 @@ Sections, each a list of rows in the JSON and a table on stdout:
               (2, 512, 64, 100) and (2, 1024, 256, 100), fp32 and bf16 autocast: torch.nn's LSTM
               and GRU (cuDNN), rnnkit's LSTM and GRU with impl="auto" (cuDNN behind our
               interface), and the loop path: impl="loop" LSTM and GRU, peephole LSTM, GRU with
-              reset_after=False and with reset_gate=False. Each ratio is to torch.nn's cell of the
+              reset_after=False and with reset_gate=False; the loop LSTMs each with Triton's
+              step kernels (rnnkit.layers.lstm_triton) where Triton is installed, and with
+              torch's ops. Each ratio is to torch.nn's cell of the
               same kind, size and precision (the issue's goal: >= 0.8 for the loop path). Each
               row also counts cuDNN's "not part of single contiguous chunk of memory" warnings
               (0 expected since the flat weights, rnnkit.layers.flat_weights).
   minimal     MinGRU and MinLSTM (impl="auto", the scan) against nn.GRU at B=16, H=512,
               T=512 and 2048, one layer, training as above (the goal: >= 10x at T=2048); each
               with Triton's kernels (rnnkit.scan_triton) where Triton is installed, and with
-              the chunked scan of rnnkit.scan.
+              the chunked scan of rnnkit.scan ("kernels": "triton" or "torch").
   sampling    characters/s at batch 1 of a char LM (V=65, E=64, LSTM 2x512, random weights):
               torch.nn.LSTM stepped on one-step sequences with a softmax and a multinomial draw
               (the bare cuDNN step loop), and rnnkit's LanguageModel through
@@ -58,6 +60,7 @@ from torch import Tensor, nn
 from rnnkit import layers, scan
 from rnnkit.benchmark import provenance
 from rnnkit.config import GPU_LM_PRESET, ModelConfig, TrainConfig
+from rnnkit.layers import bptt
 from rnnkit.sampling import generate_tokens
 from rnnkit.tasks.lm import LanguageModel
 
@@ -76,6 +79,7 @@ RNNKIT_LAYERS = [
     ("GRU reset_after=False", "gru", layers.GRU, {"reset_after": False}),
     ("GRU reset_gate=False", "gru", layers.GRU, {"reset_gate": False}),
 ]
+TRITON_LAYERS = ("LSTM loop", "LSTM peephole")  # the rows whose steps Triton's kernels can run
 MINIMAL = {"MinGRU": layers.MinGRU, "MinLSTM": layers.MinLSTM}
 VOCAB, EMBEDDING = 65, 64  # the sampling model's, as bench/sampling.py's
 
@@ -200,13 +204,19 @@ def bench_layers(run: Run) -> list[dict[str, Any]]:
                 if speed is not None:
                     reference[cell] = speed
                     rows.append(row | {"tokens_per_s": speed, "compaction_warnings": compactions})
-            for name, cell, cls, keywords in RNNKIT_LAYERS:
-                row = {"layer": f"rnnkit {name}", "precision": precision} | size
+            for (name, cell, cls, keywords), kernels in itertools.product(
+                RNNKIT_LAYERS, kernel_choices(run)
+            ):
+                if kernels == "triton" and name not in TRITON_LAYERS:
+                    continue
+                row = {"layer": f"rnnkit {name}", "kernels": kernels, "precision": precision}
+                row |= size
                 if run.out_of_time(row):
                     continue
-                speed, compactions, chosen = timed_layer(
-                    run, row, partial(cls, hidden, hidden, num_layers, **keywords), x
-                )
+                with kernels_set(kernels):
+                    speed, compactions, chosen = timed_layer(
+                        run, row, partial(cls, hidden, hidden, num_layers, **keywords), x
+                    )
                 if speed is None:
                     continue
                 ratio = speed / reference[cell] if cell in reference else None
@@ -231,11 +241,12 @@ def bench_minimal(run: Run) -> list[dict[str, Any]]:
             reference, _, _ = timed_layer(run, row, partial(nn.GRU, hidden, hidden), x)
             if reference is not None:
                 rows.append(row | {"tokens_per_s": reference})
-            for (name, cls), kernels in itertools.product(MINIMAL.items(), scan_kernels(run)):
-                row = {"layer": f"rnnkit {name}", "scan": kernels, "precision": precision} | size
+            for (name, cls), kernels in itertools.product(MINIMAL.items(), kernel_choices(run)):
+                row = {"layer": f"rnnkit {name}", "kernels": kernels, "precision": precision}
+                row |= size
                 if run.out_of_time(row):
                     continue
-                with scan_kernels_set(kernels):
+                with kernels_set(kernels):
                     speed, _, _ = timed_layer(run, row, partial(cls, hidden, hidden), x)
                 if speed is not None:
                     ratio = None if reference is None else speed / reference
@@ -243,25 +254,26 @@ def bench_minimal(run: Run) -> list[dict[str, Any]]:
     return rows
 
 
-def scan_kernels(run: Run) -> list[str]:
-    """The scans MinGRU and MinLSTM can run here: Triton's kernels (rnnkit.scan_triton) on CUDA
-    where Triton is installed, and always the chunked scan of rnnkit.scan."""
+def kernel_choices(run: Run) -> list[str]:
+    """What the loop LSTM's steps and the MinGRU / MinLSTM scans can run here: "triton"
+    (rnnkit.layers.lstm_triton, rnnkit.scan_triton) on CUDA where Triton is installed, and
+    always "torch" (torch's ops; the chunked scan of rnnkit.scan)."""
     probe = torch.empty(1, device=run.device)
-    return ["triton", "chunked"] if scan._triton_kernels(probe) is not None else ["chunked"]
+    return ["triton", "torch"] if scan._triton_kernels(probe) is not None else ["torch"]
 
 
 @contextlib.contextmanager
-def scan_kernels_set(kernels: str) -> Iterator[None]:
-    """Within the block, rnnkit.scan runs ``kernels``: "chunked" hides Triton's from it."""
+def kernels_set(kernels: str) -> Iterator[None]:
+    """Within the block rnnkit runs ``kernels``: "torch" hides Triton's from it."""
     if kernels == "triton":
         yield
         return
-    chooser = scan._triton_kernels
-    scan._triton_kernels = lambda x: None
+    choosers = scan._triton_kernels, bptt._fused_lstm_step
+    scan._triton_kernels = bptt._fused_lstm_step = lambda x: None
     try:
         yield
     finally:
-        scan._triton_kernels = chooser
+        scan._triton_kernels, bptt._fused_lstm_step = choosers
 
 
 class TorchLM(nn.Module):
@@ -407,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         "provenance": provenance(ROOT),
         "quick": args.quick,
         "budget_s": BUDGET_S,
-        "scan_kernels": scan_kernels(run),
+        "kernel_choices": kernel_choices(run),
     }
     for section, bench in (
         ("layers", bench_layers),
@@ -426,12 +438,12 @@ def main(argv: list[str] | None = None) -> int:
     _print_table(
         "layers: training tokens/s",
         report["layers"],
-        [*size, "tokens_per_s", "ratio_to_torch_nn", "compaction_warnings"],
+        [*size, "kernels", "tokens_per_s", "ratio_to_torch_nn", "compaction_warnings"],
     )
     _print_table(
         "minimal: training tokens/s",
         report["minimal"],
-        [*size, "steps", "scan", "tokens_per_s", "ratio_to_torch_nn_gru"],
+        [*size, "steps", "kernels", "tokens_per_s", "ratio_to_torch_nn_gru"],
     )
     _print_table(
         "sampling at batch 1", report["sampling"], ["model", "chars_per_s", "ratio_to_torch_nn"]

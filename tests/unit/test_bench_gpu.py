@@ -66,8 +66,11 @@ def test_quick_smoke_run_fills_every_section(tmp_path) -> None:
         "rnnkit MinLSTM",
     }
     assert all(r["tokens_per_s"] > 0 for r in report["minimal"])
-    assert report["scan_kernels"] == ["chunked"]  # Triton's run on CUDA only
-    assert {r.get("scan") for r in report["minimal"] if r["layer"] != "torch.nn.GRU"} == {"chunked"}
+    assert report["kernel_choices"] == ["torch"]  # Triton's run on CUDA only
+    rnnkit_rows = [
+        r for r in report["layers"] + report["minimal"] if r["layer"].startswith("rnnkit")
+    ]
+    assert {r["kernels"] for r in rnnkit_rows} == {"torch"}
     sampling = {r["model"]: r for r in report["sampling"]}
     assert len(sampling) == 3 and all(r["chars_per_s"] > 0 for r in sampling.values())
     assert sampling["torch.nn.LSTM step loop"]["ratio_to_torch_nn"] == 1.0
