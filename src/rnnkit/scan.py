@@ -56,6 +56,9 @@ from rnnkit import workspace
 
 ScanImpl = Literal["scan", "loop"]
 
+# The dtypes that the Triton kernels take (on CUDA): they compute in float32.
+TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
 # Steps per chunk, by measurement (bench/scan.py, forward + backward, B=16, H=512, 2-core CPU):
 # C = 32 was the fastest or within noise of it at T = 512 and 2048; C ≤ 8 and C ≥ 256 were slower.
 DEFAULT_CHUNK_SIZE = 32
@@ -112,10 +115,11 @@ def linear_scan(
 
 
 def _triton_kernels(x: Tensor) -> ModuleType | None:
-    """:mod:`rnnkit.scan_triton` (one kernel for all steps, no chunks) for a CUDA tensor of
-    fewer than 2³¹ elements (its offsets are 32-bit) where Triton is installed; else None, and
-    the chunked scan runs."""
-    if not x.is_cuda or x.numel() >= 2**31:
+    """:mod:`rnnkit.scan_triton` (one kernel for all steps, no chunks) for a CUDA tensor of a
+    dtype it computes exactly enough (not float64: its arithmetic is float32) and of fewer than
+    2³¹ elements (its offsets are 32-bit), where Triton is installed; else None, and the chunked
+    scan runs."""
+    if not x.is_cuda or x.dtype not in TRITON_DTYPES or x.numel() >= 2**31:
         return None
     return _import_triton_kernels()
 

@@ -2,7 +2,9 @@
 and gradients (``gpu``: skipped without CUDA; ``make test-gpu`` runs them).
 
 Both sides run in float64, where neither cuDNN nor cuBLAS may use TF32, so the two differ only
-by the order of float64 sums. A bf16 autocast step is checked against fp32 on the same device.
+by the order of float64 sums; float64 also keeps torch's ops where Triton's float32 kernels
+would run (tests/unit/test_lstm_triton.py and test_scan_triton.py check those on CUDA in
+float32). A bf16 autocast step is checked against fp32 on the same device.
 """
 
 import copy

@@ -126,11 +126,13 @@ def test_cpu_tensors_keep_the_torch_ops() -> None:
 
 
 @pytest.mark.gpu
-def test_loop_lstm_on_cuda_runs_the_kernels_and_matches_the_cpu() -> None:
+@pytest.mark.parametrize("peephole", [False, True], ids=["plain", "peephole"])
+def test_loop_lstm_on_cuda_runs_the_kernels_and_matches_the_cpu(peephole: bool) -> None:
     assert bptt._fused_lstm_step(torch.zeros(2, 3, device="cuda")) is lstm_triton
-    cpu = layers.LSTM(D, H, num_layers=2, peephole=True)
+    # float64 keeps torch's ops (the kernels compute in float32)
+    assert bptt._fused_lstm_step(torch.zeros(2, 3, device="cuda", dtype=torch.float64)) is None
+    cpu = layers.LSTM(D, H, num_layers=2, peephole=peephole, impl="loop")
     cuda = copy.deepcopy(cpu).cuda()
     x = torch.randn(T, B, D)
-    out_cpu, _ = cpu(x)
-    out_cuda, _ = cuda(x.cuda())
-    torch.testing.assert_close(out_cuda.cpu(), out_cpu, rtol=1e-5, atol=1e-5)
+    for ours, reference in zip(_run(cuda, x), _run(cpu, x), strict=True):
+        torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)

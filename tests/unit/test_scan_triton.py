@@ -113,6 +113,7 @@ def test_scan_on_cuda_runs_the_kernels_and_matches_the_cpu() -> None:
     a, b = torch.rand(4, 50, 64), torch.randn(4, 50, 64)
     h0 = torch.randn(4, 64)
     assert scan._triton_kernels(a.cuda()) is scan_triton
+    assert scan._triton_kernels(a.cuda().double()) is None  # float64 keeps the chunked scan
     expected = scan.linear_scan(a, b, h0)
     torch.testing.assert_close(scan.linear_scan(a.cuda(), b.cuda(), h0.cuda()).cpu(), expected)
     projections = torch.randn(4, 50, 128)

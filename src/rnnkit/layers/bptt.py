@@ -51,6 +51,7 @@ from torch.autograd.function import once_differentiable
 from rnnkit import workspace
 from rnnkit.cells import Nonlinearity
 from rnnkit.onednn import StepProduct
+from rnnkit.scan import TRITON_DTYPES
 
 LSTMState = tuple[Tensor, Tensor]
 
@@ -280,8 +281,9 @@ class LSTMSequence(Function):
 
 def _fused_lstm_step(x: Tensor) -> ModuleType | None:
     """:mod:`rnnkit.layers.lstm_triton` (a step's element-wise work in one kernel) for CUDA
-    tensors where Triton is installed; else None, and the torch ops run."""
-    return _import_lstm_triton() if x.is_cuda else None
+    tensors where Triton is installed, but not float64 ones (its arithmetic is float32); else
+    None, and the torch ops run."""
+    return _import_lstm_triton() if x.is_cuda and x.dtype in TRITON_DTYPES else None
 
 
 @cache
