@@ -67,6 +67,25 @@ def test_step_forward_matches_the_equations(hidden: int, peephole: bool) -> None
         torch.testing.assert_close(ours.cpu().double(), reference, rtol=1e-5, atol=1e-6)
 
 
+def test_step_forward_stores_bf16_buffers() -> None:
+    """Under bf16 autocast the gates and activations are bf16 and c stays float32: each value is
+    computed in float32 and rounded once, where it is stored."""
+    hidden = H
+    a, c = torch.randn(B, 4 * hidden), torch.randn(B, hidden)
+    expected = _step(a.bfloat16().double(), c.double(), None)
+    acts = [torch.empty(B, hidden, dtype=torch.bfloat16, device=DEVICE) for _ in range(4)]
+    c_next, tanh_c = (torch.empty(B, hidden, device=DEVICE) for _ in range(2))
+    h_next = torch.empty(B, hidden, dtype=torch.bfloat16, device=DEVICE)
+    lstm_triton.step_forward(
+        a.bfloat16().to(DEVICE), c.to(DEVICE), None, tuple(acts), c_next, tanh_c, h_next
+    )
+    outputs = [*acts, c_next, tanh_c, h_next]
+    for ours, reference in zip(outputs, expected, strict=True):
+        rounded = reference.to(ours.dtype).double()  # the reference, stored in our buffer's dtype
+        torch.testing.assert_close(ours.cpu().double(), rounded, rtol=1e-2, atol=1e-5)
+    assert c_next.dtype == torch.float32 and h_next.dtype == torch.bfloat16
+
+
 @pytest.mark.parametrize("hidden", WIDTHS)
 @pytest.mark.parametrize("peephole", [False, True], ids=["plain", "peephole"])
 def test_step_backward_matches_autograd(hidden: int, peephole: bool) -> None:
