@@ -203,3 +203,26 @@ def test_cudnn_never_compacts_the_weights(kind: str) -> None:
     assert _compaction_warnings(moved, x), "the warning may fire once per process (TORCH_WARN_ONCE)"
     moved.flatten_parameters()
     assert _compaction_warnings(moved, x) == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "mode", "stride0", "proj_size"),
+    [("rnn_relu", "RNN_RELU", 4, 0), ("gru_bidirectional", "GRU", 4, 0),
+     ("lstm_no_bias", "LSTM", 2, 0), ("lstm_proj", "LSTM", 5, 2)],
+)  # fmt: skip
+def test_cudnn_is_asked_for_torch_nns_layout(monkeypatch, kind, mode, stride0, proj_size) -> None:
+    """Where cuDNN runs the layer, torch's own flatten gets what torch.nn's RNNBase passes it:
+    the weights in the kernel's order, the weights per layer and direction, the sizes and the
+    cuDNN mode (faked here: the call itself needs a GPU)."""
+    calls = []
+    monkeypatch.setattr(flat_weights, "cudnn_takes", lambda weights: True)
+    monkeypatch.setattr(flat_weights.cudnn_rnn, "get_cudnn_mode", lambda name: name)
+    monkeypatch.setattr(torch, "_cudnn_rnn_flatten_weight", lambda *args: calls.append(args))
+    layer = make(kind, batch_first=True)  # flattened on construction, as on CUDA
+    assert len(calls) == 1
+    weights, *options = calls[0]
+    assert [id(w) for w in weights] == [id(w) for w in fused_weights(layer)]
+    _, keywords = FUSED_KINDS[kind]
+    num_layers = keywords.get("num_layers", 1)
+    bidirectional = keywords.get("bidirectional", False)
+    assert options == [stride0, D, mode, H, proj_size, num_layers, True, bidirectional]
