@@ -25,6 +25,7 @@ if not INTERPRETED and not torch.cuda.is_available():
         allow_module_level=True,
     )
 DEVICE = "cpu" if INTERPRETED else "cuda"
+pytestmark = [] if INTERPRETED else [pytest.mark.gpu]  # compiled: `make test-gpu` runs them
 
 from rnnkit.layers import lstm_triton  # noqa: E402  (after the skips: it imports triton)
 

@@ -4,8 +4,9 @@ Triton compiles for GPUs only. These tests run its kernels on CPU tensors under 
 
     TRITON_INTERPRET=1 PYTHONPATH=src:TRITON_DIR python -m pytest tests/unit/test_scan_triton.py
 
-or compiled on CUDA where a GPU is present (the dispatch from rnnkit.scan too, marked gpu); they
-skip where Triton is absent (CI) and, without the interpreter, where CUDA is. Small fp32 cases
+or compiled on CUDA where a GPU is present (all marked gpu then, and the dispatch from
+rnnkit.scan is checked too); they skip where Triton is absent (CI) and, without the
+interpreter, where CUDA is. Small fp32 cases
 (the interpreter runs each program in Python), checked in float64 against rnnkit.scan's loop.
 """
 
@@ -25,6 +26,7 @@ if not INTERPRETED and not torch.cuda.is_available():
         allow_module_level=True,
     )
 DEVICE = "cpu" if INTERPRETED else "cuda"
+pytestmark = [] if INTERPRETED else [pytest.mark.gpu]  # compiled: `make test-gpu` runs them
 
 from rnnkit import scan_triton  # noqa: E402  (after the skips: it imports triton)
 
