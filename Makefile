@@ -4,7 +4,7 @@ STAMP   := .venv/.rnnkit-installed
 TORCH   := torch==2.13.0
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: setup demo test test-all bench lint format clean
+.PHONY: setup demo test test-all test-gpu bench lint format clean
 
 setup: $(STAMP)
 
@@ -29,6 +29,11 @@ test: setup
 
 test-all: setup
 	$(PY) -m pytest -m ''
+
+# The tests marked gpu (CUDA against CPU, cuDNN's flat weights); they skip where CUDA is absent.
+test-gpu: setup
+	@$(PY) -c "import torch; torch.cuda.is_available() or print('note: no CUDA here; the gpu tests will skip')"
+	$(PY) -m pytest -m gpu
 
 bench: setup
 	$(PY) bench/run_all.py

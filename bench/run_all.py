@@ -23,6 +23,7 @@ SCRIPTS = [
     "tasks.py",
     "distributed.py",
     "inspect_speed.py",
+    "gpu.py",  # issue 16's CUDA rows; says so and measures nothing without CUDA
 ]
 
 

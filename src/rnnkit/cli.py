@@ -31,6 +31,7 @@ from rnnkit.config import (
     SampleConfig,
     TrainConfig,
     bench_config,
+    device_preset,
     engine_preset,
     field_types,
     merge,
@@ -42,7 +43,7 @@ from rnnkit.reference import generate, load_model
 from rnnkit.tasks import get_task
 from rnnkit.training import distributed, evaluate_folder, load, predict_folder, train
 from rnnkit.training.checkpoint import read_run_config
-from rnnkit.training.control import pick_device
+from rnnkit.training.control import pick_device, resolves_to_cuda
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 2, 130
 
@@ -237,8 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_config(args: argparse.Namespace) -> RunConfig:
-    """Defaults and the engine's preset (or the saved run with --resume) <- the --config file
-    <- the flags."""
+    """Defaults, the task's, the device's and the engine's presets (or the saved run with
+    --resume) <- the --config file <- the flags."""
     flags = {name: _given(args, name) for name in ("run", *SECTIONS)}
     if args.data is not None:
         flags["data"]["path"] = args.data
@@ -250,7 +251,11 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
         toml_engine = toml.get("train", {}).get("engine", TrainConfig().engine)
         engine = flags["train"].get("engine", toml_engine)
         task = flags["run"].get("task", toml.get("run", {}).get("task", RunConfig().task))
-        base = merge(merge(RunConfig(task=task), get_task(task).preset()), engine_preset(engine))
+        toml_device = toml.get("train", {}).get("device", TrainConfig().device)
+        device = flags["train"].get("device", toml_device)
+        base = merge(RunConfig(task=task), get_task(task).preset())
+        base = merge(base, device_preset(task, engine, resolves_to_cuda(device)))
+        base = merge(base, engine_preset(engine))
     return merge(merge(base, toml), flags)
 
 

@@ -36,9 +36,16 @@ with respect to ``h_t``, ``∂L/∂h_t`` the part that arrives directly at ``h_t
 
 so autograd keeps only ``a``, ``h`` and ``h_0`` for it, not the scan's intermediate values.
 
+On CUDA, where Triton is installed, ``impl="scan"`` runs :mod:`rnnkit.scan_triton` instead: one
+kernel walks all T steps of each channel in order (the chunk size has no meaning there).
+
 Shapes: a, b (B, T, H); h0 (B, H)  ->  h (B, T, H), the state after every step.
 """
 
+import importlib
+import importlib.util
+from functools import cache
+from types import ModuleType
 from typing import Literal
 
 import torch
@@ -48,6 +55,9 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 from rnnkit import workspace
 
 ScanImpl = Literal["scan", "loop"]
+
+# The dtypes that the Triton kernels take (on CUDA): they compute in float32.
+TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 # Steps per chunk, by measurement (bench/scan.py, forward + backward, B=16, H=512, 2-core CPU):
 # C = 32 was the fastest or within noise of it at T = 512 and 2048; C ≤ 8 and C ≥ 256 were slower.
@@ -99,7 +109,26 @@ def linear_scan(
         return _loop_scan(a, b, h0)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive number of steps; got {chunk_size}")
+    if (kernels := _triton_kernels(a)) is not None:
+        return kernels.LinearScan.apply(a, b, h0)
     return LinearScan.apply(a, b, h0, chunk_size)
+
+
+def _triton_kernels(x: Tensor) -> ModuleType | None:
+    """:mod:`rnnkit.scan_triton` (one kernel for all steps, no chunks) for a CUDA tensor of a
+    dtype it computes exactly enough (not float64: its arithmetic is float32) and of fewer than
+    2³¹ elements (its offsets are 32-bit), where Triton is installed; else None, and the chunked
+    scan runs."""
+    if not x.is_cuda or x.dtype not in TRITON_DTYPES or x.numel() >= 2**31:
+        return None
+    return _import_triton_kernels()
+
+
+@cache
+def _import_triton_kernels() -> ModuleType | None:
+    if importlib.util.find_spec("triton") is None:
+        return None
+    return importlib.import_module("rnnkit.scan_triton")
 
 
 class LinearScan(torch.autograd.Function):
@@ -243,6 +272,8 @@ def mingru_scan(projections: Tensor, h0: Tensor, *, chunk_size: int = DEFAULT_CH
         )
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive number of steps; got {chunk_size}")
+    if (kernels := _triton_kernels(projections)) is not None:
+        return kernels.MinGRUScan.apply(projections, h0)
     return MinGRUScan.apply(projections, h0, chunk_size)
 
 

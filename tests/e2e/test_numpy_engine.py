@@ -211,7 +211,7 @@ def test_defaults_are_min_char_rnns_where_not_set(capsys) -> None:
         'engine = "numpy"',
     ):
         assert f"\n{line}\n" in toml, line
-    assert main(["train", "--print-config"]) == 0
+    assert main(["train", "--print-config", "--device", "cpu"]) == 0  # not the GPU preset
     assert "\nhidden_size = 512\n" in capsys.readouterr().out
 
 

@@ -187,12 +187,3 @@ def test_bf16_autocast_gradients_close_to_fp32(name: str) -> None:
         assert grad_bf16.dtype == torch.float32
         relative = (grad_bf16 - grad_fp32).norm() / grad_fp32.norm()
         assert relative < 0.05
-
-
-@pytest.mark.parametrize("layer_cls", [layers.RNN, layers.GRU, layers.LSTM])
-def test_flatten_parameters_does_nothing(layer_cls: type[nn.Module]) -> None:
-    layer = layer_cls(D, H)
-    before = {name: p.clone() for name, p in layer.named_parameters()}
-    layer.flatten_parameters()
-    for name, p in layer.named_parameters():
-        torch.testing.assert_close(p, before[name], rtol=0, atol=0)

@@ -32,8 +32,15 @@ recurrence runs in the dtype of ``gates_x``: float32 normally, bfloat16 under
 wrappers cast ``weight_hh`` and ``h_0`` once per sequence); an LSTM's cell state c stays in its own
 dtype (float32) for accuracy. Backward is first-order only (``once_differentiable``): gradcheck of
 first derivatives passes; double backward raises.
+
+On CUDA, where Triton is installed, the LSTM's step does its element-wise work in one kernel each
+way (:mod:`rnnkit.layers.lstm_triton`), not in a dozen launches; elsewhere the torch ops below run.
 """
 
+import importlib
+import importlib.util
+from functools import cache
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -44,6 +51,7 @@ from torch.autograd.function import once_differentiable
 from rnnkit import workspace
 from rnnkit.cells import Nonlinearity
 from rnnkit.onednn import StepProduct
+from rnnkit.scan import TRITON_DTYPES
 
 LSTMState = tuple[Tensor, Tensor]
 
@@ -194,9 +202,14 @@ class LSTMSequence(Function):
         acts = [workspace.empty(hs[1:].shape, hs) for _ in range(4)]  # 4 × (T, B, H): i, f, g, o
         tanh_cs = workspace.empty(cs[1:].shape, cs)  # (T, B, H): tanh(c_{t+1})
         recurrent = StepProduct(weight_hh, h0.shape[0])  # h ↦ x_t + W_hh h
+        fused = _fused_lstm_step(gates_x)
+        peephole_weights = (weight_ci, weight_cf, weight_co) if peephole else None
         per_step = steps_of(gates_x, *acts, hs[:-1], hs[1:], cs[:-1], cs[1:], tanh_cs)
         for x_t, i, f, g, o, h, h_next, c, c_next, tanh_c in per_step:
             a = recurrent(h, x_t)  # (B, 4H) pre-activations
+            if fused is not None:  # the rest of the step in one kernel
+                fused.step_forward(a, c, peephole_weights, (i, f, g, o), c_next, tanh_c, h_next)
+                continue
             a_i, a_f, a_g, a_o = a.chunk(4, dim=1)  # 4 × (B, H)
             if peephole:
                 a_i.addcmul_(weight_ci, c)
@@ -224,6 +237,10 @@ class LSTMSequence(Function):
         dh_carry = torch.zeros_like(hs[0])  # (B, H) ∂L/∂h_{t+1} through step t+1
         dc = grad_c_last  # (B, H) ∂L/∂c_{t+1} through step t+1
         backwards = StepProduct(weight_hh.t(), batch)  # da ↦ da W_hh
+        fused = _fused_lstm_step(grad_out)
+        if fused is not None:  # its kernel reads rows of unit stride
+            grad_out, dc = grad_out.contiguous(), dc.contiguous()
+        peephole_weights = (weight_ci, weight_cf, weight_co) if peephole else None
         per_step = steps_of(
             grad_out, grad_a, grad_i_all, grad_f_all, grad_g_all, grad_o_all,
             *acts, cs[:-1], tanh_cs,
@@ -231,6 +248,13 @@ class LSTMSequence(Function):
         for grad_out_t, grad_a_t, grad_i, grad_f, grad_g, grad_o, i, f, g, o, c, tanh_c in reversed(
             per_step
         ):
+            if fused is not None:  # the step's element-wise work in one kernel
+                acts_t = (i, f, g, o)
+                dc = fused.step_backward(
+                    grad_out_t, dh_carry, dc, acts_t, c, tanh_c, peephole_weights, grad_a_t
+                )  # (B, H)
+                dh_carry = backwards(grad_a_t)  # (B, H)
+                continue
             dh = grad_out_t + dh_carry  # (B, H)
             torch.mul(dh * tanh_c, sigmoid_grad(o), out=grad_o)
             dc = torch.addcmul(dc, dh * o, tanh_grad(tanh_c))  # (B, H)
@@ -253,6 +277,20 @@ class LSTMSequence(Function):
                 (grad_o_all * cs[1:]).sum((0, 1)),  # (H,)
             )
         return grad_a, dh_carry, dc, grad_weight_hh, *peephole_grads
+
+
+def _fused_lstm_step(x: Tensor) -> ModuleType | None:
+    """:mod:`rnnkit.layers.lstm_triton` (a step's element-wise work in one kernel) for CUDA
+    tensors where Triton is installed, but not float64 ones (its arithmetic is float32); else
+    None, and the torch ops run."""
+    return _import_lstm_triton() if x.is_cuda and x.dtype in TRITON_DTYPES else None
+
+
+@cache
+def _import_lstm_triton() -> ModuleType | None:
+    if importlib.util.find_spec("triton") is None:
+        return None
+    return importlib.import_module("rnnkit.layers.lstm_triton")
 
 
 def lstm_sequence(

@@ -19,6 +19,7 @@ from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 from rnnkit import onednn
 from rnnkit.cells import input_gates
+from rnnkit.layers import flat_weights
 from rnnkit.layers.dropout import dropout
 from rnnkit.layers.packed import PackedLinear, Weights, check_weights
 from rnnkit.layers.packing import pack_like, run_packed, run_padded
@@ -121,6 +122,7 @@ class RecurrentStack(nn.Module, ABC):
                 self._fused_weight_names += fused_names
         self.reset_parameters()
         self._uses_fused()  # raises now if impl="fused" cannot compute this configuration
+        self._flatten_for_cudnn()
 
     # --- what subclasses provide -------------------------------------------------------------
 
@@ -174,13 +176,76 @@ class RecurrentStack(nn.Module, ABC):
         """The parameter ``base`` of one layer and direction, or None if it has none."""
         return self._parameters.get(self._name(base, layer, direction))
 
-    def flatten_parameters(self) -> None:
-        """Does nothing; kept so that code written for ``torch.nn.RNN`` / ``GRU`` / ``LSTM`` runs.
+    # --- flat weights for cuDNN (rnnkit.layers.flat_weights) ---------------------------------
 
-        On CUDA, torch copies the weights into one contiguous buffer for cuDNN. Our parameters
-        are separate tensors and the fused kernels receive them as a list, so there is nothing
-        to flatten, on CPU or elsewhere.
+    def _fused_weights(self) -> list[Tensor]:
+        """The fused kernel's weights in its order (torch.nn's ``_flat_weights``)."""
+        return [getattr(self, name) for name in self._fused_weight_names]
+
+    def flatten_parameters(self) -> None:
+        """Make the fused kernel's weights views of one contiguous buffer, as ``torch.nn.RNN`` /
+        ``GRU`` / ``LSTM`` keep theirs on CUDA.
+
+        Where cuDNN runs the layer (CUDA weights it accepts), the buffer has cuDNN's layout, so
+        that the kernel reads the weights where they are instead of compacting a copy at every
+        call. That happens by itself on construction, after ``.to()`` / ``.cuda()``, after
+        ``load_state_dict(..., assign=True)`` and after unpickling or ``copy.deepcopy``.
+        Elsewhere, only when called, the buffer holds the weights one after the other in the
+        kernel's order: the CPU kernels read each weight where it lies, so nothing gains from
+        it and nothing flattens there by itself.
+
+        Parameters stay the same objects, with the same values, names and ``state_dict``;
+        optimizers holding them keep training them. Does nothing where the weights already
+        share one buffer, alias one another, or where the fused kernel cannot compute the
+        configuration (peephole, ``reset_after=False``, ``reset_gate=False``).
         """
+        weights = self._fused_weights()
+        if (
+            self._fused_unsupported() is not None
+            or not flat_weights.can_flatten(weights)
+            or flat_weights.in_one_buffer(weights)
+        ):
+            return
+        if not flat_weights.cudnn_takes(weights):
+            flat_weights.concatenate(weights)
+            return
+        flat_weights.cudnn_flatten(
+            weights,
+            kernel=self._fused_kernel().__name__,
+            input_size=self.input_size,
+            hidden_size=self.hidden_size,
+            proj_size=self.proj_size,
+            num_layers=self.num_layers,
+            batch_first=self.batch_first,
+            bidirectional=self.bidirectional,
+        )
+
+    def _runs_on_cudnn(self) -> bool:
+        """Whether forward's fused kernel would run on cuDNN with these weights, which is where
+        the weights are kept flat by themselves."""
+        return self._fused_unsupported() is None and flat_weights.cudnn_takes(self._fused_weights())
+
+    def _flatten_for_cudnn(self) -> None:
+        if self._runs_on_cudnn():
+            self.flatten_parameters()
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> "RecurrentStack":
+        """``.to()``, ``.cuda()``, ``.half()``... give each weight a storage of its own; flatten
+        them again for cuDNN."""
+        module = super()._apply(fn, recurse)
+        self._flatten_for_cudnn()
+        return module
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        """``load_state_dict(..., assign=True)`` replaces the parameters; flatten them again for
+        cuDNN (a plain load copies into the flat buffer in place)."""
+        super()._load_from_state_dict(*args, **kwargs)
+        self._flatten_for_cudnn()
+
+    def __setstate__(self, state: dict) -> None:
+        """Unpickling and ``copy.deepcopy`` give each weight a storage of its own."""
+        super().__setstate__(state)
+        self._flatten_for_cudnn()
 
     def reset_parameters(self) -> None:
         """Every parameter ~ U(−1/√H, 1/√H), as torch initialises its recurrent layers."""
@@ -475,8 +540,7 @@ class RecurrentStack(nn.Module, ABC):
         2x512 language model. The numbers are those of one call, with another random mask.
         """
         if not (self.training and self.dropout > 0 and self.num_layers > 1 and x.is_cpu):
-            weights = [getattr(self, name) for name in self._fused_weight_names]
-            return self._fused_call(x, state, weights, self.num_layers, batch_sizes)
+            return self._fused_call(x, state, self._fused_weights(), self.num_layers, batch_sizes)
         per_layer = len(self._fused_weight_names) // self.num_layers
         dirs = self.num_directions
         finals = []

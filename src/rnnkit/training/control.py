@@ -46,6 +46,12 @@ class TrainResult:
     best_metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
+def resolves_to_cuda(name: str) -> bool:
+    """Whether ``--device name`` trains on CUDA: ``cuda``, or ``auto`` where CUDA is available.
+    Never raises: :func:`pick_device` refuses an absent ``cuda`` when the run starts."""
+    return name == "cuda" or (name == "auto" and torch.cuda.is_available())
+
+
 def pick_device(name: str) -> torch.device:
     """``auto`` -> cuda when available, else cpu; asking for an absent cuda is a ConfigError."""
     if name == "cuda" and not torch.cuda.is_available():
