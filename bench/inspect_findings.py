@@ -118,8 +118,11 @@ def _shown(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
-def findings(name: str, model: Path, text: Path, images: Path, feature: str) -> dict[str, Any]:
-    """Every inspection of one model on one text; pictures into ``images``."""
+def findings(
+    name: str, model: Path, text: Path, images: Path, feature: str, compare_steps: int
+) -> dict[str, Any]:
+    """Every inspection of one model on one text; pictures into ``images``. ``compare_steps``
+    0 leaves out the rnn/gru/lstm comparison (the model's own curve only)."""
     seconds: dict[str, float] = {}
     out, seconds["cells"] = rnnkit("inspect", "cells", str(model), str(text), "--json")
     cells = json.loads(out)
@@ -129,9 +132,10 @@ def findings(name: str, model: Path, text: Path, images: Path, feature: str) -> 
     )
     saturation = json.loads(out)
     gradients_png = images / f"{name}-gradients.png"
-    out, seconds["gradients_compare"] = rnnkit(
-        *("inspect", "gradients", str(model), str(text), "--json"),
-        *("--compare", "rnn,gru,lstm", "--plot", str(gradients_png)),
+    compare = ["--compare", "rnn,gru,lstm", "--compare-steps", str(compare_steps)]
+    out, seconds["gradients"] = rnnkit(
+        *("inspect", "gradients", str(model), str(text), "--json", "--plot", str(gradients_png)),
+        *(compare if compare_steps else []),
     )
     gradients = json.loads(out)
     out, seconds["errors"] = rnnkit("inspect", "errors", str(model), str(text), "--json")
@@ -162,6 +166,14 @@ def main() -> None:
     parser.add_argument("--images", type=Path, default=ROOT / "docs" / "images")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/inspect_findings.json")
     parser.add_argument("--feature", default="in_quotes", help="the cell picked in screenshots")
+    parser.add_argument(
+        "--compare-on",
+        nargs="*",
+        default=None,
+        metavar="NAME",
+        help="runs that get the rnn/gru/lstm gradient comparison (default: all)",
+    )
+    parser.add_argument("--compare-steps", type=int, default=200, help="its training steps")
     args = parser.parse_args()
     args.images.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"provenance": provenance(ROOT), "runs": {}}
@@ -170,7 +182,8 @@ def main() -> None:
         model, _, text = rest.partition(":")
         if not (name and model and text):
             parser.error(f"expected NAME=MODEL:TEXT, got {run!r}")
-        found = findings(name, Path(model), Path(text), args.images.resolve(), args.feature)
+        steps = args.compare_steps if args.compare_on is None or name in args.compare_on else 0
+        found = findings(name, Path(model), Path(text), args.images.resolve(), args.feature, steps)
         report["runs"][name] = found
         print(f"{name}: {json.dumps(found['best_cells'])}")
         print(f"  seconds {found['seconds']}")
