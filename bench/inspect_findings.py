@@ -1,6 +1,8 @@
 """The README's reference findings of `rnnkit inspect` and `rnnkit viz` on trained models.
 
-    python bench/inspect_findings.py stdlib=runs/stdlib:held-out.py warpeace=runs/warpeace:ch.txt
+    python bench/inspect_findings.py --make-texts texts/
+    python bench/inspect_findings.py stdlib=runs/stdlib:texts/stdlib-held-out.py \
+        warpeace=runs/warpeace:texts/warpeace-held-out.txt --compare-on stdlib
 
 For each NAME=MODEL:TEXT it runs, as a user would, `inspect cells`, `inspect saturation --plot`,
 `inspect gradients --compare rnn,gru,lstm --plot`, `inspect errors` and `viz`, times each, and
@@ -23,9 +25,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from inspect_speed import held_out_text  # bench/ is on the path of a script run from it
+
 from rnnkit.benchmark import provenance
 
 ROOT = Path(__file__).resolve().parent.parent
+WARPEACE = ROOT.parent / "shared" / "data" / "warpeace" / "input.txt"
+TEXT_CHARS = 100_000
 FEATURES = ("in_quotes", "column", "indent", "bracket_depth", "in_parens", "word_start")
 DISTANCES = (1, 10, 25, 50, 100)
 CHROMIUM_ARGS = [
@@ -160,9 +166,24 @@ def findings(
     }
 
 
+def make_texts(folder: Path) -> None:
+    """The reference texts, held out from each model's training: 100,000 characters of stdlib
+    modules the default corpus leaves out, and of War and Peace's validation part (its last
+    10%, LF newlines as training read it) from the first paragraph after its first 5,000."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "stdlib-held-out.py").write_text(held_out_text(TEXT_CHARS), encoding="utf-8")
+    if WARPEACE.exists():
+        text = WARPEACE.read_text(encoding="utf-8")  # text mode: universal newlines
+        start = text.index("\n\n", int(len(text) * 0.9) + 5000) + 2
+        chapter = text[start : start + TEXT_CHARS]
+        (folder / "warpeace-held-out.txt").write_text(chapter, encoding="utf-8")
+    print(f"wrote the reference texts to {folder}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", metavar="NAME=MODEL:TEXT")
+    parser.add_argument("runs", nargs="*", metavar="NAME=MODEL:TEXT")
+    parser.add_argument("--make-texts", type=Path, metavar="DIR", help="write the texts, stop")
     parser.add_argument("--images", type=Path, default=ROOT / "docs" / "images")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/inspect_findings.json")
     parser.add_argument("--feature", default="in_quotes", help="the cell picked in screenshots")
@@ -175,6 +196,9 @@ def main() -> None:
     )
     parser.add_argument("--compare-steps", type=int, default=200, help="its training steps")
     args = parser.parse_args()
+    if args.make_texts:
+        make_texts(args.make_texts)
+        return
     args.images.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"provenance": provenance(ROOT), "runs": {}}
     for run in args.runs:
