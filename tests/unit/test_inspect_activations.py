@@ -12,7 +12,6 @@ from torch import nn
 import rnnkit
 from rnnkit import cells
 from rnnkit.config import ModelConfig
-from rnnkit.inspect import steps as inspect_steps
 from rnnkit.inspect.activations import activations, plan_streams, trace
 from rnnkit.inspect.steps import Clamp, gate_names, initial_states, run_model
 from rnnkit.tasks.lm import LanguageModel
@@ -68,35 +67,6 @@ def test_trace_gives_the_models_own_logits_outputs_and_states(variant: str) -> N
     for gate in traced.layers[0].gates.values():
         assert gate.shape == (203, H)
         assert gate.min() >= 0.0 and gate.max() <= 1.0
-
-
-FUSED = {"rnn", "rnn_relu", "gru", "lstm"}
-"""The variants whose h comes from torch's whole-sequence kernel when nothing is held."""
-
-
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_whole_sequence_kernel_path_equals_the_step_loop(variant: str) -> None:
-    """h, c, every gate and the state carried on: the kernel path is the step loop's numbers.
-    (A planted wrong gate order, a c scanned from the wrong start or a GRU gate from the
-    wrong rows of W_hh all fail it.) MinGRU/MinLSTM: the scan against their own step loop."""
-    model = make_model(variant).requires_grad_(False)
-    rnn, layer = model.rnn, 1  # layer 1: its input is the layer below's output
-    assert inspect_steps._has_fused_kernel(rnn, layer) == (variant in FUSED)
-    x = torch.randn(3, 17, getattr(rnn, "proj_size", 0) or H)  # (B, T, P or H)
-    state = initial_states(rnn, 3, x)[layer]
-    state = tuple(t.normal_() for t in state) if isinstance(state, tuple) else state.normal_()
-    fast, fast_final = inspect_steps.run_layer(rnn, layer, x, state, gates=True)
-    if variant in ("mingru", "minlstm"):
-        slow, slow_final = inspect_steps.run_layer(rnn, layer, x, state, gates=True, step_h=True)
-    else:
-        slow, slow_final = inspect_steps._run_stepped(rnn, layer, x, state, None, True, False)
-    torch.testing.assert_close(fast.h, slow.h)
-    if slow.c is not None:
-        torch.testing.assert_close(fast.c, slow.c)
-    assert list(fast.gates) == list(slow.gates) == list(gate_names(rnn))
-    for name in slow.gates:
-        torch.testing.assert_close(fast.gates[name], slow.gates[name])
-    torch.testing.assert_close(fast_final, slow_final)
 
 
 def test_gate_names_of_every_cell() -> None:

@@ -11,11 +11,8 @@ gates after their σ:
     minlstm   f', i' (normalised, f' + i' = 1)
 
 RNN, GRU and LSTM layers step through time (the input projection of all steps is one product
-before the loop, as in the layers), except where torch has a whole-sequence kernel for the cell
-and nothing is held or kept per step: then the kernel gives h, and the gates of all steps come
-from one product over h_{t−1} (an LSTM's c from a linear scan). MinGRU and MinLSTM have gates
-that see only the input, so their gates come from one product and their states from
-:func:`rnnkit.scan.linear_scan`.
+before the loop, as in the layers). MinGRU and MinLSTM have gates that see only the input, so
+their gates come from one product and their states from :func:`rnnkit.scan.linear_scan`.
 
 A :class:`Clamp` holds chosen units at fixed values after every step (ablation): an ``h`` unit is
 overwritten; an LSTM's ``c`` unit is overwritten and that step's ``h`` recomputed from it,
@@ -148,76 +145,12 @@ def run_layer(
     check_unidirectional(rnn)
     if isinstance(rnn, MinGRU | MinLSTM):
         return _run_minimal(rnn, layer, x, state, clamp, gates, step_h)
-    if clamp is None and not step_h and _has_fused_kernel(rnn, layer):
-        return _run_fused(rnn, layer, x, state, gates)
     return _run_stepped(rnn, layer, x, state, clamp, gates, step_h)
 
 
 def _param(rnn: nn.Module, name: str, layer: int) -> Tensor | None:
     """The parameter ``{name}_l{layer}`` of the layer, or None where it has none."""
     return getattr(rnn, f"{name}_l{layer}", None)
-
-
-def _has_fused_kernel(rnn: nn.Module, layer: int) -> bool:
-    """Whether torch's whole-sequence kernel computes this layer's h: RNN, torch's GRU
-    (reset after the product) and the LSTM without peepholes or projection, with both biases
-    or neither."""
-    name = cell_name(rnn)
-    if name == "gru" and not (rnn.reset_gate and rnn.reset_after):
-        return False
-    if name == "lstm" and getattr(rnn, "peephole", False):
-        return False
-    if _param(rnn, "weight_hr", layer) is not None:
-        return False
-    return (_param(rnn, "bias_ih", layer) is None) == (_param(rnn, "bias_hh", layer) is None)
-
-
-def _run_fused(
-    rnn: nn.Module, layer: int, x: Tensor, state: LayerState, keep_gates: bool
-) -> tuple[LayerSteps, LayerState]:
-    """h of every step from torch's whole-sequence kernel, then the gates of all steps at once.
-
-    Each step's gates depend on h_{t−1} only, known now for every step, so they are one
-    product over (B·T) rows rather than T small ones; an LSTM's cell, c_t = f_t ⊙ c_{t−1} +
-    i_t ⊙ g_t, is then a linear recurrence (:func:`rnnkit.scan.linear_scan`). The state carried
-    on is the kernel's own. Same equations as :func:`_run_stepped`, to float rounding.
-    """
-    name = cell_name(rnn)
-    weight_ih, weight_hh = _param(rnn, "weight_ih", layer), _param(rnn, "weight_hh", layer)
-    bias_ih, bias_hh = _param(rnn, "bias_ih", layer), _param(rnn, "bias_hh", layer)
-    has_biases = bias_ih is not None
-    weights = [weight_ih, weight_hh] + ([bias_ih, bias_hh] if has_biases else [])
-    kernel_args = (weights, has_biases, 1, 0.0, False, False, True)  # 1 layer, eval, batch first
-    if name == "lstm":
-        h0, c0 = state  # (B, H) each
-        out, h_n, c_n = torch.lstm(x, (h0.unsqueeze(0), c0.unsqueeze(0)), *kernel_args)
-        final: LayerState = (h_n[0], c_n[0])  # (B, H) each
-    else:
-        h0 = state  # (B, H)
-        kernel = {"gru": torch.gru, "rnn": torch.rnn_tanh}[name]
-        if name == "rnn" and rnn.nonlinearity == "relu":
-            kernel = torch.rnn_relu
-        out, h_n = kernel(x, h0.unsqueeze(0), *kernel_args)  # (B, T, H), (1, B, H)
-        final = h_n[0]  # (B, H)
-    if name == "rnn" or (name == "gru" and not keep_gates):
-        return LayerSteps(h=out, c=None, gates={}), final
-    h_prev = torch.cat([h0.unsqueeze(1), out[:, :-1]], dim=1)  # (B, T, H): h_{t−1} of each step
-    hidden = h0.shape[1]
-    if name == "gru":
-        x_rz = F.linear(
-            x, weight_ih[: 2 * hidden], None if bias_ih is None else bias_ih[: 2 * hidden]
-        )
-        h_rz = F.linear(
-            h_prev, weight_hh[: 2 * hidden], None if bias_hh is None else bias_hh[: 2 * hidden]
-        )
-        r, z = torch.sigmoid(x_rz + h_rz).chunk(2, dim=-1)  # 2 × (B, T, H)
-        return LayerSteps(h=out, c=None, gates={"r": r, "z": z}), final
-    gates = input_gates(x, weight_ih, bias_ih, bias_hh) + F.linear(h_prev, weight_hh)  # (B, T, 4H)
-    i, f, g, o = gates.chunk(4, dim=-1)  # 4 × (B, T, H)
-    i, f, o = torch.sigmoid(i), torch.sigmoid(f), torch.sigmoid(o)  # (B, T, H) each
-    c = linear_scan(f, i * torch.tanh(g), c0)  # (B, T, H)
-    step_gates = {"i": i, "f": f, "o": o} if keep_gates else {}
-    return LayerSteps(h=out, c=c, gates=step_gates), final
 
 
 def _run_stepped(
