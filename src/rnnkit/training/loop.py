@@ -274,6 +274,6 @@ def _bar_text(
         if key.startswith("val_") and key != "val_loss":
             info[key.removeprefix("val_")] = f"{value:.3f}"
     if run_progress > 0:
-        left = st.elapsed * (1 - run_progress) / run_progress
-        info["ETA"] = time.strftime("%H:%M:%S", time.gmtime(left))
+        left = int(st.elapsed * (1 - run_progress) / run_progress)  # seconds
+        info["ETA"] = f"{left // 3600}:{left // 60 % 60:02d}:{left % 60:02d}"
     return ", ".join(f"{k} {v}" for k, v in info.items())
