@@ -64,9 +64,9 @@ def numbers(value: Any, name: str, size: int, low: float = -math.inf) -> list[fl
 def choice(value: Any, name: str, choices: tuple[Any, ...]) -> Any:
     """``value`` if it is one of ``choices``."""
     if not any(value == c and type(value) is type(c) for c in choices):
-        raise ValueError(
-            f"{name} must be one of {', '.join(map(repr, choices))}, got {shown(value)}"
-        )
+        expected = ", ".join(map(repr, choices))
+        expected = f"one of {expected}" if len(choices) > 1 else expected
+        raise ValueError(f"{name} must be {expected}, got {shown(value)}")
     return value
 
 

@@ -60,7 +60,11 @@ def load_model(path: str | Path) -> tuple[CharRNN, list[str]]:
     model, data = (_section(config, name) for name in ("model", "data"))
     level = data.get("level", "char")
     needs = {
-        "--cell": (model.get("cell") in CELLS, f"one of {', '.join(CELLS)}", model.get("cell")),
+        "--cell": (
+            isinstance(model.get("cell"), str) and model["cell"] in CELLS,
+            f"one of {', '.join(CELLS)}",
+            model.get("cell"),
+        ),
         "--num-layers": (model.get("num_layers") == 1, "1", model.get("num_layers")),
         "--embedding-size": (model.get("embedding_size") == 0, "0", model.get("embedding_size")),
         "--level": (level == "char", "char", level),

@@ -128,14 +128,17 @@ def check_optimizer_state(
         scalars = rest["scalars"]
         if not isinstance(scalars, dict):
             raise ValueError(f"optimizer.scalars must be a JSON object, got {shown(scalars)}")
-        names = _state_names({**scalars, **tensors}, params, layout)
+        names = _state_names(scalars, params, layout, "optimizer.scalars.")
         for name, value in scalars.items():
-            if isinstance(layout[name.split(".", 1)[1]], Tensor):
+            like = layout[name.split(".", 1)[1]]
+            if isinstance(like, Tensor):
                 raise ValueError(f"optimizer.scalars.{name} must be in optimizer.safetensors")
-            _check_like(value, layout[name.split(".", 1)[1]], f"optimizer.scalars.{name}")
+            _check_like(value, like, f"optimizer.scalars.{name}")
     except ValueError as err:
         raise CheckpointError(f"{folder / 'trainer.json'} is corrupted: {err}") from None
     try:
+        for index, have in _state_names(tensors, params, layout, "").items():
+            names[index] = names.get(index, set()) | have
         for name, tensor in tensors.items():
             index, part = name.split(".", 1)
             like = layout[part]
@@ -213,17 +216,17 @@ def _check_like(value: Any, like: Any, name: str) -> None:
 
 
 def _state_names(
-    saved: dict[str, Any], params: list[nn.Parameter], layout: dict[str, Any]
+    saved: dict[str, Any], params: list[nn.Parameter], layout: dict[str, Any], where: str
 ) -> dict[int, set[str]]:
     """The state names saved per parameter index; every key must be ``<index>.<name>`` with a
-    parameter's index and a name of ``layout``."""
+    parameter's index and a name of ``layout`` (``where`` prefixes the key in messages)."""
     names: dict[int, set[str]] = {}
     for name in saved:
         index, _, part = name.partition(".")
         if not index.isdecimal() or int(index) >= len(params) or part not in layout:
             raise ValueError(
-                f"unknown optimizer state {name!r}: keys are <parameter 0-{len(params) - 1}>."
-                f"<{'|'.join(layout) or 'none for this optimizer'}>"
+                f"unknown optimizer state {where}{name}: keys are <parameter 0-"
+                f"{len(params) - 1}>.<{'|'.join(layout) or 'none for this optimizer'}>"
             )
         names.setdefault(int(index), set()).add(part)
     return names
