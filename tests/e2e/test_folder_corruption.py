@@ -111,8 +111,11 @@ def in_empty_dir(tmp_path_factory):
     os.chdir(before)
 
 
+LM_USE = ("sample", "--length", "5")
+
+
 def _commands(
-    out: Path, data: Path, step: int, use: tuple[str, ...] = ("sample", "--length", "5")
+    out: Path, data: Path, step: int, use: tuple[str, ...] = LM_USE
 ) -> dict[str, list[str]]:
     """The commands that read a folder: ``use`` runs its model (``sample`` for lm, ``predict
     INPUT`` for the others), ``eval`` on ``data``, and ``resume`` for one more step."""
@@ -240,7 +243,8 @@ def test_vocab_json_nested_100000_deep(lm_folder, victim) -> None:
 )
 def test_vocab_fields(lm_folder, victim, edit, expected) -> None:
     _edit_json(victim / "vocab.json", edit)
-    _one_line(["sample", str(victim)], "vocab.json is corrupted", expected)
+    for argv in _commands(victim, lm_folder[0], 3).values():
+        _one_line(argv, "vocab.json is corrupted", expected)
 
 
 @pytest.mark.parametrize(
@@ -384,10 +388,9 @@ def _json_paths(value, path=()):
 
 
 @st.composite
-def corruptions(draw, folder: Path):
-    """(a file of ``folder``, what is done to it, a function that does it to a copy)."""
-    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
-    name = draw(st.sampled_from(files))
+def corruptions(draw, folder: Path, name: str):
+    """(the file ``name`` of ``folder``, what is done to it, a function that does it to a
+    copy)."""
     how = draw(st.sampled_from(["field", "field", "field", "truncate", "byte", "delete"]))
     if how == "truncate":
         fraction = draw(st.floats(0, 1))
@@ -467,7 +470,7 @@ def _check_corrupted(
     data: Path,
     corruption,
     command: str,
-    use: tuple[str, ...] = ("sample", "--length", "5"),
+    use: tuple[str, ...],
 ) -> None:
     """Damage a copy of ``source`` and run ``command`` (of :func:`_commands`, or ``load``) on
     it; ``data`` is the task's data, ``use`` how its model is run."""
@@ -483,30 +486,66 @@ def _check_corrupted(
             _works_or_one_line(_commands(out, data, step, use)[command])
 
 
-COMMANDS = st.sampled_from(["use", "eval", "resume", "load"])
 _SETTINGS = {
     "deadline": None,
     "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large],
 }
 
 
+def _files(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+def _readers(name: str) -> list[str]:
+    """The commands that read the file ``name`` of a folder."""
+    if name == "metrics.jsonl" or name.startswith("state/"):
+        return ["resume"]
+    return ["use", "eval", "resume", "load"]
+
+
+def _corrupt_and_run(
+    source: Path, inputs: Path, name: str, examples: int, use: tuple[str, ...] = LM_USE
+) -> None:
+    """``examples`` random corruptions of the file ``name`` of a copy of ``source``, each with
+    a command that reads it (``inputs``: the task's data; ``use``: how its model is run)."""
+
+    @settings(max_examples=examples, **_SETTINGS)
+    @given(data=st.data())
+    def corrupt_and_run(data) -> None:
+        command = data.draw(st.sampled_from(_readers(name)), label="command")
+        corruption = data.draw(corruptions(source, name), label="corruption")
+        _check_corrupted(source, inputs, corruption, command, use)
+
+    corrupt_and_run()
+
+
+LM_FILES = [
+    "config.json",
+    "vocab.json",
+    "model.safetensors",
+    "metrics.jsonl",
+    "state/trainer.json",
+    "state/weights.safetensors",
+    "state/optimizer.safetensors",
+    "state/loop.safetensors",
+]
+
+
+def test_the_lm_folder_has_every_file(lm_folder) -> None:
+    assert _files(lm_folder[1]) == sorted(LM_FILES)
+
+
 @pytest.mark.usefixtures("in_empty_dir")
-@settings(max_examples=30, **_SETTINGS)
-@given(data=st.data(), command=COMMANDS)
-def test_a_corrupted_lm_folder_never_gives_a_traceback(lm_folder, data, command) -> None:
-    corpus, source = lm_folder
-    corruption = data.draw(corruptions(source), label="corruption")
-    _check_corrupted(source, corpus, corruption, command)
+@pytest.mark.parametrize("name", LM_FILES)
+def test_a_corrupted_lm_folder_never_gives_a_traceback(lm_folder, name) -> None:
+    _corrupt_and_run(lm_folder[1], lm_folder[0], name, examples=4)
 
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("in_empty_dir")
-@settings(max_examples=400, **_SETTINGS)
-@given(data=st.data(), command=COMMANDS)
-def test_hundreds_of_corrupted_lm_folders(lm_folder, data, command) -> None:
-    corpus, source = lm_folder
-    corruption = data.draw(corruptions(source), label="corruption")
-    _check_corrupted(source, corpus, corruption, command)
+@pytest.mark.parametrize("name", LM_FILES)
+def test_hundreds_of_corrupted_lm_folders(lm_folder, name) -> None:
+    _corrupt_and_run(lm_folder[1], lm_folder[0], name, examples=35)
 
 
 # --- every task's folders (make test-all) ----------------------------------------------------
@@ -603,11 +642,5 @@ def task_folders(tmp_path_factory) -> dict[str, tuple[Path, Path, tuple[str, ...
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_hundreds_of_corrupted_task_folders(task_folders, kind) -> None:
     inputs, source, use = task_folders[kind]
-
-    @settings(max_examples=120, **_SETTINGS)
-    @given(data=st.data(), command=COMMANDS)
-    def check(data, command) -> None:
-        corruption = data.draw(corruptions(source), label="corruption")
-        _check_corrupted(source, inputs, corruption, command, use)
-
-    check()
+    for name in _files(source):
+        _corrupt_and_run(source, inputs, name, examples=3, use=use)
