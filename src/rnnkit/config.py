@@ -569,6 +569,9 @@ def overrides_from_dict(values: dict[str, Any], where: str) -> dict[str, dict[st
             f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} in "
             f"{where}; valid keys: {', '.join(sorted(valid - {'rnnkit_version'}))}"
         )
+    version = values.get("rnnkit_version", "")
+    if not isinstance(version, str):
+        raise ConfigError(f"rnnkit_version in {where} must be a string, got {version!r}")
     overrides = {"run": {k: _coerce(RunConfig, k, values[k]) for k in plain if k in values}}
     for name, cls in SECTIONS.items():
         table = values.get(name, {})

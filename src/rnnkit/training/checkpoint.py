@@ -91,7 +91,9 @@ def read_run_config(folder: str | Path) -> RunConfig:
     try:
         return run_from_dict(values, str(path))
     except ConfigError as err:
-        raise CheckpointError(f"{path} is not a valid rnnkit configuration: {err}") from None
+        raise CheckpointError(
+            f"{path} is not a valid rnnkit configuration: {one_line(err)}"
+        ) from None
 
 
 def read_vocab(folder: str | Path) -> Vocab:
