@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import safetensors.numpy
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -341,29 +342,72 @@ def test_resume_logs_the_data_path_the_folder_names(lm_folder, victim) -> None:
     assert "gone.txt" in lines[-1] and "does not exist" in lines[-1]
 
 
+@pytest.fixture(scope="module")
+def numpy_folder(lm_folder) -> Path:
+    """A folder of the NumPy engine (one-layer char LSTM, float64 state), trained 3 steps."""
+    corpus, lm = lm_folder
+    out = lm.parent / "numpy"
+    engine = ["--engine", "numpy", "--hidden-size", "8", "--batch-size", "2", "--seq-len", "8"]
+    assert main(["train", str(corpus), "--out", str(out), *engine, "--max-steps", "3"]) == 0
+    return out
+
+
+@pytest.mark.parametrize(
+    ("file", "edit", "expected"),
+    [
+        ("config.json", lambda v: v.update(model=[]), "it needs --cell one of"),
+        ("config.json", lambda v: v["model"].update(cell=["lstm"]), "the model has ['lstm']"),
+        ("vocab.json", lambda v: v.update(tokens=7), "vocab.json is corrupted"),
+        ("model.safetensors", "head.bias", "head.bias must hold finite numbers"),
+    ],
+)
+def test_numpy_engine_sampling_checks_its_folder(numpy_folder, tmp_path, file, edit, expected):
+    out = tmp_path / "numpy"
+    shutil.copytree(numpy_folder, out)
+    if file.endswith(".json"):
+        _edit_json(out / file, edit)
+    else:
+        _edit_tensors(out / file, lambda t: t[edit].fill_(math.nan))
+    _one_line(["sample", str(out), "--engine", "numpy", "--length", "5"], expected)
+
+
+@pytest.mark.parametrize(
+    ("file", "edit", "expected"),
+    [
+        ("trainer.safetensors", lambda t: t.pop("state.c"), "trainer.safetensors lacks state.c"),
+        (
+            "trainer.safetensors",
+            lambda t: t.update({"state.h": t["state.h"][:1]}),
+            "state.h must have shape (2, 8), got (1, 8)",
+        ),
+        (
+            "trainer.json",
+            lambda v: v["config"].update(hidden_size=9),
+            "numpy_trainer.config.hidden_size must be 8 as in config.json, got 9",
+        ),
+        ("trainer.json", lambda v: v.update(position=-1), "numpy_trainer.position must be an"),
+        ("trainer.json", lambda v: v.update(rng={"state": 1}), "numpy_trainer.rng is not a PCG64"),
+        ("trainer.json", lambda v: v.pop("smooth_loss"), "numpy_trainer lacks 'smooth_loss'"),
+    ],
+)
+def test_numpy_engine_resume_checks_its_trainer(
+    lm_folder, numpy_folder, tmp_path, file, edit, expected
+):
+    out = tmp_path / "numpy"
+    shutil.copytree(numpy_folder, out)
+    if file.endswith(".json"):
+        _edit_json(out / "state" / file, lambda v: edit(v["numpy_trainer"]))
+    else:
+        tensors = safetensors.numpy.load_file(out / "state" / file)
+        edit(tensors)
+        safetensors.numpy.save_file(tensors, out / "state" / file)
+    _one_line(_commands(out, lm_folder[0], 3)["resume"], "is not a NumPy engine state", expected)
+
+
 # --- random corruption of every file -------------------------------------------------------
 
-SPECIAL_VALUES = [
-    None,
-    True,
-    0,
-    -1,
-    1,
-    3,
-    0.5,
-    -0.5,
-    1e308,
-    math.nan,
-    math.inf,
-    2**31,
-    2**63,
-    10**30,
-    "",
-    "x",
-    "lstm",
-    [],
-    {},
-]
+SPECIAL_NUMBERS = [0, -1, 1, 3, 0.5, -0.5, 1e308, math.nan, math.inf, 2**31, 2**63, 10**30]
+SPECIAL_VALUES = [None, True, "", "x", "lstm", [], {}, *SPECIAL_NUMBERS]
 json_values = st.one_of(
     st.sampled_from(SPECIAL_VALUES),
     st.recursive(
