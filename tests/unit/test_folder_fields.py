@@ -1,13 +1,16 @@
-"""The readers under every model-folder check: JSON with a nesting limit, typed field checks."""
+"""The readers under every model-folder check: JSON with a nesting limit, typed field checks,
+random states."""
 
 import json
 import math
 
 import pytest
+import torch
 
 from rnnkit.data import fields
 from rnnkit.data.vocab import Vocab
-from rnnkit.errors import MAX_JSON_DEPTH, parse_json
+from rnnkit.errors import MAX_JSON_DEPTH, CheckpointError, parse_json
+from rnnkit.training import folder_check
 
 
 def test_json_nesting_is_limited_before_parsing() -> None:
@@ -88,3 +91,25 @@ def test_vocab_messages_name_the_nested_field() -> None:
         Vocab.from_dict({**good, "specials": {**good["specials"], "eos": "."}}, "target")
     with pytest.raises(ValueError, match="source lacks 'tokens'"):
         Vocab.from_dict({}, "source")
+
+
+def test_every_process_random_state_is_checked(tmp_path) -> None:
+    """A run of 2 processes saves each one's state as rank<r>.rng.*: all must be there and
+    valid, and no rank beyond the run's."""
+    state = torch.get_rng_state()  # (5056,) uint8
+    loop = {"rng.cpu": state, "rank0.rng.cpu": state}
+    with pytest.raises(CheckpointError, match=r"lacks rank1\.rng\.cpu"):
+        folder_check.check_loop_tensors(loop, {}, 2, tmp_path)
+    loop["rank1.rng.cpu"] = state
+    folder_check.check_loop_tensors(loop, {}, 2, tmp_path)
+    with pytest.raises(CheckpointError, match=r"unknown tensor 'rank0\.rng\.cpu'"):
+        folder_check.check_loop_tensors(loop, {}, 1, tmp_path)
+    loop["rank1.rng.cpu"] = torch.zeros_like(state)
+    with pytest.raises(CheckpointError, match=r"rank1\.rng\.cpu: Invalid mt19937 state"):
+        folder_check.check_loop_tensors(loop, {}, 2, tmp_path)
+    loop["rank1.rng.cpu"] = state
+    cuda = {"rank0.rng.cuda": torch.zeros(16, dtype=torch.uint8), "rng.cuda.0": state[:16]}
+    if not torch.cuda.is_available():  # kept, unchecked: only a CUDA machine uses them
+        folder_check.check_loop_tensors(loop | cuda, {}, 2, tmp_path)
+    with pytest.raises(CheckpointError, match=r"unknown tensor .rank2\.rng\.cuda"):
+        folder_check.check_loop_tensors(loop | {"rank2.rng.cuda": state[:16]}, {}, 2, tmp_path)

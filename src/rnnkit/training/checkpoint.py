@@ -459,12 +459,7 @@ def load_state(
     loop = _read_tensors(folder / "loop.safetensors")
     expected = {} if carried is None else _flatten_state(carried, "hidden")
     folder_check.check_loop_tensors(loop, expected, world_size, folder)
-    try:
-        torch.set_rng_state(loop["rng.cpu"])
-    except RuntimeError as err:  # bytes that are no Mersenne twister state
-        raise CheckpointError(
-            f"{folder / 'loop.safetensors'} is corrupted: rng.cpu: {one_line(err)}"
-        ) from None
+    torch.set_rng_state(loop["rng.cpu"])
     cuda_states = [loop[f"rng.cuda.{i}"] for i in range(len(loop)) if f"rng.cuda.{i}" in loop]
     if cuda_states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda_states)

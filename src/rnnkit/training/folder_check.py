@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from rnnkit.config import RunConfig
 from rnnkit.data.fields import integer, is_number, key, obj, shown
-from rnnkit.errors import CheckpointError, ConfigError, parse_json
+from rnnkit.errors import CheckpointError, ConfigError, one_line, parse_json
 from rnnkit.tasks.base import Task
 
 LAYER_BYTES = 4096
@@ -239,9 +239,9 @@ def check_loop_tensors(
     loop: dict[str, Tensor], carried: dict[str, Tensor], world_size: int, folder: Path
 ) -> None:
     """Check loop.safetensors: ``rng.cpu`` (and ``rng.cuda.<i>``, ``rank<r>.rng.*`` of a run of
-    several processes) are byte tensors of a random state's size; the ``hidden.*`` tensors,
-    if any, have the names, shapes and dtypes of ``carried`` (the state that one batch leaves,
-    flattened the same way).
+    several processes) are random states that a generator takes (CUDA ones where CUDA is); the
+    ``hidden.*`` tensors, if any, have the names and shapes of ``carried`` (the state that one
+    batch leaves, flattened the same way) and a floating-point dtype.
 
     Raises:
         CheckpointError: naming loop.safetensors and the tensor.
@@ -269,9 +269,10 @@ def check_loop_tensors(
                 )
             continue  # its dtype may differ: bf16 or not by the machine (--precision auto)
         if name.endswith("rng.cpu") and name in needed:
-            like = cpu_state
+            like, device = cpu_state, "cpu"
         elif _is_cuda_state(name, world_size):
             like = torch.empty(tensor.numel(), dtype=torch.uint8)  # its size: the device's
+            device = "cuda" if torch.cuda.is_available() else None
         else:
             raise CheckpointError(f"{where} is corrupted: unknown tensor {name!r}")
         if tensor.shape != like.shape or tensor.dtype != like.dtype:
@@ -279,6 +280,11 @@ def check_loop_tensors(
                 f"{where} is corrupted: {name} must be {like.dtype} of shape {tuple(like.shape)}, "
                 f"got {tensor.dtype} of shape {tuple(tensor.shape)}"
             )
+        try:
+            if device is not None:  # a CUDA state is only checked (and used) where CUDA is
+                torch.Generator(device=device).set_state(tensor)
+        except RuntimeError as err:  # e.g. bytes that are no Mersenne twister state
+            raise CheckpointError(f"{where} is corrupted: {name}: {one_line(err)}") from None
 
 
 def _is_cuda_state(name: str, world_size: int) -> bool:
