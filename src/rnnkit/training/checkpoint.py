@@ -118,7 +118,7 @@ def load_weights(model: nn.Module, path: Path) -> None:
         ) from None
     for name, tensor in model.state_dict().items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise CheckpointError(f"{path} is corrupted: {name} holds values that are not finite")
+            raise CheckpointError(f"{path}: {name} holds values that are not finite (NaN, inf)")
 
 
 def _check_folder(folder: Path) -> None:

@@ -79,8 +79,9 @@ def model_bytes(task: Task, run: RunConfig, meta: dict[str, Any]) -> tuple[int, 
     """The bytes of the model's parameters and buffers, and what they are, counted without
     allocating any: the model is built on the ``meta`` device, which keeps shapes only.
 
-    Absurd sizes are refused before that build: a stack of a billion layers would take hours
-    to build even there, and sizes beyond 2^63 bytes overflow it.
+    Two absurd cases are not built: a stack whose layers' Python objects alone pass 1 TiB
+    (a billion layers would take hours to build even on ``meta``) counts as those, and sizes
+    that overflow the build count as 2^63 bytes.
     """
     cfg = run.model
     layers = cfg.num_layers * (2 if cfg.bidirectional else 1)
