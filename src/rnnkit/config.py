@@ -60,6 +60,16 @@ def _check(ok: bool, name: str, expected: str, value: Any) -> None:
         raise ConfigError(f"{_flag(name)} must be {expected}, got {value!r}")
 
 
+SEEDS = (-(2**63), 2**64)
+"""The seeds torch takes (``torch.manual_seed``): [-2^63, 2^64)."""
+MAX_THREADS = 1024
+"""The most CPU threads a run may ask for; more is a typo (and past 2^31 an overflow in torch)."""
+
+
+def _check_seed(seed: int) -> None:
+    _check(SEEDS[0] <= seed < SEEDS[1], "seed", "an integer in [-2^63, 2^64)", seed)
+
+
 # The defaults of ModelConfig and TrainConfig are the preset for a 2-core CPU, chosen by timed runs
 # of `rnnkit train` on Tiny Shakespeare (first 90% train, last 10% val), best val loss in
 # nats/char. Since 2026-12 on the issue's machine kind, a 2-core Intel Xeon with AMX, where bf16
@@ -263,8 +273,16 @@ class TrainConfig:
             value = getattr(self, name)
             _check(value is None or value >= 1, name, "at least 1", value)
         _check(self.max_time is None or self.max_time > 0, "max_time", "positive", self.max_time)
-        _check(self.threads is None or self.threads >= 1, "threads", "at least 1", self.threads)
-        _check(self.dist_timeout > 0, "dist_timeout", "positive", self.dist_timeout)
+        _check(
+            self.threads is None or 1 <= self.threads <= MAX_THREADS,
+            "threads",
+            f"in [1, {MAX_THREADS}]",
+            self.threads,
+        )
+        _check(
+            0 < self.dist_timeout <= 1e9, "dist_timeout", "in (0, 1e9] seconds", self.dist_timeout
+        )
+        _check_seed(self.seed)
         _check(self.world_size >= 1, "world_size", "at least 1", self.world_size)
 
     @property
@@ -397,6 +415,7 @@ class SampleConfig:
 
     def __post_init__(self) -> None:
         _check(self.length >= 0, "length", "0 or more", self.length)
+        _check_seed(self.seed)
         _check(
             self.beam_size is None or self.beam_size >= 1, "beam_size", "at least 1", self.beam_size
         )
@@ -581,6 +600,9 @@ def overrides_from_dict(values: dict[str, Any], where: str) -> dict[str, dict[st
             f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} in "
             f"{where}; valid keys: {', '.join(sorted(valid - {'rnnkit_version'}))}"
         )
+    version = values.get("rnnkit_version", "")
+    if not isinstance(version, str):
+        raise ConfigError(f"rnnkit_version in {where} must be a string, got {version!r}")
     overrides = {"run": {k: _coerce(RunConfig, k, values[k]) for k in plain if k in values}}
     for name, cls in SECTIONS.items():
         table = values.get(name, {})

@@ -1,8 +1,16 @@
 """The errors rnnkit raises for user mistakes; `cli` turns them into one-line messages (exit 2)."""
 
 import json
+import re
 from pathlib import Path
 from typing import Any
+
+MAX_JSON_DEPTH = 32
+"""The deepest nesting of lists and objects that rnnkit reads from a JSON file (its own files
+nest 4 deep); deeper would exhaust Python's stack."""
+
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_JSON_BRACKET = re.compile(r"[\[\]{}]")
 
 
 class RnnkitError(Exception):
@@ -31,6 +39,23 @@ def one_line(err: Exception) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
+def parse_json(text: str) -> Any:
+    """``json.loads(text)``, but nesting deeper than MAX_JSON_DEPTH is refused before parsing.
+
+    Raises:
+        ValueError: not JSON, or nested too deep (one line, without the file's name).
+    """
+    depth = 0
+    for bracket in _JSON_BRACKET.findall(_JSON_STRING.sub("", text)):  # brackets outside strings
+        depth += 1 if bracket in "[{" else -1
+        if depth > MAX_JSON_DEPTH:
+            raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        return json.loads(text)
+    except RecursionError:  # only if the caller's stack is already nearly full
+        raise ValueError("JSON nested too deep to read") from None
+
+
 def read_folder_json(path: Path) -> Any:
     """The JSON in a model folder's file ``path``.
 
@@ -38,7 +63,7 @@ def read_folder_json(path: Path) -> Any:
         CheckpointError: the file is missing (the folder is named), unreadable or not JSON.
     """
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return parse_json(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CheckpointError(
             f"{path.parent} has no {path.name}; was it written by `rnnkit train`?"

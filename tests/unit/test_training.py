@@ -105,7 +105,7 @@ def test_state_round_trip_is_exact(tmp_path) -> None:
     restored = _model()
     restored_opt = make_optimizer(restored.parameters(), TrainConfig())
     loaded, loaded_hidden = checkpoint.load_state(
-        tmp_path, restored, restored_opt, torch.device("cpu")
+        tmp_path, restored, restored_opt, torch.device("cpu"), carried=hidden
     )
     assert loaded == trainer
     assert torch.equal(torch.get_rng_state(), expected_rng)

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from rnnkit.data.fields import choice, key, obj, strings
 from rnnkit.errors import CheckpointError, one_line, read_folder_json
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
@@ -77,13 +78,19 @@ class Vocab:
         return {"specials": specials, "tokens": self.tokens}
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> Vocab:
-        """Inverse of :meth:`to_dict`; raises ValueError on a malformed dict."""
-        tokens = values.get("tokens") if isinstance(values, dict) else None
-        if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
-            raise ValueError("'tokens' must be a list of strings")
+    def from_dict(cls, values: Any, name: str = "") -> Vocab:
+        """Inverse of :meth:`to_dict`; raises ValueError on a malformed dict, naming the
+        field (``name`` is the dict's own path in its file, e.g. ``source``)."""
+        obj(values, name, ("tokens",), ("specials",))
+        if "specials" in values:
+            specials = obj(values["specials"], key(name, "specials"), ("pad", "unk", "bos", "eos"))
+            for role, token in zip(("pad", "unk", "bos", "eos"), SPECIALS, strict=True):
+                choice(specials[role], key(key(name, "specials"), role), (token,))
+        tokens = strings(values["tokens"], key(name, "tokens"), least=len(SPECIALS))
         if tuple(tokens[: len(SPECIALS)]) != SPECIALS:
-            raise ValueError(f"the first tokens must be the specials {', '.join(SPECIALS)}")
+            raise ValueError(
+                f"{key(name, 'tokens')} must begin with the specials {', '.join(SPECIALS)}"
+            )
         return cls(tokens[len(SPECIALS) :])
 
     @classmethod

@@ -57,10 +57,14 @@ def load_model(path: str | Path) -> tuple[CharRNN, list[str]]:
         what = "is not a folder" if folder.exists() else "does not exist"
         raise CheckpointError(f"model folder {folder} {what}")
     config = read_folder_json(folder / "config.json")
-    model = config.get("model", {}) if isinstance(config, dict) else {}
-    level = config.get("data", {}).get("level", "char") if isinstance(config, dict) else None
+    model, data = (_section(config, name) for name in ("model", "data"))
+    level = data.get("level", "char")
     needs = {
-        "--cell": (model.get("cell") in CELLS, f"one of {', '.join(CELLS)}", model.get("cell")),
+        "--cell": (
+            isinstance(model.get("cell"), str) and model["cell"] in CELLS,
+            f"one of {', '.join(CELLS)}",
+            model.get("cell"),
+        ),
         "--num-layers": (model.get("num_layers") == 1, "1", model.get("num_layers")),
         "--embedding-size": (model.get("embedding_size") == 0, "0", model.get("embedding_size")),
         "--level": (level == "char", "char", level),
@@ -88,6 +92,11 @@ def load_model(path: str | Path) -> tuple[CharRNN, list[str]]:
     if missing:
         raise CheckpointError(f"{weights_path} lacks {', '.join(missing)}")
     params = {name: weights[TORCH_NAMES[name]] for name in PARAM_NAMES}
+    for name, value in params.items():
+        if not np.issubdtype(value.dtype, np.number) or not np.isfinite(value).all():
+            raise CheckpointError(
+                f"{weights_path} is corrupted: {TORCH_NAMES[name]} must hold finite numbers"
+            )
     try:
         charrnn = CharRNN.from_params(model["cell"], params)
     except ValueError as err:
@@ -97,6 +106,13 @@ def load_model(path: str | Path) -> tuple[CharRNN, list[str]]:
             f"{weights_path} is for {charrnn.vocab_size} tokens, vocab.json has {len(tokens)}"
         )
     return charrnn, tokens
+
+
+def _section(config: object, name: str) -> dict:
+    """The table ``name`` of config.json's object (empty where absent or malformed: the checks
+    of :func:`load_model` then name what is missing)."""
+    section = config.get(name) if isinstance(config, dict) else None
+    return section if isinstance(section, dict) else {}
 
 
 def text_loss(model: CharRNN, ids: np.ndarray, batch_size: int, seq_len: int) -> float:

@@ -5,6 +5,7 @@ A task module (``tasks/lm.py``, ``tasks/classify.py``, ``tasks/tag.py``) defines
 :class:`Task` and an instance of it named ``TASK``. The loop asks it, in this order:
 
     preset()                    defaults of the task, under the config file and the flags
+    check_meta(run, meta)       (resume) check the folder's vocabularies and labels
     load_data(run, meta)        read the data; build vocabularies/labels (or reuse ``meta``)
     build_model(run, meta)      the model, with its vocabularies and labels attached
     batches(run, data)          the training batches of any epoch, by position
@@ -111,6 +112,16 @@ class Task(ABC):
         Raises:
             DataError: the data are missing or malformed (one line naming file and line).
         """
+
+    def check_meta(self, run: RunConfig, meta: dict[str, Any]) -> None:
+        """Check a model folder's vocab.json (``meta``) field by field, and against ``run``,
+        before :meth:`load_data` or :meth:`build_model` reads it. A task whose vocab.json
+        has fields overrides this; the default accepts any JSON object.
+
+        Raises:
+            ValueError: one line that names the field (see :mod:`rnnkit.data.fields`).
+        """
+        return None
 
     @abstractmethod
     def build_model(self, run: RunConfig, meta: dict[str, Any]) -> nn.Module:

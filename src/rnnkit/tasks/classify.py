@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from rnnkit.config import EvalConfig, ModelConfig, PredictConfig, RunConfig
 from rnnkit.data.examples import EpochBatches, Examples, feature_statistics, sorted_batches
+from rnnkit.data.fields import choice
 from rnnkit.data.labelled import LabelledTexts, read_labelled_texts
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import DataError
@@ -32,6 +33,7 @@ from rnnkit.tasks.pooling import Pooling
 from rnnkit.tasks.sequence_data import (
     build_vocab,
     check_feature_size,
+    check_sequence_meta,
     feature_examples,
     init_encoder,
     is_features,
@@ -213,6 +215,10 @@ class Classification(Task):
         return f"{len(train)} train / {len(val)} val examples ({level} level), {len(labels)} labels"
 
     # --- model -----------------------------------------------------------------------------
+
+    def check_meta(self, run: RunConfig, meta: dict[str, Any]) -> None:
+        if check_sequence_meta(run, meta, "labels", ("level",)) == "text":
+            choice(meta["level"], "level", ("char", "word"))
 
     def build_model(self, run: RunConfig, meta: dict[str, Any]) -> Classifier:
         if meta.get("kind") == "features":

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit.config import EvalConfig, ModelConfig, PredictConfig, RunConfig, SampleConfig
+from rnnkit.data.fields import MAX_SIZE, choice, integer, numbers, obj, strings
 from rnnkit.data.generation import (
     ConditionedItems,
     ConditionKind,
@@ -455,12 +456,28 @@ class ConditionalGeneration(Task):
         )
         return TaskData(meta, train, val, raw.source, summary)
 
+    def check_meta(self, run: RunConfig, meta: dict[str, Any]) -> None:
+        obj(meta, "", ("vocab", "conditions", "longest"))
+        Vocab.from_dict(meta["vocab"], "vocab")
+        integer(meta["longest"], "longest", 1, MAX_SIZE)
+        conditions = obj(
+            meta["conditions"], "conditions", ("kind",), ("labels", "size", "mean", "std")
+        )
+        kind = choice(conditions["kind"], "conditions.kind", ("label", "vector"))
+        if kind == "label":
+            obj(conditions, "conditions", ("kind", "labels"))
+            strings(conditions["labels"], "conditions.labels", least=1)
+        else:
+            obj(conditions, "conditions", ("kind", "size", "mean", "std"))
+            size = integer(conditions["size"], "conditions.size", 1, MAX_SIZE)
+            numbers(conditions["mean"], "conditions.mean", size)
+            if min(numbers(conditions["std"], "conditions.std", size)) <= 0:
+                raise ValueError("conditions.std must be positive")
+
     def build_model(self, run: RunConfig, meta: dict[str, Any]) -> ConditionalGenerator:
         vocab = Vocab.from_dict(meta["vocab"])
         conditions = meta["conditions"]
         longest = meta["longest"]
-        if not isinstance(longest, int) or longest < 1:
-            raise ValueError(f"'longest' must be a positive integer, got {longest!r}")
         if conditions["kind"] == "label":
             labels = conditions["labels"]
             model = ConditionalGenerator(run.model, len(vocab), num_labels=len(labels))

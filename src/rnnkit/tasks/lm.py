@@ -415,6 +415,9 @@ class LanguageModelling(Task):
         )
         return TaskData(data.vocab.to_dict(), data.train, data.val, str(data.source), summary)
 
+    def check_meta(self, run: RunConfig, meta: dict[str, Any]) -> None:
+        Vocab.from_dict(meta)
+
     def build_model(self, run: RunConfig, meta: dict[str, Any]) -> LanguageModel:
         vocab = Vocab.from_dict(meta)
         model = LanguageModel(run.model, len(vocab))

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit.config import EvalConfig, ModelConfig, PredictConfig, RunConfig
+from rnnkit.data.fields import MAX_SIZE, integer, obj
 from rnnkit.data.generation import (
     PairBatches,
     PairData,
@@ -433,6 +434,12 @@ class SequenceToSequence(Task):
             summary,
         )
 
+    def check_meta(self, run: RunConfig, meta: dict[str, Any]) -> None:
+        obj(meta, "", ("source", "target", "longest_target"))
+        Vocab.from_dict(meta["source"], "source")
+        Vocab.from_dict(meta["target"], "target")
+        integer(meta["longest_target"], "longest_target", 1, MAX_SIZE)
+
     def build_model(self, run: RunConfig, meta: dict[str, Any]) -> Seq2Seq:
         source_vocab, target_vocab = (
             Vocab.from_dict(meta["source"]),
@@ -440,8 +447,6 @@ class SequenceToSequence(Task):
         )
         model = Seq2Seq(run.model, len(source_vocab), len(target_vocab))
         longest = meta["longest_target"]
-        if not isinstance(longest, int) or longest < 1:
-            raise ValueError(f"'longest_target' must be a positive integer, got {longest!r}")
         model.attach(source_vocab, target_vocab, run.data.level, run.data.reverse, longest)
         return model
 

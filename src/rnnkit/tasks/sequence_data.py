@@ -11,6 +11,7 @@ import numpy as np
 
 from rnnkit.config import RunConfig
 from rnnkit.data.examples import Examples
+from rnnkit.data.fields import MAX_SIZE, choice, integer, obj, strings
 from rnnkit.data.labelled import FeatureSequences, read_features
 from rnnkit.data.sequences import split_indices
 from rnnkit.data.vocab import Vocab
@@ -29,6 +30,34 @@ def need_path(run: RunConfig) -> str:
     if run.data.path is None:
         raise DataError(f"--task {run.task} needs DATA: rnnkit train DATA --task {run.task}")
     return run.data.path
+
+
+def check_sequence_meta(
+    run: RunConfig, meta: dict[str, Any], labels: str, text_keys: tuple[str, ...]
+) -> str:
+    """Check the vocab.json that ``classify`` and ``tag`` share: ``kind``, the names of the
+    labels (under ``labels``), and ``vocab`` and ``text_keys`` (text) or ``feature_size``
+    (feature sequences). The kind must be that of ``run.data.path``. Returns the kind.
+
+    Raises:
+        ValueError: a missing, unknown or malformed field (one line that names it).
+    """
+    kinds = ("text", "features")
+    obj(meta, "", ("kind",), (labels, "vocab", "feature_size", *text_keys))
+    kind = choice(meta["kind"], "kind", kinds)
+    if kind == "text":
+        obj(meta, "", ("kind", labels, "vocab", *text_keys))
+        Vocab.from_dict(meta["vocab"], "vocab")
+    else:
+        obj(meta, "", ("kind", labels, "feature_size"))
+        integer(meta["feature_size"], "feature_size", 1, MAX_SIZE)
+    strings(meta[labels], labels, least=1)
+    if run.data.path is not None and kinds[is_features(run.data.path)] != kind:
+        raise ValueError(
+            f"kind is {kind!r}, but the data of config.json ({run.data.path}) are "
+            f"{'feature sequences' if kind == 'text' else 'text'}"
+        )
+    return kind
 
 
 def split(

@@ -28,6 +28,7 @@ from rnnkit.data.examples import (
     feature_statistics,
     sorted_batches,
 )
+from rnnkit.data.fields import strings
 from rnnkit.data.labelled import TaggedSentences, parse_tag_input, read_conll
 from rnnkit.data.text import IGNORE_INDEX
 from rnnkit.data.vocab import Vocab
@@ -40,6 +41,7 @@ from rnnkit.tasks.metrics import entity_metrics
 from rnnkit.tasks.sequence_data import (
     build_vocab,
     check_feature_size,
+    check_sequence_meta,
     feature_examples,
     init_encoder,
     is_features,
@@ -294,6 +296,18 @@ class Tagging(Task):
         return TaskData(meta, train, val, path, summary, {"statistics": (mean, std)})
 
     # --- model -----------------------------------------------------------------------------
+
+    def check_meta(self, run: RunConfig, meta: dict[str, Any]) -> None:
+        if check_sequence_meta(run, meta, "tags", ("chars",)) == "features":
+            return
+        chars = meta["chars"]
+        if chars is not None:
+            strings(chars, "chars", single=True)
+        if (chars is not None) != run.model.char_features:
+            raise ValueError(
+                f"chars is {'a list' if chars is not None else 'null'}, but config.json has "
+                f"char_features {str(run.model.char_features).lower()}"
+            )
 
     def build_model(self, run: RunConfig, meta: dict[str, Any]) -> Tagger:
         if meta.get("kind") == "features":

@@ -15,14 +15,15 @@
 
 Nothing is pickled. Every file is written under a temporary name and renamed over the old one
 (``os.replace``), and ``state/`` is written as ``state.tmp/`` and then swapped in, so a process
-killed at any moment leaves the previous complete version of every file.
+killed at any moment leaves the previous complete version of every file. Every file is checked
+field by field where it is read (:mod:`rnnkit.training.folder_check`): a damaged folder gives
+a one-line CheckpointError, never a traceback.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import shutil
 from collections.abc import Callable
@@ -37,9 +38,11 @@ from torch import Tensor, nn
 
 import rnnkit
 from rnnkit.config import RunConfig, run_from_dict, run_to_dict
+from rnnkit.data.fields import integer, is_number, number, obj, shown
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import CheckpointError, ConfigError, one_line, read_folder_json
 from rnnkit.tasks import get_task
+from rnnkit.training import folder_check
 
 CONFIG_FILE = "config.json"
 VOCAB_FILE = "vocab.json"
@@ -88,7 +91,9 @@ def read_run_config(folder: str | Path) -> RunConfig:
     try:
         return run_from_dict(values, str(path))
     except ConfigError as err:
-        raise CheckpointError(f"{path} is not a valid rnnkit configuration: {err}") from None
+        raise CheckpointError(
+            f"{path} is not a valid rnnkit configuration: {one_line(err)}"
+        ) from None
 
 
 def read_vocab(folder: str | Path) -> Vocab:
@@ -97,7 +102,8 @@ def read_vocab(folder: str | Path) -> Vocab:
 
 
 def load_weights(model: nn.Module, path: Path) -> None:
-    """Load safetensors weights into ``model``; missing or mismatched: CheckpointError."""
+    """Load safetensors weights into ``model``; missing, mismatched (names, shapes, dtypes) or
+    not finite: CheckpointError."""
     if not path.is_file():
         raise CheckpointError(
             f"{path.parent} has no {path.name}; was it written by `rnnkit train`?"
@@ -110,6 +116,9 @@ def load_weights(model: nn.Module, path: Path) -> None:
         raise CheckpointError(
             f"{path} does not fit the model of {CONFIG_FILE} and {VOCAB_FILE}: {one_line(err)}"
         ) from None
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{path}: {name} holds values that are not finite (NaN, inf)")
 
 
 def _check_folder(folder: Path) -> None:
@@ -118,12 +127,17 @@ def _check_folder(folder: Path) -> None:
         raise CheckpointError(f"model folder {folder} {what}")
 
 
-def read_meta(folder: str | Path) -> dict[str, Any]:
-    """The JSON object of ``folder/vocab.json``: a task's vocabularies and labels."""
+def read_meta(folder: str | Path, run: RunConfig) -> dict[str, Any]:
+    """The JSON object of ``folder/vocab.json``: the vocabularies and labels of ``run.task``,
+    checked field by field (:meth:`rnnkit.tasks.base.Task.check_meta`)."""
     path = Path(folder) / VOCAB_FILE
     values = read_folder_json(path)
     if not isinstance(values, dict):
         raise CheckpointError(f"{path} is corrupted: expected a JSON object")
+    try:
+        get_task(run.task).check_meta(run, values)
+    except ValueError as err:
+        raise CheckpointError(f"{path} is corrupted: {one_line(err)}") from None
     return values
 
 
@@ -144,9 +158,9 @@ def load(path: str | Path, *, device: str | torch.device = "cpu") -> nn.Module:
     folder = Path(path)
     _check_folder(folder)
     run = read_run_config(folder)
-    meta = read_meta(folder)
+    meta = read_meta(folder, run)
     try:
-        model = get_task(run.task).build_model(run, meta)
+        model = folder_check.build_model(get_task(run.task), run, meta, folder)
     except (ValueError, KeyError, TypeError) as err:
         raise CheckpointError(f"{folder / VOCAB_FILE} is corrupted: {one_line(err)}") from None
     load_weights(model, folder / WEIGHTS_FILE)
@@ -191,18 +205,17 @@ def write_config(out: Path, run: RunConfig) -> None:
 
 def read_metrics(out: Path, up_to_step: int) -> list[dict[str, Any]]:
     """The metrics records of ``out`` with ``step <= up_to_step`` (a resumed run rewrites the
-    rest); unreadable lines are dropped."""
-    records = []
+    rest); none when there is no metrics.jsonl.
+
+    Raises:
+        CheckpointError: a line that is not a record (``metrics.jsonl:3: ...``).
+    """
     path = out / METRICS_FILE
-    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and record.get("step", math.inf) <= up_to_step:
-            records.append(record)
-    return records
+    try:
+        text = path.read_text(encoding="utf-8") if path.exists() else ""
+    except (OSError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path} is corrupted: {one_line(err)}") from None
+    return [r for r in folder_check.parse_metrics(text, path) if r["step"] <= up_to_step]
 
 
 def write_metrics(out: Path, records: list[dict[str, Any]]) -> None:
@@ -247,6 +260,35 @@ class TrainerState:
     last_eval_step: int | None = None
     best_metrics: dict[str, Any] | None = None
     loss_ema: float | None = None
+
+    @classmethod
+    def from_dict(cls, values: Any, name: str) -> TrainerState:
+        """The counters of trainer.json's object ``name``, each checked: counts are integers of
+        0 or more, losses finite numbers (or null where unset), ``best_metrics`` numbers
+        with the ``loss``.
+
+        Raises:
+            ValueError: a missing, unknown or malformed field (one line that names it).
+        """
+        obj(values, name, tuple(f.name for f in dataclasses.fields(cls)))
+        for field in ("step", "epoch", "chunk", "tokens", "loss_count"):
+            integer(values[field], f"{name}.{field}")
+        number(values["elapsed"], f"{name}.elapsed", low=0)
+        number(values["loss_sum"], f"{name}.loss_sum")
+        for field in ("first_loss", "best_val_loss", "loss_ema"):
+            if values[field] is not None:
+                number(values[field], f"{name}.{field}")
+        for field in ("best_step", "last_eval_step"):
+            if values[field] is not None:
+                integer(values[field], f"{name}.{field}")
+        best = values["best_metrics"]
+        good = isinstance(best, dict) and "loss" in best and all(map(is_number, best.values()))
+        if best is not None and not good:
+            raise ValueError(
+                f"{name}.best_metrics must be null or an object of numbers with the "
+                f"loss, got {shown(best)}"
+            )
+        return cls(**values)
 
     def smoothed_loss(self, loss: float) -> float:
         """The moving average of the training loss once ``loss`` is counted."""
@@ -327,7 +369,8 @@ def write_state_folder(out: Path, write: Callable[[Path], None]) -> None:
 
 
 def read_state_folder(out: Path) -> tuple[Path, dict[str, Any]]:
-    """The folder of the state saved by :func:`write_state_folder` and its trainer.json.
+    """The folder of the state saved by :func:`write_state_folder` and its trainer.json: an
+    object of the loop's counters (``trainer``, checked) and the engine's state.
 
     Raises:
         CheckpointError: there is no saved state, or its trainer.json is corrupted.
@@ -335,11 +378,21 @@ def read_state_folder(out: Path) -> tuple[Path, dict[str, Any]]:
     folder = out / STATE_DIR
     if not folder.is_dir() and (out / f"{STATE_DIR}.old").is_dir():
         folder = out / f"{STATE_DIR}.old"  # killed between the two renames of write_state_folder
-    if not (folder / "trainer.json").is_file():
+    path = folder / "trainer.json"
+    if not path.is_file():
         raise CheckpointError(
             f"{out} has no saved trainer state ({STATE_DIR}/trainer.json) to resume from"
         )
-    return folder, read_folder_json(folder / "trainer.json")
+    saved = read_folder_json(path)
+    try:
+        engine = (
+            "numpy_trainer" if isinstance(saved, dict) and "numpy_trainer" in saved else "optimizer"
+        )
+        obj(saved, "", ("trainer", engine))
+        TrainerState.from_dict(saved["trainer"], "trainer")
+    except ValueError as err:
+        raise CheckpointError(f"{path} is corrupted: {one_line(err)}") from None
+    return folder, saved
 
 
 def save_state(
@@ -375,34 +428,54 @@ def save_state(
 
 
 def load_state(
-    out: Path, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device
+    out: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    *,
+    carried: Any = None,
+    world_size: int = 1,
 ) -> tuple[TrainerState, Any]:
     """Restore the current weights, the optimizer and the RNG states saved by :func:`save_state`.
 
+    Args:
+        carried: for a task that carries its state from batch to batch, the state that one
+            batch leaves: the saved one must have its structure and shapes, and takes its
+            dtypes. None for a task that does not.
+        world_size: the processes of the run, each of which saved its random states.
+
     Returns:
         The trainer's counters and the carried hidden state (None at an epoch start).
+
+    Raises:
+        CheckpointError: a file of ``state/`` is missing, corrupted, or does not fit the model.
     """
     folder, saved = read_state_folder(out)
-    try:
-        trainer = TrainerState(**saved["trainer"])
-        load_weights(model, folder / "weights.safetensors")
-        optimizer_tensors = load_file(str(folder / "optimizer.safetensors"))
-        optimizer.load_state_dict(_optimizer_state_dict(optimizer_tensors, saved["optimizer"]))
-        loop = load_file(str(folder / "loop.safetensors"))
-    except (KeyError, TypeError, ValueError, RuntimeError, SafetensorError, OSError) as err:
-        raise CheckpointError(f"{folder} is corrupted: {one_line(err)}") from None
+    trainer = TrainerState(**saved["trainer"])
+    load_weights(model, folder / "weights.safetensors")
+    optimizer_tensors = _read_tensors(folder / "optimizer.safetensors")
+    folder_check.check_optimizer_state(optimizer, optimizer_tensors, saved["optimizer"], folder)
+    optimizer.load_state_dict(_optimizer_state_dict(optimizer_tensors, saved["optimizer"]))
+    loop = _read_tensors(folder / "loop.safetensors")
+    expected = {} if carried is None else _flatten_state(carried, "hidden")
+    folder_check.check_loop_tensors(loop, expected, world_size, folder)
     torch.set_rng_state(loop["rng.cpu"])
     cuda_states = [loop[f"rng.cuda.{i}"] for i in range(len(loop)) if f"rng.cuda.{i}" in loop]
     if cuda_states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda_states)
-    hidden = {k: v for k, v in loop.items() if k.startswith("hidden.")}
+    hidden = {k: v.to(expected[k].dtype) for k, v in loop.items() if k in expected}
     return trainer, _unflatten_state(hidden, "hidden", device) if hidden else None
+
+
+def _read_tensors(path: Path) -> dict[str, Tensor]:
+    """The tensors of a safetensors file of ``state/``; missing or unreadable: CheckpointError."""
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"{path} is corrupted: {one_line(err)}") from None
 
 
 def read_loop_tensors(out: Path) -> dict[str, Tensor]:
     """The tensors of the saved state's loop.safetensors (random states, carried state)."""
     folder, _ = read_state_folder(out)
-    try:
-        return load_file(str(folder / "loop.safetensors"))
-    except (SafetensorError, OSError) as err:
-        raise CheckpointError(f"{folder} is corrupted: {one_line(err)}") from None
+    return _read_tensors(folder / "loop.safetensors")

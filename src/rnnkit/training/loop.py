@@ -19,8 +19,10 @@ import torch
 from tqdm import tqdm
 
 from rnnkit.config import RunConfig
+from rnnkit.errors import CheckpointError
 from rnnkit.tasks import get_task
-from rnnkit.training import checkpoint, distributed
+from rnnkit.tasks.base import Batches, Task
+from rnnkit.training import checkpoint, distributed, folder_check
 from rnnkit.training.control import (
     StopOnInterrupt,
     StopReason,
@@ -87,9 +89,9 @@ def _train(
         keep_freed_memory()  # reuse freed buffers instead of faulting them in every step
 
     torch.manual_seed(cfg.seed)
-    data = task.load_data(run, checkpoint.read_meta(out) if resume else None)
+    data = task.load_data(run, checkpoint.read_meta(out, run) if resume else None)
     batches = task.batches(run, data)
-    model = task.build_model(run, data.meta)
+    model = folder_check.build_model(task, run, data.meta, out if resume else None)
     if not resume:
         task.init_model(model, data)
     model = model.to(device)
@@ -101,7 +103,15 @@ def _train(
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
     if resume:
-        st, state = checkpoint.load_state(out, model, optimizer, device)
+        carried = _carried_like(task, model, batches, device, autocast)
+        st, state = checkpoint.load_state(
+            out, model, optimizer, device, carried=carried, world_size=world.world_size
+        )
+        if st.chunk >= len(batches):
+            raise CheckpointError(
+                f"{out / checkpoint.STATE_DIR / 'trainer.json'} is corrupted: trainer.chunk "
+                f"{st.chunk} is past the {len(batches)} batches of an epoch"
+            )
         world.restore_rng(out)
         state = world.shard_state(state)
         records = checkpoint.read_metrics(out, st.step)
@@ -220,6 +230,22 @@ def _train(
     return finish_run(out, st, stopped_by)
 
 
+@torch.no_grad()
+def _carried_like(
+    task: Task, model: torch.nn.Module, batches: Batches, device: torch.device, autocast: Any
+) -> Any:
+    """For a task that carries its state, the state that the first batch leaves from zeros
+    (what a saved state must look like), computed in eval mode so that dropout draws nothing;
+    else None."""
+    if not task.carries_state:
+        return None
+    model.eval()
+    with autocast:
+        state = task.loss(model, batches.get(0, 0), None, device).state
+    model.train()
+    return state
+
+
 def _json_numbers(metrics: dict[str, Any]) -> dict[str, Any]:
     """The scalar entries of a metrics dict (what trainer.json keeps of the best model)."""
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
@@ -248,6 +274,6 @@ def _bar_text(
         if key.startswith("val_") and key != "val_loss":
             info[key.removeprefix("val_")] = f"{value:.3f}"
     if run_progress > 0:
-        left = st.elapsed * (1 - run_progress) / run_progress
-        info["ETA"] = time.strftime("%H:%M:%S", time.gmtime(left))
+        left = int(st.elapsed * (1 - run_progress) / run_progress)  # seconds
+        info["ETA"] = f"{left // 3600}:{left // 60 % 60:02d}:{left % 60:02d}"
     return ", ".join(f"{k} {v}" for k, v in info.items())

@@ -18,17 +18,22 @@ import dataclasses
 import logging
 import math
 import time
+from inspect import signature
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from rnnkit.config import RunConfig
+from rnnkit.data.fields import integer, number, obj, shown
 from rnnkit.data.text import load_lm_data
 from rnnkit.errors import CheckpointError, ConfigError
 from rnnkit.reference import CharRNN, Trainer, text_loss, torch_weights
-from rnnkit.training import checkpoint
+from rnnkit.reference.cells import CELLS
+from rnnkit.reference.model import PARAM_NAMES
+from rnnkit.training import checkpoint, folder_check
 from rnnkit.training.control import (
     StopOnInterrupt,
     StopReason,
@@ -72,6 +77,7 @@ def check_numpy_run(run: RunConfig) -> None:
         ("warmup_steps", train.warmup_steps == 0, "0", train.warmup_steps),
         ("precision", train.precision != "bf16", "fp32 (it computes in float64)", train.precision),
         ("device", train.device != "cuda", "cpu or auto (it runs on the CPU)", train.device),
+        ("seed", train.seed >= 0, "0 or more", train.seed),
     ]
     for name, ok, expected, value in checks:
         if not ok:
@@ -98,17 +104,82 @@ def _save_state(out: Path, st: checkpoint.TrainerState, trainer: Trainer) -> Non
     checkpoint.write_state_folder(out, write)
 
 
-def _load_state(out: Path, run: RunConfig, text: Any) -> tuple[checkpoint.TrainerState, Trainer]:
+def check_numpy_size(run: RunConfig, vocab_size: int, folder: Path | None) -> None:
+    """Refuse a model whose float64 parameters and Adagrad memory would not fit in this
+    machine's memory (before NumPy is asked for them).
+
+    Raises:
+        CheckpointError (``folder``'s config.json) or ConfigError (a new run).
+    """
+    memory = folder_check.physical_memory()
+    H, V, G = run.model.hidden_size, vocab_size, CELLS[run.model.cell].num_gates
+    need = 2 * 8 * (G * H * (V + H + 2) + V * (H + 1))  # parameters and their memory, float64
+    if memory is not None and need > memory:
+        where = f"{folder / 'config.json'}: " if folder is not None else ""
+        message = (
+            f"{where}the NumPy engine's model would need {need / 2**30:,.1f} GiB of memory; "
+            f"this machine has {memory / 2**30:,.1f} GiB"
+        )
+        raise CheckpointError(message) if folder is not None else ConfigError(message)
+
+
+def _check_numpy_state(
+    arrays: dict[str, np.ndarray], meta: Any, run: RunConfig, vocab_size: int
+) -> None:
+    """Check the saved Trainer against the run: its configuration, counters, random state and
+    the names and shapes of its arrays (raises ValueError naming the field)."""
+    obj(meta, "numpy_trainer", ("config", "text_length", "step", "position", "smooth_loss", "rng"))
+    config = obj(meta["config"], "numpy_trainer.config", tuple(signature(Trainer).parameters)[1:])
+    same = {
+        "vocab_size": vocab_size,
+        "cell": run.model.cell,
+        "hidden_size": run.model.hidden_size,
+        "seq_len": run.train.seq_len,
+        "batch_size": run.train.batch_size,
+        "optimizer": run.train.optimizer,
+    }
+    for name, value in same.items():
+        if config[name] != value or type(config[name]) is not type(value):
+            raise ValueError(
+                f"numpy_trainer.config.{name} must be {value!r} as in config.json, "
+                f"got {shown(config[name])}"
+            )
+    integer(config["seed"], "numpy_trainer.config.seed")
+    for name in ("text_length", "step", "position"):
+        integer(meta[name], f"numpy_trainer.{name}")
+    number(meta["smooth_loss"], "numpy_trainer.smooth_loss")
+    try:
+        np.random.default_rng().bit_generator.state = meta["rng"]
+    except (TypeError, ValueError, KeyError, OverflowError):
+        raise ValueError(f"numpy_trainer.rng is not a PCG64 state: {shown(meta['rng'])}") from None
+    B, H = run.train.batch_size, run.model.hidden_size
+    states = ("h", "c") if CELLS[run.model.cell].state_len == 2 else ("h",)
+    known = {f"params.{p}" for p in PARAM_NAMES} | {f"state.{s}" for s in states}
+    missing = sorted(known - set(arrays))
+    if missing:
+        raise ValueError(f"{ARRAYS_FILE} lacks {', '.join(missing)}")
+    for name, array in arrays.items():
+        if name.startswith("state.") and name in known and array.shape != (B, H):
+            raise ValueError(f"{name} must have shape {(B, H)}, got {array.shape}")
+        if name not in known and not name.startswith("optimizer."):
+            raise ValueError(f"unknown array {name!r} in {ARRAYS_FILE}")
+
+
+def _load_state(
+    out: Path, run: RunConfig, text: Any, vocab_size: int
+) -> tuple[checkpoint.TrainerState, Trainer]:
     """The loop's counters and the Trainer saved by :func:`_save_state`, on the same text.
 
     The learning rate and the clip are the run's (they may change on resume).
     """
     folder, saved = checkpoint.read_state_folder(out)
+    st = checkpoint.TrainerState(**saved["trainer"])
     try:
-        st = checkpoint.TrainerState(**saved["trainer"])
+        arrays = load_file(str(folder / ARRAYS_FILE))
         meta = saved["numpy_trainer"]
+        _check_numpy_state(arrays, meta, run, vocab_size)
         meta["config"] |= {"lr": run.train.lr, "clip": _clip(run)}
-        trainer = Trainer.from_state_dict(text, load_file(str(folder / ARRAYS_FILE)), meta)
+        trainer = Trainer.from_state_dict(text, arrays, meta)
     except (KeyError, TypeError, ValueError, SafetensorError, OSError) as err:
         raise CheckpointError(f"{folder} is not a NumPy engine state: {err}") from None
     return st, trainer
@@ -134,10 +205,13 @@ def train_numpy(run: RunConfig, *, resume: bool = False, force: bool = False) ->
     else:
         checkpoint.check_new_folder(out, force=force)
 
+    if resume:
+        logger.info("resuming %s on %s", out, run.data.path or "the Python standard library")
     data = load_lm_data(run.data, checkpoint.read_vocab(out) if resume else None)
     text, val = data.train.numpy(), data.val.numpy()  # (N,), (M,)
+    check_numpy_size(run, len(data.vocab), out if resume else None)
     if resume:
-        st, trainer = _load_state(out, run, text)
+        st, trainer = _load_state(out, run, text, len(data.vocab))
         checkpoint.write_config(out, run)
         records = checkpoint.read_metrics(out, st.step)
         checkpoint.write_metrics(out, records)
