@@ -38,6 +38,7 @@ from torch import nn
 
 from rnnkit import cells, layers
 from rnnkit.benchmark import provenance
+from rnnkit.training.control import pick_precision
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -244,7 +245,18 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one round")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results/layers.json")
+    parser.add_argument(
+        "--bf16",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="bf16 rows: auto times them where the device computes bf16 natively",
+    )
     args = parser.parse_args()
+    native_bf16 = pick_precision("auto", torch.device(args.device)) == "bf16"
+    with_bf16 = args.bf16 == "on" or (args.bf16 == "auto" and (native_bf16 or args.quick))
+    if not with_bf16:
+        print("# bf16 rows left out: this device has no native bf16 (AVX512-BF16/AMX or CUDA),")
+        print("# where autocast emulates it at a few percent of fp32's speed (--bf16 on times it)")
     if args.quick:
         shapes, batch, steps, warmup, repeats = [(1, 8)], 4, 6, 1, 1
     else:
@@ -262,6 +274,7 @@ def main() -> None:
                 (label, precision): training_step(modules[label], x, precision)
                 for label, precision in ROWS
                 if label in modules
+                and (with_bf16 or precision == "fp32")
                 and (label != "naive" or precision == "fp32")
                 and runs_here(modules[label], x, precision)
             }
@@ -317,6 +330,7 @@ def main() -> None:
         "batch": batch,
         "steps": steps,
         "quick": args.quick,
+        "bf16_rows": with_bf16,
         "results": rows,
         "skipped": skipped,
         "lstm_step_batch1_us": {"num_layers": num_layers, "hidden_size": hidden, **sampling},

@@ -225,6 +225,10 @@ def bf16_check(quick: bool, steps: int) -> dict[str, Any] | None:
     if not SHAKESPEARE.exists():
         print(f"(d) bf16 check: skipped, {SHAKESPEARE} is absent")
         return None
+    if not quick and pick_precision("auto", torch.device("cpu")) != "bf16":
+        print("(d) bf16 check: skipped, this CPU has no native bf16 (AVX512-BF16/AMX): autocast")
+        print("    emulates it at a few percent of fp32's speed, and auto trains in fp32 here")
+        return None
     runs: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for precision in ("fp32", "bf16"):
