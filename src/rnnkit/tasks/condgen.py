@@ -58,6 +58,7 @@ from rnnkit.tasks.decoder import (
     decode_limit,
     recurrent_layer,
     token_loss,
+    token_step_loss,
 )
 
 LENGTH_ALPHA = 1.0
@@ -493,9 +494,7 @@ class ConditionalGeneration(Task):
 
     def loss(self, model: nn.Module, batch: Any, state: Any, device: torch.device) -> StepLoss:
         conditions, inputs, targets = (t.to(device) for t in batch)
-        logits = model(conditions, inputs)  # (B, T, V)
-        count = int((targets >= 0).sum())
-        return StepLoss(token_loss(logits, targets), count, units=count)  # a mean per token
+        return token_step_loss(model(conditions, inputs), targets)  # logits (B, T, V)
 
     def evaluate(
         self, model: nn.Module, val: Any, run: RunConfig, device: torch.device

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 import rnnkit.layers as recurrent_layers
 from rnnkit.config import ModelConfig
 from rnnkit.data.text import Level
+from rnnkit.tasks.base import StepLoss
 from rnnkit.tasks.lm import lm_loss
 
 LAYER_CLASSES = {
@@ -98,6 +99,14 @@ class DecoderState(NamedTuple):
 token_loss = lm_loss
 """Cross-entropy in nats of every target token, skipping ``IGNORE_INDEX``: the language
 model's loss (:func:`rnnkit.tasks.lm.lm_loss`), the same for any decoder's next-token logits."""
+
+
+def token_step_loss(logits: Tensor, targets: Tensor) -> StepLoss:
+    """A training step's loss over target tokens: logits (B, T, V), targets (B, T) with
+    ``IGNORE_INDEX`` padding. The loss is a mean per target token, so the step counts its
+    tokens as the units a data-parallel run weighs each rank's share by."""
+    count = int((targets >= 0).sum())
+    return StepLoss(token_loss(logits, targets), count, units=count)
 
 
 def corpus_bleu(outputs: Sequence[str], references: Sequence[str], level: Level) -> float:

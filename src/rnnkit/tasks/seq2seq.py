@@ -57,6 +57,7 @@ from rnnkit.tasks.decoder import (
     decode_limit,
     recurrent_layer,
     token_loss,
+    token_step_loss,
 )
 
 logger = logging.getLogger(__name__)
@@ -458,9 +459,7 @@ class SequenceToSequence(Task):
     def loss(self, model: nn.Module, batch: Any, state: Any, device: torch.device) -> StepLoss:
         source, lengths, target_in, target_out, teacher_forcing = batch
         logits = model(source.to(device), lengths, target_in.to(device), teacher_forcing)
-        target_out = target_out.to(device)  # (B, T)
-        count = int((target_out >= 0).sum())
-        return StepLoss(token_loss(logits, target_out), count, units=count)  # a mean per token
+        return token_step_loss(logits, target_out.to(device))  # (B, T, V), (B, T)
 
     def evaluate(
         self, model: nn.Module, val: Any, run: RunConfig, device: torch.device
