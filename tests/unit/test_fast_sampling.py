@@ -110,6 +110,18 @@ def test_packed_linear_matches_linear(in_features: int, weights: str) -> None:
         torch.testing.assert_close(got, expected, atol=tolerance, rtol=0)
 
 
+@pytest.mark.parametrize("weights", ["fp32", "bf16", "int8"])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_packed_linear_adds_the_addend(weights: str, with_bias: bool) -> None:
+    weight, bias = torch.randn(9, 16), torch.randn(9) * 3 if with_bias else None  # (N, K), (N,)
+    x, addend = torch.randn(2, 16), torch.randn(2, 9) * 5  # (B, K), (B, N)
+    expected = torch.nn.functional.linear(x, weight, bias) + addend  # (B, N)
+    got = PackedLinear(weight, bias, weights)(x, addend)  # (B, N)
+    assert got.dtype == torch.float32
+    tolerance = {"fp32": 1e-5, "bf16": 0.2, "int8": 0.3}[weights]
+    torch.testing.assert_close(got, expected, atol=tolerance, rtol=0)
+
+
 def _language_model(cell: str = "lstm") -> LanguageModel:
     config = ModelConfig(cell=cell, num_layers=L, hidden_size=H, embedding_size=D, dropout=0.0)
     model = LanguageModel(config, len(VOCAB)).eval()

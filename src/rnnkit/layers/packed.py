@@ -69,7 +69,7 @@ class PackedLinear:
         weights: ``"fp32"``, ``"bf16"`` or ``"int8"``.
 
     Shapes:
-        x: (B, K) in the weights' dtype  ->  (B, N) in the same dtype
+        x: (B, K) in the weights' dtype, addend (B, N) or None  ->  (B, N) in the same dtype
     """
 
     def __init__(self, weight: Tensor, bias: Tensor | None, weights: Weights = "fp32") -> None:
@@ -97,14 +97,17 @@ class PackedLinear:
             else:
                 self._product = self._int8
 
-    def __call__(self, x: Tensor) -> Tensor:
-        """x (B, K) -> x Wᵀ + b (B, N)."""
+    def __call__(self, x: Tensor, addend: Tensor | None = None) -> Tensor:
+        """x (B, K), addend (B, N) or None -> x Wᵀ + b (+ addend) (B, N); fp32 fuses the
+        addition into the product."""
         if self.weights == "fp32":
-            return self._fp32(x)  # (B, N)
+            return self._fp32(x, addend)  # (B, N)
         out = self._product(x)  # (B, N) bf16
-        if self.bias is None:
-            return out.to(self.dtype)  # (B, N)
-        return torch.add(self.bias, out)  # (B, N), the bias's dtype by type promotion
+        if addend is None:
+            return out.to(self.dtype) if self.bias is None else torch.add(self.bias, out)
+        if self.bias is not None:
+            addend = addend + self.bias  # (B, N)
+        return torch.add(addend, out)  # (B, N), the addend's dtype by type promotion
 
     def _bf16_onednn(self, x: Tensor) -> Tensor:
         return self._bf16_step(x.bfloat16())  # (B, N) bf16

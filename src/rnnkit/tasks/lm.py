@@ -36,8 +36,9 @@ from rnnkit.data.vocab import Vocab
 from rnnkit.errors import ConfigError, DataError
 from rnnkit.layers.dropout import Dropout
 from rnnkit.layers.packed import WEIGHTS, Weights
-from rnnkit.sampling import beam_search_batch, generate_tokens
+from rnnkit.sampling import StepModel, beam_search_batch, generate_tokens
 from rnnkit.tasks.base import StepLoss, Task, TaskData
+from rnnkit.tasks.lm_step import LSTMSamplingStep, fast_step_fits
 
 State = Tensor | tuple[Tensor, Tensor]
 """The recurrent layer's state: (L, B, H), or ((L, B, H), (L, B, H)) for an LSTM."""
@@ -174,12 +175,12 @@ class LanguageModel(nn.Module):
         """
         vocab = self._vocab()
         ids = self.prime_ids(prime)
-        packed = self._packed_step(weights)
+        stepper, packed = self.sampling_step(weights, self._banned())
         previous = [vocab.tokens[ids[-1]] if prime else None] * num_samples
         generator = torch.Generator(self.head.weight.device).manual_seed(seed)
         self.eval()
         steps = generate_tokens(
-            _Unbanned(self, self._banned()),
+            stepper,
             ids,
             length,
             temperature=temperature,
@@ -261,6 +262,27 @@ class LanguageModel(nn.Module):
             pieces.append(token_text(token, previous, self.level))
             previous = token
         return prime + "".join(pieces)
+
+    def sampling_step(
+        self, weights: Weights = "fp32", banned: list[int] | None = None
+    ) -> tuple[StepModel, AbstractContextManager[None]]:
+        """The step that sampling runs (:func:`rnnkit.sampling.generate_tokens`'s model), and
+        the ``with`` block to run it in.
+
+        An LSTM model steps through :class:`rnnkit.tasks.lm_step.LSTMSamplingStep` (the same
+        logits in fewer tensor operations; its block does nothing); other cells through
+        :meth:`step` inside the layers' ``packed_step(weights)``. Both are snapshots of the
+        weights, taken now and on entry respectively. ``banned`` tokens get logits of −inf
+        (default: those that are not text, see :meth:`generate_pieces`).
+
+        Raises:
+            ConfigError: ``weights`` is unknown, or reduced for a cell that cannot pack.
+        """
+        banned = self._banned() if banned is None else banned
+        if weights in WEIGHTS and fast_step_fits(self):
+            return LSTMSamplingStep(self, weights, banned), nullcontext()
+        packed = self._packed_step(weights)
+        return _Unbanned(self, banned), packed
 
     def _banned(self) -> list[int]:
         """Tokens that are not text: <pad>, <bos> and, at char level, <eos> and <unk>."""
