@@ -214,3 +214,15 @@ def test_the_lm_regularisers_are_refused_elsewhere(corpus, tmp_path, capsys) -> 
     assert "--engine numpy needs --locked-dropout off" in capsys.readouterr().err
     assert main([*numpy, "--average", "ema"]) == 2
     assert "--engine numpy needs --average none" in capsys.readouterr().err
+
+
+def test_patience_stops_every_process_at_the_same_step(corpus, tmp_path, capsys) -> None:
+    """Only rank 0 evaluates: the others learn the count from it. With a learning rate too
+    small to change the loss, every evaluation after the first ties, and both processes stop
+    after step 3 (a rank that went on would wait for the other until --dist-timeout)."""
+    out = tmp_path / "ddp"
+    argv = ["train", str(corpus), "--out", str(out), *TINY, "--eval-every", "1", "--lr", "1e-30"]
+    argv += ["--patience", "2", "--max-steps", "40", "--nproc", "2", "--dist-timeout", "60"]
+    assert main(argv) == 0
+    trainer = json.loads((out / "state" / "trainer.json").read_text())["trainer"]
+    assert trainer["step"] == 3 and trainer["best_step"] == 1

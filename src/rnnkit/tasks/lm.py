@@ -109,12 +109,9 @@ class LanguageModel(nn.Module):
             impl=config.impl,
         )
         self.dropout = Dropout(config.dropout)  # nn.Dropout's meaning, a faster mask on CPU
-        self._layer_by_layer = None  # a plain attribute, not a module: no parameters
+        self._layer_by_layer = None  # for locked_dropout; a plain object without parameters
         if config.locked_dropout:
-
-            def one_layer(size: int, device: str) -> nn.Module:
-                return layer(size, hidden_size, batch_first=True, impl=config.impl, device=device)
-
+            one_layer = partial(layer, hidden_size=hidden_size, batch_first=True, impl=config.impl)
             self._layer_by_layer = LayerByLayer(one_layer, input_size, hidden_size)
         self.head = nn.Linear(hidden_size, vocab_size)
         if config.tie_weights:
