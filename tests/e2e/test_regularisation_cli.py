@@ -80,20 +80,30 @@ def test_flags_reach_print_config_and_config_json(corpus, tmp_path, capsys) -> N
     assert len(lm.generate(prime="the", length=10)) == 13
 
 
-def test_the_folder_keeps_the_averaged_weights(corpus, tmp_path) -> None:
+@pytest.mark.parametrize("task", ["lm", "classify"])
+def test_the_folder_keeps_the_averaged_weights(corpus, tmp_path, task: str) -> None:
     """SWA from half-way: the one evaluation (the final one) evaluates and keeps the mean of
-    the weights after steps 6..12, while state/ keeps training's raw weights."""
+    the weights after steps 6..12, while state/ keeps training's raw weights; for any task."""
+    data = corpus
+    if task == "classify":
+        data = tmp_path / "items.tsv"
+        data.write_text("".join(f"{i % 2}\t{LINES[i % 4]}\n" for i in range(40)), "utf-8")
     out = tmp_path / "swa"
-    flags = ["--average", "swa", "--eval-every", "100", "--max-steps", "12"]
-    assert main(["train", str(corpus), "--out", str(out), *TINY, *flags]) == 0
+    flags = ["--task", task, "--average", "swa", "--eval-every", "100", "--max-steps", "12"]
+    assert main(["train", str(data), "--out", str(out), *TINY, *flags]) == 0
     steps = load_file(out / "state" / "average.safetensors")["steps"]
     assert int(steps) == 7  # progress 6/12 = 0.5 is the first averaged step
     kept, raw = (
         load_file(out / "model.safetensors"),
         load_file(out / "state" / "weights.safetensors"),
     )
-    assert _equal(kept, _averages(out))
-    assert not _equal(kept, raw)
+    averages = _averages(out)  # parameters only: buffers (classify's class weights) are the model's
+    assert _equal({k: kept[k] for k in averages}, averages)
+    assert not _equal({k: raw[k] for k in averages}, averages)
+    assert _equal(
+        {k: v for k, v in kept.items() if k not in averages},
+        {k: v for k, v in raw.items() if k not in averages},
+    )
     assert [r["step"] for r in _records(out) if "val_loss" in r] == [12]
 
 
@@ -226,3 +236,14 @@ def test_patience_stops_every_process_at_the_same_step(corpus, tmp_path, capsys)
     assert main(argv) == 0
     trainer = json.loads((out / "state" / "trainer.json").read_text())["trainer"]
     assert trainer["step"] == 3 and trainer["best_step"] == 1
+
+
+def test_patience_stops_the_numpy_engine_too(corpus, tmp_path) -> None:
+    """The NumPy engine shares the stop reasons: with the loss unchanged by a vanishing
+    learning rate, --patience 2 stops it after step 3, keeping step 1's model."""
+    out = tmp_path / "numpy"
+    argv = ["train", str(corpus), "--out", str(out), "--engine", "numpy", "--cell", "rnn"]
+    argv += ["--hidden-size", "8", "--batch-size", "2", "--seq-len", "8", "--lr", "1e-30"]
+    assert main([*argv, "--eval-every", "1", "--patience", "2", "--max-steps", "40"]) == 0
+    trainer = json.loads((out / "state" / "trainer.json").read_text())["trainer"]
+    assert trainer["step"] == 3 and trainer["best_step"] == 1 and trainer["evals_since_best"] == 2
