@@ -102,6 +102,26 @@ class ModelConfig:
     hidden_size: int = _opt(512, "H, features of the hidden state")
     embedding_size: int = _opt(64, "E, token embedding size; 0 feeds one-hot vectors")
     dropout: float = _opt(0.4, "dropout between layers and before the head, in [0, 1)")
+    # AWD-LSTM's regularisers (Merity et al. 2018) of --task lm, all off by default; see
+    # rnnkit.layers.regularisation.
+    embedding_dropout: float = _opt(
+        0.0,
+        "lm: drop whole token types from each training batch (every occurrence of a dropped "
+        "token is zero; the rest are scaled by 1/(1-P)), in [0, 1)",
+    )
+    input_dropout: float = _opt(
+        0.0, "lm: dropout on the embedded input of the first layer, in [0, 1)"
+    )
+    locked_dropout: bool = _opt(
+        False,
+        "lm: variational dropout: the masks of --input-dropout, between layers and before the "
+        "head (--dropout) are drawn once per sequence of a batch and shared by its time steps",
+    )
+    weight_drop: float = _opt(
+        0.0,
+        "lm: DropConnect on each layer's hidden-to-hidden matrix W_hh, one mask per training "
+        "batch (rnn, gru, lstm), in [0, 1)",
+    )
     bidirectional: bool = _opt(False, "read the sequence both ways (not for --task lm)")
     tie_weights: bool = _opt(False, "share the embedding and head weights (needs E == H)")
     impl: Literal["auto", "fused", "loop", "scan"] = _opt(
@@ -135,7 +155,14 @@ class ModelConfig:
         _check(self.num_layers >= 1, "num_layers", "at least 1", self.num_layers)
         _check(self.hidden_size >= 1, "hidden_size", "at least 1", self.hidden_size)
         _check(self.embedding_size >= 0, "embedding_size", "0 or more", self.embedding_size)
-        _check(0.0 <= self.dropout < 1.0, "dropout", "in [0, 1)", self.dropout)
+        for name in ("dropout", "embedding_dropout", "input_dropout", "weight_drop"):
+            value = getattr(self, name)
+            _check(0.0 <= value < 1.0, name, "in [0, 1)", value)
+        if self.weight_drop and self.cell not in ("rnn", "gru", "lstm"):
+            raise ConfigError(
+                f"--weight-drop acts on the hidden-to-hidden matrices W_hh, which --cell "
+                f"{self.cell} does not have; use --cell rnn, gru or lstm"
+            )
         if self.tie_weights and self.embedding_size != self.hidden_size:
             raise ConfigError(
                 f"--tie-weights needs --embedding-size equal to --hidden-size, "
@@ -246,6 +273,23 @@ class TrainConfig:
     teacher_forcing: float = _opt(
         1.0, "seq2seq: probability that the decoder reads the true previous token, not its own"
     )
+    # Weight averaging and early stopping (training/averaging.py, training/control.py).
+    average: Literal["none", "ema", "swa"] = _opt(
+        "none",
+        "evaluate and keep averaged weights: ema (exponential moving average) or swa (the "
+        "mean of every step's weights) from --average-start on; the raw weights train on",
+    )
+    average_start: float = _opt(
+        0.5, "--average: start averaging at this fraction of the run's progress, in [0, 1)"
+    )
+    ema_decay: float = _opt(
+        0.999, "--average ema: average = decay × average + (1 − decay) × weights, in (0, 1)"
+    )
+    patience: int | None = _opt(
+        None,
+        "stop after this many evaluations in a row without a better validation result (the "
+        "one that picks the kept model); unset: never",
+    )
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "seq_len", "eval_every", "log_every"):
@@ -284,6 +328,9 @@ class TrainConfig:
         )
         _check_seed(self.seed)
         _check(self.world_size >= 1, "world_size", "at least 1", self.world_size)
+        _check(0.0 <= self.average_start < 1.0, "average_start", "in [0, 1)", self.average_start)
+        _check(0.0 < self.ema_decay < 1.0, "ema_decay", "in (0, 1)", self.ema_decay)
+        _check(self.patience is None or self.patience >= 1, "patience", "at least 1", self.patience)
 
     @property
     def effective_weight_decay(self) -> float:
@@ -364,7 +411,7 @@ class RunConfig:
 # wnut17/ --crf --char-features 300 s entity F1 0.128 (goal 0.26); japanese_vowels/ 60 s
 # 0.978 (goal 0.97); causal frames 90 s 0.928 (goal 0.95). Timed runs on dev are to choose them.
 TASK_OPTIONS: dict[str, tuple[str, ...]] = {
-    "lm": (),
+    "lm": ("embedding_dropout", "input_dropout", "locked_dropout", "weight_drop"),
     "classify": ("pooling", "class_weights", "embeddings", "freeze_embeddings"),
     "tag": ("crf", "char_features", "embeddings", "freeze_embeddings"),
     "seq2seq": ("attention", "teacher_forcing", "max_length", "reverse"),
@@ -373,6 +420,10 @@ TASK_OPTIONS: dict[str, tuple[str, ...]] = {
 """The options that only some tasks have, by task."""
 
 TASK_OPTIONS_USED = (
+    ("model", "embedding_dropout"),
+    ("model", "input_dropout"),
+    ("model", "locked_dropout"),
+    ("model", "weight_drop"),
     ("model", "pooling"),
     ("model", "crf"),
     ("model", "char_features"),
@@ -531,9 +582,9 @@ def engine_preset(engine: str) -> dict[str, dict[str, Any]]:
 # with the GPU mostly idle; 150 s runs of it and of larger models all overfit within 2 minutes
 # (best val ~1.45, then rising). Hence: 4x the batch for the same launches per step, a wider
 # layer to give the GPU work, more dropout and a lower peak rate for the larger model; AdamW's
-# weight decay stays ADAMW_WEIGHT_DECAY. The loop has no early stopping as such: it keeps the
-# weights of the best validation loss (evaluated every --eval-every steps), which is what a run
-# that overfits needs; a stop after N evaluations without gain would only save time.
+# weight decay stays ADAMW_WEIGHT_DECAY. The loop keeps the weights of the best validation loss
+# (evaluated every --eval-every steps), which is what a run that overfits needs; --patience N
+# (off here too) stops after N evaluations without gain, which only saves time.
 GPU_LM_PRESET: dict[str, dict[str, Any]] = {
     "model": {"hidden_size": 1024, "embedding_size": 128, "dropout": 0.5},
     "train": {"batch_size": 128, "lr": 3e-3},

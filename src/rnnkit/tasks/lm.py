@@ -12,12 +12,14 @@ import math
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.func import functional_call
 
 import rnnkit.layers as recurrent_layers
 from rnnkit.config import EvalConfig, ModelConfig, RunConfig, SampleConfig
@@ -34,8 +36,14 @@ from rnnkit.data.text import (
 )
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import ConfigError, DataError
-from rnnkit.layers.dropout import Dropout
+from rnnkit.layers.dropout import Dropout, dropout
 from rnnkit.layers.packed import WEIGHTS, Weights
+from rnnkit.layers.regularisation import (
+    LayerByLayer,
+    embedding_dropout,
+    locked_dropout,
+    weight_dropped,
+)
 from rnnkit.sampling import StepModel, beam_search_batch, generate_tokens
 from rnnkit.tasks.base import StepLoss, Task, TaskData
 from rnnkit.tasks.lm_step import LSTMSamplingStep, fast_step_fits
@@ -60,6 +68,14 @@ class LanguageModel(nn.Module):
     Embedding (or one-hot vectors when ``embedding_size`` is 0) -> ``num_layers`` recurrent
     layers of ``cell`` with dropout between them -> dropout -> linear head. With
     ``tie_weights`` the head reuses the embedding matrix (Press & Wolf 2017).
+
+    AWD-LSTM's regularisers (:mod:`rnnkit.layers.regularisation`), each off by default, act in
+    training only, with one new mask per ``forward`` call (per batch, or per chunk of the
+    TBPTT streams, whose state carries on): ``embedding_dropout`` drops whole token types,
+    ``input_dropout`` drops the embedded input, ``weight_drop`` drops elements of each W_hh,
+    and ``locked_dropout`` draws the masks of the input, between the layers and before the
+    head once per sequence instead of per step (the layers then run one at a time). The
+    parameters and their ``state_dict`` keys are the same whichever are on.
 
     Args:
         config: the architecture.
@@ -94,6 +110,10 @@ class LanguageModel(nn.Module):
             impl=config.impl,
         )
         self.dropout = Dropout(config.dropout)  # nn.Dropout's meaning, a faster mask on CPU
+        self._layer_by_layer = None  # for locked_dropout; a plain object without parameters
+        if config.locked_dropout:
+            one_layer = partial(layer, hidden_size=hidden_size, batch_first=True, impl=config.impl)
+            self._layer_by_layer = LayerByLayer(one_layer, input_size, hidden_size)
         self.head = nn.Linear(hidden_size, vocab_size)
         if config.tie_weights:
             self.head.weight = self.embedding.weight
@@ -117,8 +137,34 @@ class LanguageModel(nn.Module):
     def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """Next-token logits of every step: tokens (B, T) -> logits (B, T, V), new state."""
         x = self.embed(tokens)  # (B, T, E)
+        if self.training and self._regularised():
+            return self._regularised_forward(tokens, x, state)
         x, state = self.rnn(x, state)  # (B, T, H); dropout between layers happens inside
         return self.head(self.dropout(x)), state  # (B, T, V)
+
+    def _regularised(self) -> bool:
+        """Whether any of AWD-LSTM's regularisers is on (see the class docstring)."""
+        cfg = self.config
+        return bool(
+            cfg.embedding_dropout or cfg.input_dropout or cfg.locked_dropout or cfg.weight_drop
+        )
+
+    def _regularised_forward(
+        self, tokens: Tensor, x: Tensor, state: State | None
+    ) -> tuple[Tensor, State]:
+        """:meth:`forward` in training with the regularisers that are on: x (B, T, E) the
+        embedded tokens (B, T) -> logits (B, T, V), new state."""
+        cfg = self.config
+        x = embedding_dropout(x, tokens, self.vocab_size, cfg.embedding_dropout)  # (B, T, E)
+        drop = locked_dropout if cfg.locked_dropout else dropout
+        x = drop(x, cfg.input_dropout)  # (B, T, E)
+        weights = weight_dropped(self.rnn, cfg.weight_drop) if cfg.weight_drop else {}
+        if self._layer_by_layer is not None:
+            between = partial(locked_dropout, p=self.rnn.dropout)
+            x, state = self._layer_by_layer(self.rnn, x, state, weights, between)  # (B, T, H)
+        else:
+            x, state = functional_call(self.rnn, weights, (x, state))  # (B, T, H)
+        return self.head(drop(x, self.dropout.p)), state  # (B, T, V)
 
     def step(self, tokens: Tensor, state: State | None) -> tuple[Tensor, State]:
         """Logits after one more token: tokens (B,) -> logits (B, V), new state."""

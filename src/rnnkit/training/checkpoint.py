@@ -9,6 +9,7 @@
         weights.safetensors    the current (not the best) weights
         optimizer.safetensors  the optimizer's per-parameter tensors
         loop.safetensors       torch RNG states (CPU and CUDA: dropout's) and the carried state
+        average.safetensors    with --average: the averaged weights and their step count
       or, for ``--engine numpy`` (see :mod:`rnnkit.training.numpy_engine`):
         trainer.json           counters and the NumPy Trainer's meta
         trainer.safetensors    the Trainer's float64 arrays
@@ -43,12 +44,14 @@ from rnnkit.data.vocab import Vocab
 from rnnkit.errors import CheckpointError, ConfigError, one_line, read_folder_json
 from rnnkit.tasks import get_task
 from rnnkit.training import folder_check
+from rnnkit.training.averaging import WeightAverage
 
 CONFIG_FILE = "config.json"
 VOCAB_FILE = "vocab.json"
 WEIGHTS_FILE = "model.safetensors"
 METRICS_FILE = "metrics.jsonl"
 STATE_DIR = "state"
+AVERAGE_FILE = "average.safetensors"
 _OWN_NAMES = (CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE, METRICS_FILE, STATE_DIR)
 
 
@@ -245,6 +248,8 @@ class TrainerState:
         last_eval_step: the step of the last evaluation.
         best_metrics: every validation metric of that evaluation (the task's, e.g. accuracy).
         loss_ema: moving average of the training loss (weight 0.1 on each new step).
+        evals_since_best: evaluations in a row, up to the last, that found no better model
+            (``--patience``); absent from the trainer.json of older runs, where it is 0.
     """
 
     step: int = 0
@@ -260,6 +265,7 @@ class TrainerState:
     last_eval_step: int | None = None
     best_metrics: dict[str, Any] | None = None
     loss_ema: float | None = None
+    evals_since_best: int = 0
 
     @classmethod
     def from_dict(cls, values: Any, name: str) -> TrainerState:
@@ -270,9 +276,12 @@ class TrainerState:
         Raises:
             ValueError: a missing, unknown or malformed field (one line that names it).
         """
-        obj(values, name, tuple(f.name for f in dataclasses.fields(cls)))
+        newer = ("evals_since_best",)  # fields that older runs' trainer.json lacks
+        fields = tuple(f.name for f in dataclasses.fields(cls) if f.name not in newer)
+        obj(values, name, fields, optional=newer)
         for field in ("step", "epoch", "chunk", "tokens", "loss_count"):
             integer(values[field], f"{name}.{field}")
+        integer(values.get("evals_since_best", 0), f"{name}.evals_since_best")
         number(values["elapsed"], f"{name}.elapsed", low=0)
         number(values["loss_sum"], f"{name}.loss_sum")
         for field in ("first_loss", "best_val_loss", "loss_ema"):
@@ -289,6 +298,10 @@ class TrainerState:
                 f"loss, got {shown(best)}"
             )
         return cls(**values)
+
+    def count_evaluation(self, better: bool) -> None:
+        """Account for an evaluation that found a ``better`` model than the kept one, or not."""
+        self.evals_since_best = 0 if better else self.evals_since_best + 1
 
     def smoothed_loss(self, loss: float) -> float:
         """The moving average of the training loss once ``loss`` is counted."""
@@ -402,11 +415,13 @@ def save_state(
     optimizer: torch.optim.Optimizer,
     hidden: Any,
     extra: dict[str, Tensor] | None = None,
+    average: WeightAverage | None = None,
 ) -> None:
     """Write ``out/state/`` for an exact resume: a complete new folder, then swapped in.
 
     ``extra`` tensors go into loop.safetensors too (each rank's random states of a
-    data-parallel run, see :mod:`rnnkit.training.distributed`).
+    data-parallel run, see :mod:`rnnkit.training.distributed`). An enabled ``average`` goes
+    into average.safetensors.
     """
     optimizer_tensors, optimizer_rest = _optimizer_parts(optimizer)
     loop_tensors = {"rng.cpu": torch.get_rng_state()}
@@ -422,6 +437,8 @@ def save_state(
         save_model(model, str(folder / "weights.safetensors"))
         save_file(optimizer_tensors, str(folder / "optimizer.safetensors"))
         save_file(loop_tensors, str(folder / "loop.safetensors"))
+        if average is not None and average.enabled:
+            save_file(average.state_dict(), str(folder / AVERAGE_FILE))
         (folder / "trainer.json").write_text(json.dumps(trainer_json, indent=2), encoding="utf-8")
 
     write_state_folder(out, write)
@@ -435,6 +452,7 @@ def load_state(
     *,
     carried: Any = None,
     world_size: int = 1,
+    average: WeightAverage | None = None,
 ) -> tuple[TrainerState, Any]:
     """Restore the current weights, the optimizer and the RNG states saved by :func:`save_state`.
 
@@ -443,6 +461,7 @@ def load_state(
             batch leaves: the saved one must have its structure and shapes, and takes its
             dtypes. None for a task that does not.
         world_size: the processes of the run, each of which saved its random states.
+        average: an enabled weight average (new, of the model) continues the saved one.
 
     Returns:
         The trainer's counters and the carried hidden state (None at an epoch start).
@@ -463,6 +482,14 @@ def load_state(
     cuda_states = [loop[f"rng.cuda.{i}"] for i in range(len(loop)) if f"rng.cuda.{i}" in loop]
     if cuda_states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda_states)
+    if average is not None and average.enabled:
+        if not (folder / AVERAGE_FILE).is_file():
+            raise CheckpointError(
+                f"{folder} lacks {AVERAGE_FILE}, which a run with --average {average.kind} saves"
+            )
+        tensors = _read_tensors(folder / AVERAGE_FILE)
+        folder_check.check_average_tensors(tensors, average.state_dict(), folder / AVERAGE_FILE)
+        average.load_state_dict(tensors)
     hidden = {k: v.to(expected[k].dtype) for k, v in loop.items() if k in expected}
     return trainer, _unflatten_state(hidden, "hidden", device) if hidden else None
 

@@ -24,7 +24,7 @@ from rnnkit.training import checkpoint
 DIVERGENCE_FACTOR = 4.0
 """The run stops when the training loss exceeds this multiple of its first value."""
 
-StopReason = Literal["max_steps", "epochs", "max_time", "interrupt"]
+StopReason = Literal["max_steps", "epochs", "max_time", "patience", "interrupt"]
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,8 @@ class TrainResult:
         out: the model folder.
         steps: optimizer steps since the run started.
         best_val_loss: the validation loss of model.safetensors (nats/token).
-        stopped_by: the limit that ended the run, or ``"interrupt"`` (Ctrl-C).
+        stopped_by: the limit that ended the run, ``"patience"`` (``--patience`` evaluations
+            without a better model), or ``"interrupt"`` (Ctrl-C).
         best_metrics: every validation metric of the kept model (e.g. ``accuracy``).
     """
 
@@ -80,7 +81,8 @@ def pick_precision(name: str, device: torch.device) -> str:
 
 
 def check_resumable(saved: RunConfig, run: RunConfig) -> None:
-    """Refuse a resume whose task, model, data or batching differ from the saved run's."""
+    """Refuse a resume whose task, model, data, batching or weight averaging differ from the
+    saved run's."""
     if saved.task != run.task:
         raise ConfigError(
             f"--resume cannot change the task of {run.out}: --task {saved.task!r} -> {run.task!r}"
@@ -91,14 +93,15 @@ def check_resumable(saved: RunConfig, run: RunConfig) -> None:
         for section, names in (
             ("model", [f.name for f in dataclasses.fields(saved.model)]),
             ("data", [f.name for f in dataclasses.fields(saved.data)]),
-            ("train", ["batch_size", "seq_len", "optimizer"]),
+            ("train", ["batch_size", "seq_len", "optimizer", "average"]),
         )
         for name in names
         if getattr(getattr(saved, section), name) != getattr(getattr(run, section), name)
     ]
     if changed:
         raise ConfigError(
-            f"--resume cannot change the model, the data or the batching of {run.out}: "
+            f"--resume cannot change the model, the data, the batching or the averaging of "
+            f"{run.out}: "
             f"{'; '.join(changed)}"
         )
 
@@ -156,9 +159,12 @@ def finish_run(out: Path, st: checkpoint.TrainerState, stopped_by: StopReason) -
     """Log why and where the run stopped and what it kept; the result of ``train``."""
     import logging
 
+    reason = stopped_by
+    if stopped_by == "patience":
+        reason = f"patience ({st.evals_since_best} evaluations without a better model)"
     logging.getLogger("rnnkit.training").info(
         "stopped by %s at step %d; best val loss %s (step %s) in %s",
-        stopped_by,
+        reason,
         st.step,
         "n/a" if st.best_val_loss is None else f"{st.best_val_loss:.4f}",
         st.best_step,
@@ -182,6 +188,8 @@ def stop_reason(run: RunConfig, st: checkpoint.TrainerState) -> StopReason | Non
         return "epochs"
     if cfg.max_time is not None and st.elapsed >= cfg.max_time:
         return "max_time"
+    if cfg.patience is not None and st.evals_since_best >= cfg.patience:
+        return "patience"
     return None
 
 

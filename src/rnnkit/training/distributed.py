@@ -397,9 +397,11 @@ class World:
         the loop's decisions that depend on them stay the same on every rank."""
         if not self.distributed:
             return
-        fields = [st.best_val_loss, st.best_step, st.last_eval_step, st.best_metrics]
+        names = ("best_val_loss", "best_step", "last_eval_step", "best_metrics", "evals_since_best")
+        fields = [getattr(st, name) for name in names]
         dist.broadcast_object_list(fields, src=0, device=self.device)
-        st.best_val_loss, st.best_step, st.last_eval_step, st.best_metrics = fields
+        for name, value in zip(names, fields, strict=True):
+            setattr(st, name, value)
 
     def barrier(self) -> None:
         """Wait for every rank."""

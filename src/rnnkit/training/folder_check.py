@@ -12,6 +12,7 @@ file is checked where it is read (:mod:`rnnkit.training.checkpoint`):
                                  groups (here)
     state/optimizer.safetensors  the optimizer's tensors (here)
     state/loop.safetensors       random states and the carried state (here)
+    state/average.safetensors    the averaged weights of --average and their step count (here)
     metrics.jsonl                one JSON object per line, with an integer step (here)
 
 JSON is read with a limit on nesting (:func:`rnnkit.errors.parse_json`), so no file can
@@ -298,6 +299,39 @@ def _is_cuda_state(name: str, world_size: int) -> bool:
         and rank.removeprefix("rank").isdecimal()
         and int(rank.removeprefix("rank")) < world_size
     )
+
+
+# --- the weight average -------------------------------------------------------------------
+
+
+def check_average_tensors(tensors: dict[str, Tensor], like: dict[str, Tensor], path: Path) -> None:
+    """Check average.safetensors against ``like`` (:meth:`WeightAverage.state_dict` of the new
+    run's model): the same names; ``steps`` an int64 count of 0 or more; each average of its
+    parameter's shape and dtype, with finite values.
+
+    Raises:
+        CheckpointError: naming average.safetensors and the tensor.
+    """
+    if set(tensors) != set(like):
+        missing, unknown = sorted(set(like) - set(tensors)), sorted(set(tensors) - set(like))
+        what = f"lacks {', '.join(missing)}" if missing else f"has unknown {', '.join(unknown)}"
+        raise CheckpointError(f"{path} is corrupted: it {what}")
+    for name, tensor in tensors.items():
+        expected = like[name]
+        if tensor.shape != expected.shape or tensor.dtype != expected.dtype:
+            raise CheckpointError(
+                f"{path} is corrupted: {name} must be {expected.dtype} of shape "
+                f"{tuple(expected.shape)}, got {tensor.dtype} of shape {tuple(tensor.shape)}"
+            )
+        if tensor.is_floating_point():
+            if not bool(torch.isfinite(tensor).all()):
+                raise CheckpointError(
+                    f"{path} is corrupted: {name} holds values that are not finite"
+                )
+        elif int(tensor) < 0:
+            raise CheckpointError(
+                f"{path} is corrupted: {name} must be 0 or more, got {int(tensor)}"
+            )
 
 
 # --- metrics.jsonl -------------------------------------------------------------------------

@@ -1,10 +1,13 @@
 """The training loop: one explicit loop for every task, no callbacks.
 
-Read top to bottom: seed -> data -> model -> optimizer -> (resume) -> loop {batch, forward,
-loss, backward, clip, step, detach state, log every N, evaluate + checkpoint every M} ->
-final evaluation and checkpoint. What differs between sequence shapes (data, model, batches,
-loss, metrics) comes from the task object (:mod:`rnnkit.tasks.base`), looked up by the name
-in the run's config; this module imports no task.
+Read top to bottom: seed -> data -> model -> optimizer, weight average -> (resume) -> loop
+{batch, forward, loss, backward, clip, step, average, detach state, log every N, evaluate +
+checkpoint every M} -> final evaluation and checkpoint. With ``--average`` the evaluations (and
+so the kept model) use the averaged weights (:mod:`rnnkit.training.averaging`); with
+``--patience`` the run stops after that many evaluations without a better model. What differs
+between sequence shapes (data, model, batches, loss, metrics) comes from the task object
+(:mod:`rnnkit.tasks.base`), looked up by the name in the run's config; this module imports no
+task.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from rnnkit.errors import CheckpointError
 from rnnkit.tasks import get_task
 from rnnkit.tasks.base import Batches, Task
 from rnnkit.training import checkpoint, distributed, folder_check
+from rnnkit.training.averaging import WeightAverage
 from rnnkit.training.control import (
     StopOnInterrupt,
     StopReason,
@@ -99,13 +103,20 @@ def _train(
     step_loss = world.wrap(task, model)  # the task's loss; DDP-wrapped with several processes
     metric, _ = task.selection(run)
     optimizer = make_optimizer((p for p in model.parameters() if p.requires_grad), cfg)
+    average = WeightAverage(model, cfg)  # does nothing with --average none
     precision = pick_precision(cfg.precision, device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
     if resume:
         carried = _carried_like(task, model, batches, device, autocast)
         st, state = checkpoint.load_state(
-            out, model, optimizer, device, carried=carried, world_size=world.world_size
+            out,
+            model,
+            optimizer,
+            device,
+            carried=carried,
+            world_size=world.world_size,
+            average=average,
         )
         if st.chunk >= len(batches):
             raise CheckpointError(
@@ -135,26 +146,31 @@ def _train(
     )
 
     def save_checkpoint(*, with_eval: bool) -> dict[str, Any]:
-        """Evaluate (if asked), keep the best weights, save the trainer state.
+        """Evaluate (if asked) the averaged weights, or the raw ones before averaging begins;
+        keep the best; save the trainer state.
 
         With several processes, rank 0 evaluates and writes alone; the others wait for it.
         """
         record: dict[str, Any] = {}
         hidden, rng_states = world.gather_state(state), world.gather_rng()
         if with_eval and world.is_main:
-            with autocast, world.evaluation():
-                metrics = task.evaluate(model, data.val, run, device)
+            with average.applied():  # the averaged weights, once averaging has begun
+                with autocast, world.evaluation():
+                    metrics = task.evaluate(model, data.val, run, device)
+                better = task.is_better(metrics, st.best_metrics, run)
+                if better:
+                    checkpoint.write_weights(model, out / checkpoint.WEIGHTS_FILE)
             model.train()
             st.last_eval_step = st.step
             record = {"step": st.step, "time": round(st.elapsed, 3), "val_loss": metrics["loss"]}
             if metric != "loss":
                 record[f"val_{metric}"] = metrics[metric]
-            if task.is_better(metrics, st.best_metrics, run):
+            st.count_evaluation(better)
+            if better:
                 st.best_val_loss, st.best_step = metrics["loss"], st.step
                 st.best_metrics = _json_numbers(metrics)
-                checkpoint.write_weights(model, out / checkpoint.WEIGHTS_FILE)
         if world.is_main:
-            checkpoint.save_state(out, st, model, optimizer, hidden, rng_states)
+            checkpoint.save_state(out, st, model, optimizer, hidden, rng_states, average)
         world.share_best(st)
         return record
 
@@ -198,6 +214,7 @@ def _train(
             if st.chunk == len(batches):
                 st.chunk, st.epoch = 0, st.epoch + 1
             st.count_loss(step.loss, step.count, step.elapsed)
+            average.update(progress(cfg, st.step, len(batches), st.elapsed))
 
             record: dict[str, Any] = {}
             if st.step % cfg.log_every == 0:

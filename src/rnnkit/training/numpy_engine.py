@@ -67,6 +67,10 @@ def check_numpy_run(run: RunConfig) -> None:
         ("num_layers", model.num_layers == 1, "1 (one layer)", model.num_layers),
         ("embedding_size", model.embedding_size == 0, "0 (one-hot input)", model.embedding_size),
         ("dropout", model.dropout == 0, "0", model.dropout),
+        ("embedding_dropout", model.embedding_dropout == 0, "0", model.embedding_dropout),
+        ("input_dropout", model.input_dropout == 0, "0", model.input_dropout),
+        ("locked_dropout", not model.locked_dropout, "off", model.locked_dropout),
+        ("weight_drop", model.weight_drop == 0, "0", model.weight_drop),
         ("bidirectional", not model.bidirectional, "off", model.bidirectional),
         ("tie_weights", not model.tie_weights, "off", model.tie_weights),
         ("level", data.level == "char", "char", data.level),
@@ -78,6 +82,7 @@ def check_numpy_run(run: RunConfig) -> None:
         ("precision", train.precision != "bf16", "fp32 (it computes in float64)", train.precision),
         ("device", train.device != "cuda", "cpu or auto (it runs on the CPU)", train.device),
         ("seed", train.seed >= 0, "0 or more", train.seed),
+        ("average", train.average == "none", "none", train.average),
     ]
     for name, ok, expected, value in checks:
         if not ok:
@@ -246,7 +251,11 @@ def train_numpy(run: RunConfig, *, resume: bool = False, force: bool = False) ->
         """Evaluate, keep the best weights, save the trainer state."""
         val_loss = text_loss(trainer.model, val, cfg.batch_size, cfg.seq_len)
         st.last_eval_step = st.step
-        if math.isfinite(val_loss) and (st.best_val_loss is None or val_loss < st.best_val_loss):
+        better = math.isfinite(val_loss) and (
+            st.best_val_loss is None or val_loss < st.best_val_loss
+        )
+        st.count_evaluation(better)
+        if better:
             st.best_val_loss, st.best_step = val_loss, st.step
             _save_weights(trainer.model, out)
         _save_state(out, st, trainer)
