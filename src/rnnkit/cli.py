@@ -41,11 +41,13 @@ from rnnkit.config import (
 from rnnkit.errors import ConfigError, RnnkitError
 from rnnkit.reference import generate, load_model
 from rnnkit.tasks import get_task
-from rnnkit.training import distributed, evaluate_folder, load, predict_folder, train
+from rnnkit.training import budget, distributed, evaluate_folder, load, predict_folder, train
 from rnnkit.training.checkpoint import read_run_config
 from rnnkit.training.control import pick_device, resolves_to_cuda
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 2, 130
+
+logger = logging.getLogger(__name__)
 
 _TRAIN_EXAMPLES = """examples:
   rnnkit train --out runs/stdlib --max-time 180          # the Python standard library
@@ -237,26 +239,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run_config(args: argparse.Namespace) -> RunConfig:
-    """Defaults, the task's, the device's and the engine's presets (or the saved run with
-    --resume) <- the --config file <- the flags."""
+def _run_config(args: argparse.Namespace) -> tuple[RunConfig, str | None]:
+    """Defaults, the task's, the device's, the engine's and the budget's presets (or the saved
+    run with --resume) <- the --config file <- the flags; and the budget's line, if any."""
     flags = {name: _given(args, name) for name in ("run", *SECTIONS)}
     if args.data is not None:
         flags["data"]["path"] = args.data
     toml = read_toml(args.config) if args.config else {}
     out = flags["run"].get("out", toml.get("run", {}).get("out", RunConfig().out))
-    if args.resume:
-        base = read_run_config(out)
-    else:
-        toml_engine = toml.get("train", {}).get("engine", TrainConfig().engine)
-        engine = flags["train"].get("engine", toml_engine)
-        task = flags["run"].get("task", toml.get("run", {}).get("task", RunConfig().task))
-        toml_device = toml.get("train", {}).get("device", TrainConfig().device)
-        device = flags["train"].get("device", toml_device)
-        base = merge(RunConfig(task=task), get_task(task).preset())
-        base = merge(base, device_preset(task, engine, resolves_to_cuda(device)))
-        base = merge(base, engine_preset(engine))
-    return merge(merge(base, toml), flags)
+    if args.resume:  # the saved run's choices stand: nothing is decided again
+        return merge(merge(read_run_config(out), toml), flags), None
+    toml_engine = toml.get("train", {}).get("engine", TrainConfig().engine)
+    engine = flags["train"].get("engine", toml_engine)
+    task = flags["run"].get("task", toml.get("run", {}).get("task", RunConfig().task))
+    toml_device = toml.get("train", {}).get("device", TrainConfig().device)
+    device = flags["train"].get("device", toml_device)
+    base = merge(RunConfig(task=task), get_task(task).preset())
+    base = merge(base, device_preset(task, engine, resolves_to_cuda(device)))
+    base = merge(base, engine_preset(engine))
+    processes = max(args.nproc, distributed.env_world_size())
+    run, choice = budget.adapt(base, toml, flags, world_size=processes)
+    return run, None if choice is None else choice.line
 
 
 def _positive_int(text: str) -> int:
@@ -295,10 +298,12 @@ def _train_nproc(args: argparse.Namespace, run: RunConfig) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    run = _run_config(args)
+    run, budget_line = _run_config(args)
     if args.print_config:
-        print(to_toml(run), end="")
+        print(("" if budget_line is None else f"# {budget_line}\n") + to_toml(run), end="")
         return EXIT_OK
+    if budget_line is not None:
+        logger.info(budget_line)
     if args.nproc > 1:
         return _train_nproc(args, run)
     result = train(run, resume=args.resume, force=args.force, show_progress=sys.stderr.isatty())
