@@ -191,14 +191,15 @@ def estimate_passes(
 
 
 def pick_row(
-    passes: float, tokens_per_s: float | None, rows: tuple[BudgetRow, ...] = LM_BUDGET_ROWS
+    passes: float, tokens_per_s: float | None, rows: tuple[BudgetRow, ...] | None = None
 ) -> BudgetRow:
-    """The first row of ``rows`` that fits ``passes`` and the measured speed (None: unknown).
+    """The first row of ``rows`` (default :data:`LM_BUDGET_ROWS`) that fits ``passes`` and the
+    measured speed (None: unknown).
 
     Raises:
         ValueError: no row fits (the last row of a table should take any number of passes).
     """
-    for row in rows:
+    for row in LM_BUDGET_ROWS if rows is None else rows:
         fast = row.max_tokens_per_s is not None and (
             tokens_per_s is None or tokens_per_s > row.max_tokens_per_s
         )
