@@ -47,8 +47,6 @@ from rnnkit.training.control import pick_device, resolves_to_cuda
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 2, 130
 
-logger = logging.getLogger(__name__)
-
 _TRAIN_EXAMPLES = """examples:
   rnnkit train --out runs/stdlib --max-time 180          # the Python standard library
   rnnkit train examples/tiny.txt --out runs/tiny --hidden-size 128 --max-time 60
@@ -239,9 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run_config(args: argparse.Namespace) -> tuple[RunConfig, str | None]:
+def _run_config(args: argparse.Namespace) -> tuple[RunConfig, budget.BudgetChoice | None]:
     """Defaults, the task's, the device's, the engine's and the budget's presets (or the saved
-    run with --resume) <- the --config file <- the flags; and the budget's line, if any."""
+    run with --resume) <- the --config file <- the flags; and the budget's choice, if any."""
     flags = {name: _given(args, name) for name in ("run", *SECTIONS)}
     if args.data is not None:
         flags["data"]["path"] = args.data
@@ -258,8 +256,7 @@ def _run_config(args: argparse.Namespace) -> tuple[RunConfig, str | None]:
     base = merge(base, device_preset(task, engine, resolves_to_cuda(device)))
     base = merge(base, engine_preset(engine))
     processes = max(args.nproc, distributed.env_world_size())
-    run, choice = budget.adapt(base, toml, flags, world_size=processes)
-    return run, None if choice is None else choice.line
+    return budget.adapt(base, toml, flags, world_size=processes)
 
 
 def _positive_int(text: str) -> int:
@@ -298,15 +295,20 @@ def _train_nproc(args: argparse.Namespace, run: RunConfig) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    run, budget_line = _run_config(args)
+    run, choice = _run_config(args)
     if args.print_config:
-        print(("" if budget_line is None else f"# {budget_line}\n") + to_toml(run), end="")
+        print(("" if choice is None else f"# {choice.line}\n") + to_toml(run), end="")
         return EXIT_OK
-    if budget_line is not None:
-        logger.info(budget_line)
     if args.nproc > 1:
         return _train_nproc(args, run)
-    result = train(run, resume=args.resume, force=args.force, show_progress=sys.stderr.isatty())
+    note = None if choice is None or choice.row is None else choice.line  # what was adapted
+    result = train(
+        run,
+        resume=args.resume,
+        force=args.force,
+        show_progress=sys.stderr.isatty(),
+        note=note,
+    )
     if distributed.env_rank() > 0:
         return EXIT_INTERRUPTED if result.stopped_by == "interrupt" else EXIT_OK  # rank 0 reports
     if result.stopped_by == "interrupt":

@@ -289,6 +289,12 @@ def test_print_config_and_the_log_give_the_reason(rows, speed, text, tmp_path, c
     line, _ = printed(capsys, text, "--task", "classify")
     assert not line.startswith("#")  # no line for other tasks
 
+    gone = str(text) + ".gone"  # a user's mistake stays one line: the run's error, no budget
+    assert main(["train", gone, *SMALL, "--epochs", "1", "--out", str(tmp_path / "x")]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"rnnkit train: error: {gone} does not exist"]
+    assert main(["train", str(text), *SMALL, "--max-steps", "22", "--out", str(out)]) == 2
+    assert len(capsys.readouterr().err.splitlines()) == 1  # the folder needs --force
+
 
 def test_resume_keeps_the_saved_choice(rows, speed, text, tmp_path, capsys, monkeypatch) -> None:
     speed(None)
