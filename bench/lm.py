@@ -7,10 +7,17 @@
     overhead of the loop, in %.
 (b) Sampling speed: bench/sampling.py's ``run()`` (batch-1 characters/s), when that file is
     there.
-(c) Quality: the validation loss that the default preset reaches on Tiny Shakespeare (first
-    90% train, last 10% validation, from ../shared/data relative to the repository root)
-    after each of the given numbers of minutes, with its curve (time, step, val loss).
-    Skipped with a message when the file is absent.
+(c) Quality (``--quality MIN [MIN ...]``, run alone): for each corpus of ``--corpora`` in
+    ../shared/data (relative to the repository root; ``tinyshakespeare``, ``warpeace``; one that
+    is absent is skipped with the reason) and each budget in minutes, the best validation loss
+    (nats/char) of ``rnnkit train`` with its defaults (the budget-adaptive preset of
+    rnnkit/training/budget.py included, its row reported) beside the plain PyTorch script of
+    bench/plain_lm.py in the same run, both on the same tokens (universal newlines, LF) and the
+    same split (the last 10% held out), with their steps, training tokens/s and validation
+    curves. Both evaluate about every ``--eval-seconds`` (rnnkit every that many seconds' steps
+    at the probe's measured speed, unless ``--eval-every`` is given). Written to
+    bench/results/lm_quality.json (``--out`` elsewhere). ``--quick``: the first 40,000
+    characters of each corpus and small models on both sides, a smoke run of seconds.
 (d) bf16 against fp32 at the same number of steps (opt-in: ``--bf16-check [STEPS]``, default
     300 steps, about 10 minutes on 2 idle CPU cores): ``rnnkit.training.train`` trains the same
     char-level LM (2-layer LSTM, H=512, B=64, T=100; the default preset otherwise) on Tiny
@@ -23,7 +30,8 @@
     weights), trained for up to 20 steps by the bare loop of (a) (the goal: at least 3x). Skipped
     with a message when the file is absent. With ``--quick``: H=128, B=16, T=32.
 
-Results are printed and written to bench/results/lm.json (lm.quick.json with --quick).
+Results of (a), (b), (d) are printed and written to bench/results/lm.json (lm.quick.json with
+--quick).
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ import json
 import logging
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -44,15 +53,18 @@ import torch
 
 from rnnkit.benchmark import provenance
 from rnnkit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from rnnkit.data.text import TokenStreams, load_lm_data
+from rnnkit.data.text import TokenStreams, load_lm_data, read_text
 from rnnkit.tasks.lm import LanguageModel, lm_loss
-from rnnkit.training import train
+from rnnkit.training import budget, train
 from rnnkit.training.loop import pick_precision
 from rnnkit.training.optim import make_optimizer
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-SHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
+DATA = ROOT.parent / "shared" / "data"
+SHAKESPEARE = DATA / "tinyshakespeare" / "input.txt"
+CORPORA = {"tinyshakespeare": "tinyshakespeare/input.txt", "warpeace": "warpeace/input.txt"}
+QUICK_CHARS = 40_000  # --quality --quick: the first characters of each corpus
 
 
 def _speed_config(quick: bool, data: str | None, steps: int, out: str) -> RunConfig:
@@ -172,36 +184,140 @@ def sampling(quick: bool) -> dict[str, Any] | None:
     return module.run(quick)
 
 
-def quality(minutes: list[float], eval_every: int) -> dict[str, Any] | None:
-    """(c): val loss of the default preset on Tiny Shakespeare after each budget, with curves."""
-    if not SHAKESPEARE.exists():
-        print(f"quality: skipped, {SHAKESPEARE} is absent")
-        return None
-    results = {}
-    for budget in minutes:
-        with tempfile.TemporaryDirectory() as tmp:
-            run = RunConfig(
-                out=str(Path(tmp) / "run"),
-                data=DataConfig(path=str(SHAKESPEARE), val_frac=0.1),
-                train=TrainConfig(max_time=60 * budget, eval_every=eval_every, epochs=None),
-            )
-            result = train(run, force=True)
-            records = [json.loads(line) for line in (Path(run.out) / "metrics.jsonl").open()]
-        curve = [(r["time"], r["step"], r["val_loss"]) for r in records if "val_loss" in r]
-        results[f"{budget:g} min"] = {
-            "steps": result.steps,
-            "best_val_loss": result.best_val_loss,
-            "final_val_loss": curve[-1][2] if curve else None,
-            "curve": curve,
-        }
-        print(
-            f"\nquality after {budget:g} min: {result.steps} steps, best val loss "
-            f"{result.best_val_loss:.4f} nats/char ({result.best_val_loss / 0.6931:.3f} bpc)"
+def _plain_lm() -> Any:
+    """bench/plain_lm.py as a module (bench/ is not a package)."""
+    path = Path(__file__).resolve().parent / "plain_lm.py"
+    spec = importlib.util.spec_from_file_location("bench_plain_lm", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def _quality_rnnkit(
+    text: Path, out: Path, minutes: float, quick: bool, eval_seconds: float, eval_every: int | None
+) -> dict[str, Any]:
+    """``rnnkit train`` with its defaults for ``minutes``; what the budget preset chose."""
+    user: dict[str, dict[str, Any]] = {
+        "run": {"out": str(out)},
+        "data": {"path": str(text), "val_frac": 0.1, "newlines": "universal"},
+        "train": {"max_time": 60 * minutes},
+    }
+    if quick:
+        user["model"] = {"hidden_size": 32, "embedding_size": 16}
+        user["train"] |= {"batch_size": 8, "seq_len": 32}
+    run, choice = budget.adapt(RunConfig(), user)
+    measured = choice.budget.tokens_per_s if choice.budget is not None else None
+    if eval_every is None:
+        steps_per_s = measured / (run.train.batch_size * run.train.seq_len) if measured else None
+        eval_every = max(1, round(eval_seconds * steps_per_s)) if steps_per_s else 100
+    run = dataclasses.replace(run, train=dataclasses.replace(run.train, eval_every=eval_every))
+    print(f"    rnnkit: {choice.line}")
+    result = train(run, force=True)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").open()]
+    rates = [r["tokens_per_s"] for r in records if "tokens_per_s" in r]
+    return {
+        "row": choice.row,
+        "budget_line": choice.line,
+        "probe_tokens_per_s": None if measured is None else round(measured, 1),
+        "settings": {
+            "hidden_size": run.model.hidden_size,
+            "num_layers": run.model.num_layers,
+            "dropout": run.model.dropout,
+            "lr": run.train.lr,
+            "weight_decay": run.train.effective_weight_decay,
+            "batch_size": run.train.batch_size,
+            "seq_len": run.train.seq_len,
+            "eval_every": eval_every,
+        },
+        "precision": pick_precision(run.train.precision, torch.device("cpu")),
+        "steps": result.steps,
+        "tokens_per_s": statistics.median(rates[1:] or rates) if rates else None,
+        "best_val_loss": result.best_val_loss,
+        "curve": [(r["time"], r["step"], r["val_loss"]) for r in records if "val_loss" in r],
+    }
+
+
+def quality(
+    minutes: list[float],
+    corpora: list[str],
+    *,
+    quick: bool = False,
+    eval_seconds: float = 30.0,
+    eval_every: int | None = None,
+    data_dir: Path = DATA,
+) -> dict[str, Any]:
+    """(c): rnnkit's defaults against the plain script, per corpus and budget (see the module).
+
+    Returns:
+        ``{corpus: {"skipped": why}}`` or ``{corpus: {"data", "train_tokens", "val_tokens",
+        "budgets": {"3 min": {"rnnkit": {...}, "plain": {...}}}}}``.
+    """
+    plain_lm = _plain_lm()
+    plain_cfg = plain_lm.PlainConfig()
+    if quick:
+        plain_cfg = plain_lm.PlainConfig(
+            hidden_size=32, embedding_size=16, batch_size=8, seq_len=32
         )
-        print(f"{'time s':>8} {'step':>6} {'val loss':>9}")
-        for t, step, val in curve:
-            print(f"{t:8.1f} {step:6d} {val:9.4f}")
+    precision = pick_precision("auto", torch.device("cpu"))
+    results: dict[str, Any] = {}
+    for name in corpora:
+        path = data_dir / CORPORA[name]
+        if not path.exists():
+            results[name] = {"skipped": f"{path} is absent"}
+            print(f"(c) {name}: skipped, {path} is absent")
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            text = path
+            if quick:
+                text = Path(tmp) / "slice.txt"
+                text.write_text(read_text(path)[:QUICK_CHARS], encoding="utf-8")
+            data = load_lm_data(DataConfig(path=str(text), val_frac=0.1, newlines="universal"))
+            entry: dict[str, Any] = {
+                "data": str(path) + (f" (first {QUICK_CHARS:,} characters)" if quick else ""),
+                "train_tokens": data.train.numel(),
+                "val_tokens": data.val.numel(),
+                "vocab": len(data.vocab),
+                "budgets": {},
+            }
+            for budget_min in minutes:
+                print(f"(c) {name}, {budget_min:g} min:")
+                ours = _quality_rnnkit(
+                    text, Path(tmp) / "run", budget_min, quick, eval_seconds, eval_every
+                )
+                plain = plain_lm.train_plain(
+                    data.train,
+                    data.val,
+                    len(data.vocab),
+                    60 * budget_min,
+                    cfg=plain_cfg,
+                    eval_seconds=eval_seconds,
+                    precision=precision,
+                )
+                entry["budgets"][f"{budget_min:g} min"] = {"rnnkit": ours, "plain": plain}
+                for label, r in (("rnnkit", ours), ("plain", plain)):
+                    print(
+                        f"    {label:<7} best val {r['best_val_loss']:.4f} nats/char, "
+                        f"{r['steps']:,} steps, {r['tokens_per_s'] or 0:,.0f} tokens/s"
+                    )
+            results[name] = entry
     return results
+
+
+def _print_quality(corpora: dict[str, Any]) -> None:
+    """(c)'s table: best val loss of each side per corpus and budget, and rnnkit's row."""
+    print(f"\n{'corpus':<16} {'budget':>8} {'rnnkit':>8} {'plain':>8} {'steps':>13}  row")
+    for name, entry in corpora.items():
+        if "skipped" in entry:
+            print(f"{name:<16} skipped: {entry['skipped']}")
+            continue
+        for budget_name, pair in entry["budgets"].items():
+            ours, plain = pair["rnnkit"], pair["plain"]
+            steps = f"{ours['steps']}/{plain['steps']}"
+            print(
+                f"{name:<16} {budget_name:>8} {ours['best_val_loss']:8.4f} "
+                f"{plain['best_val_loss']:8.4f} {steps:>13}  {ours['row']}"
+            )
 
 
 def _bf16_check_config(quick: bool, steps: int, precision: str, out: str) -> RunConfig:
@@ -280,18 +396,33 @@ def _print_bf16_check(d: dict[str, Any]) -> None:
     print(f"    speed, bf16 / fp32 torch.nn.LSTM {speedup:6.2f}x  (target: at least 3x)")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small model, few steps")
     parser.add_argument(
         "--quality",
-        nargs="*",
+        nargs="+",
         type=float,
-        default=[],
         metavar="MINUTES",
-        help="training budgets for (c), e.g. 3 10 20 (none: skip)",
+        help="run (c) alone for these budgets, e.g. 3 10 20",
     )
-    parser.add_argument("--eval-every", type=int, default=100, help="(c): steps between evals")
+    parser.add_argument(
+        "--corpora",
+        nargs="+",
+        choices=list(CORPORA),
+        default=list(CORPORA),
+        help="(c): corpora of ../shared/data (default: all)",
+    )
+    parser.add_argument(
+        "--eval-seconds",
+        type=float,
+        help="(c): seconds between evaluations (default 30; 0.5 with --quick)",
+    )
+    parser.add_argument(
+        "--eval-every", type=int, help="(c): rnnkit's steps between evals (default: by speed)"
+    )
+    parser.add_argument("--data-dir", type=Path, default=DATA, help="(c): where the corpora are")
+    parser.add_argument("--out", type=Path, help="(c): the JSON file to write")
     parser.add_argument("--data", help="(a): text to train on (default: the stdlib corpus)")
     parser.add_argument(
         "--bf16-check",
@@ -301,10 +432,34 @@ def main() -> None:
         metavar="STEPS",
         help="run (d), bf16 against fp32 after STEPS steps each (default 300; ~10 min)",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.bf16_check is not None and args.bf16_check < 1:
         parser.error(f"--bf16-check needs at least 1 step, got {args.bf16_check}")
     logging.basicConfig(level=logging.WARNING)
+
+    if args.quality:
+        eval_seconds = args.eval_seconds or (0.5 if args.quick else 30.0)
+        report = {
+            "provenance": provenance(ROOT),
+            "quick": args.quick,
+            "minutes": args.quality,
+            "eval_seconds": eval_seconds,
+            "corpora": quality(
+                args.quality,
+                args.corpora,
+                quick=args.quick,
+                eval_seconds=eval_seconds,
+                eval_every=args.eval_every,
+                data_dir=args.data_dir,
+            ),
+        }
+        _print_quality(report["corpora"])
+        name = "lm_quality.quick.json" if args.quick else "lm_quality.json"
+        path = args.out or RESULTS / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"\nwrote {path}")
+        return
 
     results: dict[str, Any] = {
         "provenance": provenance(ROOT),
@@ -328,7 +483,6 @@ def main() -> None:
         print("(b) sampling: bench/sampling.py is absent; skipped")
     else:
         print(f"(b) sampling: {json.dumps(results['sampling'])[:2000]}")
-    results["quality"] = quality(args.quality, args.eval_every) if args.quality else None
     check = args.bf16_check
     results["bf16_check"] = bf16_check(args.quick, check) if check is not None else None
     if results["bf16_check"] is not None:

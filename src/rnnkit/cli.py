@@ -41,7 +41,7 @@ from rnnkit.config import (
 from rnnkit.errors import ConfigError, RnnkitError
 from rnnkit.reference import generate, load_model
 from rnnkit.tasks import get_task
-from rnnkit.training import distributed, evaluate_folder, load, predict_folder, train
+from rnnkit.training import budget, distributed, evaluate_folder, load, predict_folder, train
 from rnnkit.training.checkpoint import read_run_config
 from rnnkit.training.control import pick_device, resolves_to_cuda
 
@@ -237,26 +237,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run_config(args: argparse.Namespace) -> RunConfig:
-    """Defaults, the task's, the device's and the engine's presets (or the saved run with
-    --resume) <- the --config file <- the flags."""
+def _run_config(args: argparse.Namespace) -> tuple[RunConfig, budget.BudgetChoice | None]:
+    """Defaults, the task's, the device's, the engine's and the budget's presets (or the saved
+    run with --resume) <- the --config file <- the flags; and the budget's choice, if any."""
     flags = {name: _given(args, name) for name in ("run", *SECTIONS)}
     if args.data is not None:
         flags["data"]["path"] = args.data
     toml = read_toml(args.config) if args.config else {}
     out = flags["run"].get("out", toml.get("run", {}).get("out", RunConfig().out))
-    if args.resume:
-        base = read_run_config(out)
-    else:
-        toml_engine = toml.get("train", {}).get("engine", TrainConfig().engine)
-        engine = flags["train"].get("engine", toml_engine)
-        task = flags["run"].get("task", toml.get("run", {}).get("task", RunConfig().task))
-        toml_device = toml.get("train", {}).get("device", TrainConfig().device)
-        device = flags["train"].get("device", toml_device)
-        base = merge(RunConfig(task=task), get_task(task).preset())
-        base = merge(base, device_preset(task, engine, resolves_to_cuda(device)))
-        base = merge(base, engine_preset(engine))
-    return merge(merge(base, toml), flags)
+    if args.resume:  # the saved run's choices stand: nothing is decided again
+        return merge(merge(read_run_config(out), toml), flags), None
+    toml_engine = toml.get("train", {}).get("engine", TrainConfig().engine)
+    engine = flags["train"].get("engine", toml_engine)
+    task = flags["run"].get("task", toml.get("run", {}).get("task", RunConfig().task))
+    toml_device = toml.get("train", {}).get("device", TrainConfig().device)
+    device = flags["train"].get("device", toml_device)
+    base = merge(RunConfig(task=task), get_task(task).preset())
+    base = merge(base, device_preset(task, engine, resolves_to_cuda(device)))
+    base = merge(base, engine_preset(engine))
+    processes = max(args.nproc, distributed.env_world_size())
+    return budget.adapt(base, toml, flags, world_size=processes)
 
 
 def _positive_int(text: str) -> int:
@@ -295,13 +295,20 @@ def _train_nproc(args: argparse.Namespace, run: RunConfig) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    run = _run_config(args)
+    run, choice = _run_config(args)
     if args.print_config:
-        print(to_toml(run), end="")
+        print(("" if choice is None else f"# {choice.line}\n") + to_toml(run), end="")
         return EXIT_OK
     if args.nproc > 1:
         return _train_nproc(args, run)
-    result = train(run, resume=args.resume, force=args.force, show_progress=sys.stderr.isatty())
+    note = None if choice is None or choice.row is None else choice.line  # what was adapted
+    result = train(
+        run,
+        resume=args.resume,
+        force=args.force,
+        show_progress=sys.stderr.isatty(),
+        note=note,
+    )
     if distributed.env_rank() > 0:
         return EXIT_INTERRUPTED if result.stopped_by == "interrupt" else EXIT_OK  # rank 0 reports
     if result.stopped_by == "interrupt":

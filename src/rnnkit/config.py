@@ -86,8 +86,10 @@ def _check_seed(seed: int) -> None:
 # 22,500: 1.441 after 3 minutes (1,524 steps) and 1.396 after 10 (5,163 steps).
 # Earlier, on a 2-core AMD EPYC without AMX (bf16 only 2.3x fp32), 2x512 trained ~3x fewer
 # tokens/s than 2x256 and was worse at these budgets; there the better preset was 2x256 with
-# dropout 0.2, lr 6e-3, wd 0.1 (1.485 / 1.420 / 1.412 after 3 / 10 / 20 minutes): pass
-# `--hidden-size 256 --dropout 0.2 --lr 6e-3 --weight-decay 0.1` on CPUs without AMX (README).
+# dropout 0.2, lr 6e-3, wd 0.1 (1.485 / 1.420 / 1.412 after 3 / 10 / 20 minutes).
+# These defaults are the preset of runs that read their text many times; for --task lm on CPU,
+# `rnnkit train` adapts them to the passes a run will make and to a slow CPU's measured speed
+# (training/budget.py: the rule table LM_BUDGET_ROWS, a layer under the config file and flags).
 
 
 @dataclass(frozen=True)

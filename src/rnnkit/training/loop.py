@@ -49,7 +49,12 @@ logger = logging.getLogger(__name__)
 
 
 def train(
-    run: RunConfig, *, resume: bool = False, force: bool = False, show_progress: bool = False
+    run: RunConfig,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    show_progress: bool = False,
+    note: str | None = None,
 ) -> TrainResult:
     """Train the model of ``run`` with the torch engine and write its model folder ``run.out``.
 
@@ -59,6 +64,8 @@ def train(
             counts from the run's start).
         force: replace a model already in ``run.out`` (only once the data have been read).
         show_progress: draw a tqdm progress bar on stderr.
+        note: a line to log as the run starts, once the folder and the data have been read
+            (``rnnkit train`` gives the budget preset's choice).
 
     Raises:
         ConfigError, DataError, CheckpointError: bad options, data or folder; nothing has been
@@ -70,11 +77,16 @@ def train(
     batch (see :mod:`rnnkit.training.distributed`); only rank 0 writes ``run.out``.
     """
     with distributed.World.start(run.train) as world:
-        return _train(world.record(run), world, resume, force, show_progress)
+        return _train(world.record(run), world, resume, force, show_progress, note)
 
 
 def _train(
-    run: RunConfig, world: distributed.World, resume: bool, force: bool, show_progress: bool
+    run: RunConfig,
+    world: distributed.World,
+    resume: bool,
+    force: bool,
+    show_progress: bool,
+    note: str | None,
 ) -> TrainResult:
     """:func:`train` in the process ``world``."""
     cfg = run.train
@@ -135,6 +147,8 @@ def _train(
         if world.is_main:
             checkpoint.start_folder(out, run, data.meta)
         st, state, records = checkpoint.TrainerState(), None, []
+    if note is not None:
+        logger.info(note)
     logger.info(
         "training %s on %s: %s, %d parameters, %s, %s",
         task.name,
