@@ -21,14 +21,9 @@ from safetensors.torch import load_file
 
 import rnnkit
 from rnnkit.cli import main
+from tests.e2e.support import corpus_text
 
-LINES = [
-    "the cat sat on the mat.",
-    "the dog sat on the log.",
-    "a cat and a dog ran to the hat.",
-    "the bird sang on the mat and the log.",
-]
-TEXT = "\n".join(LINES[i % 4] for i in range(24)) + "\n"  # ~720 characters
+TEXT = corpus_text(24)  # ~720 characters
 TINY = [
     *("--hidden-size", "16", "--num-layers", "1", "--embedding-size", "8", "--dropout", "0"),
     *("--batch-size", "4", "--seq-len", "8", "--log-every", "5", "--eval-every", "10"),

@@ -17,14 +17,9 @@ import rnnkit
 import rnnkit.reference as ref
 from rnnkit.cli import main
 from rnnkit.config import EvalConfig
+from tests.e2e.support import corpus_text
 
-LINES = [
-    "the cat sat on the mat.",
-    "the dog sat on the log.",
-    "a cat and a dog ran to the hat.",
-    "the bird sang on the mat and the log.",
-]
-TEXT = "\n".join(LINES[i % 4] for i in range(24)) + "\n"  # ~720 characters
+TEXT = corpus_text(24)  # ~720 characters
 NUMPY_TINY = ["--engine", "numpy", "--hidden-size", "16", "--seq-len", "8"]
 TORCH_KEYS = {
     "rnn.weight_ih_l0",

@@ -14,16 +14,11 @@ from safetensors.torch import load_file, save_file
 import rnnkit
 from rnnkit.cli import main
 from rnnkit.tasks.lm import LanguageModelling
+from tests.e2e.support import LINES, InterruptAfter, corpus_text
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-LINES = [
-    "the cat sat on the mat.",
-    "the dog sat on the log.",
-    "a cat and a dog ran to the hat.",
-    "the bird sang on the mat and the log.",
-]
-TEXT = "\n".join(LINES[i % 4] for i in range(24)) + "\n"  # ~720 characters
+TEXT = corpus_text(24)  # ~720 characters
 TINY = [
     *("--hidden-size", "16", "--num-layers", "2", "--embedding-size", "8", "--dropout", "0.3"),
     *("--batch-size", "4", "--seq-len", "8", "--log-every", "3", "--warmup-steps", "0"),
@@ -107,27 +102,6 @@ def test_the_folder_keeps_the_averaged_weights(corpus, tmp_path, task: str) -> N
     assert [r["step"] for r in _records(out) if "val_loss" in r] == [12]
 
 
-class _InterruptAfter:
-    """Stands in for the loop's Ctrl-C handler: asks to stop after ``steps`` steps."""
-
-    def __init__(self, steps: int) -> None:
-        self.steps, self.calls = steps, 0
-
-    def __call__(self) -> "_InterruptAfter":
-        return self
-
-    def __enter__(self) -> "_InterruptAfter":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    @property
-    def requested(self) -> bool:
-        self.calls += 1  # read once after every step
-        return self.calls >= self.steps
-
-
 @pytest.mark.parametrize("average", ["ema", "swa"])
 def test_resume_with_average_is_exact(corpus, tmp_path, monkeypatch, average: str) -> None:
     """Interrupted at step 13 of 24, averaging since step 6, and resumed: the raw weights, the
@@ -141,7 +115,7 @@ def test_resume_with_average_is_exact(corpus, tmp_path, monkeypatch, average: st
     whole, split = tmp_path / "whole", tmp_path / "split"
     assert main([*argv, "--out", str(whole)]) == 0
     with monkeypatch.context() as patch:
-        patch.setattr(loop, "StopOnInterrupt", _InterruptAfter(13))
+        patch.setattr(loop, "StopOnInterrupt", InterruptAfter(13))
         assert main([*argv, "--out", str(split)]) == 130  # as after Ctrl-C
     assert int(load_file(split / "state" / "average.safetensors")["steps"]) == 8
     assert main(["train", "--out", str(split), "--resume"]) == 0

@@ -25,6 +25,7 @@ from safetensors.torch import load_file
 
 import rnnkit
 from rnnkit.cli import main
+from tests.e2e.support import InterruptAfter
 
 RNNKIT = Path(sys.executable).with_name("rnnkit")
 pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: threads only cost
@@ -230,33 +231,11 @@ def test_predict(kind, trained, tmp_path, capsys) -> None:
 # --- the loop's guarantees, per task ---------------------------------------------------------
 
 
-class _InterruptAfter:
-    """Stands in for the loop's Ctrl-C handler: asks to stop after ``steps`` steps, as a
-    Ctrl-C at that moment would (the loop saves its state and stops)."""
-
-    def __init__(self, steps: int) -> None:
-        self.steps, self.calls = steps, 0
-
-    def __call__(self) -> "_InterruptAfter":
-        return self
-
-    def __enter__(self) -> "_InterruptAfter":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    @property
-    def requested(self) -> bool:
-        self.calls += 1  # read once after every step
-        return self.calls >= self.steps
-
-
 def _interrupted_then_resumed(argv: list[str], out: Path, at: int, monkeypatch) -> None:
     from rnnkit.training import loop
 
     with monkeypatch.context() as patch:
-        patch.setattr(loop, "StopOnInterrupt", _InterruptAfter(at))
+        patch.setattr(loop, "StopOnInterrupt", InterruptAfter(at))
         assert main([*argv, "--out", str(out)]) == 130  # as after Ctrl-C
     assert json.loads((out / "state" / "trainer.json").read_text())["trainer"]["step"] == at
     assert main(["train", "--out", str(out), "--resume"]) == 0
@@ -348,7 +327,7 @@ def _interrupted_then_resumed_patched(argv: list[str], out: Path, at: int, patch
     from rnnkit.training import loop
 
     handler = loop.StopOnInterrupt
-    patch.setattr(loop, "StopOnInterrupt", _InterruptAfter(at))
+    patch.setattr(loop, "StopOnInterrupt", InterruptAfter(at))
     assert main([*argv, "--out", str(out)]) == 130  # as after Ctrl-C
     patch.setattr(loop, "StopOnInterrupt", handler)
     assert json.loads((out / "state" / "trainer.json").read_text())["trainer"]["step"] == at
