@@ -28,20 +28,13 @@ from typing import Any
 from inspect_speed import held_out_text  # bench/ is on the path of a script run from it
 
 from rnnkit.benchmark import provenance
+from rnnkit.inspect.viz import CHROMIUM_ARGS
 
 ROOT = Path(__file__).resolve().parent.parent
 WARPEACE = ROOT.parent / "shared" / "data" / "warpeace" / "input.txt"
 TEXT_CHARS = 100_000
 FEATURES = ("in_quotes", "column", "indent", "bracket_depth", "in_parens", "word_start")
 DISTANCES = (1, 10, 25, 50, 100)
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 def rnnkit(*args: str) -> tuple[str, float]:
@@ -103,7 +96,7 @@ def screenshot(page: Path, picture: Path, feature: str) -> bool:
     if not Path(chromium).exists():
         return False
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=chromium, args=list(CHROMIUM_ARGS))
         view = browser.new_page(viewport={"width": 1300, "height": 1000})
         view.route(
             "**/*", lambda r: r.continue_() if r.request.url.startswith("file:") else r.abort()

@@ -1,5 +1,7 @@
 """Shared fixtures: a fixed seed and the distinct small sizes of STYLE.md §9."""
 
+import os
+
 import pytest
 import torch
 from hypothesis import settings
@@ -20,6 +22,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def triton_device() -> tuple[str, list[pytest.MarkDecorator]]:
+    """For a module of Triton kernel tests, called before it imports the kernels: skips it
+    where Triton is absent, or where neither its CPU interpreter (``TRITON_INTERPRET=1``) nor
+    CUDA is; else returns the device of its tensors and its ``pytestmark`` (compiled on CUDA,
+    the tests are marked gpu, so that ``make test-gpu`` runs them)."""
+    pytest.importorskip("triton")
+    interpreted = os.environ.get("TRITON_INTERPRET") == "1"
+    if not interpreted and not torch.cuda.is_available():
+        pytest.skip(
+            "Triton compiles for CUDA only; set TRITON_INTERPRET=1 to run its kernels on the CPU",
+            allow_module_level=True,
+        )
+    return ("cpu", []) if interpreted else ("cuda", [pytest.mark.gpu])
 
 
 @pytest.fixture(autouse=True)

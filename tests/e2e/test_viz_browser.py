@@ -17,18 +17,10 @@ from rnnkit.config import ModelConfig
 from rnnkit.data.vocab import Vocab
 from rnnkit.inspect.features import choose_features
 from rnnkit.inspect.text import encode_text
-from rnnkit.inspect.viz import build_report
+from rnnkit.inspect.viz import CHROMIUM_ARGS, build_report
 from rnnkit.tasks.lm import LanguageModel
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 TEXT = 'def greet(name):\n    print("hello, " + name)  # say (it)\n\ngreet("world")\n' * 12
 
 sync_api = pytest.importorskip(
@@ -59,7 +51,7 @@ def page_file(tmp_path_factory) -> Path:
 def browser():
     with sync_api.sync_playwright() as playwright:
         try:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=list(CHROMIUM_ARGS))
         except Exception as err:  # a browser that cannot start here is an environment matter
             pytest.skip(f"chromium at {CHROMIUM} does not start: {str(err).splitlines()[0]}")
         yield browser

@@ -7,25 +7,15 @@ without peepholes) run with and without the kernels.
 """
 
 import copy
-import os
 
 import pytest
 import torch
 
 from rnnkit import layers
 from rnnkit.layers import bptt
-from tests.conftest import B, D, H, T
+from tests.conftest import B, D, H, T, triton_device
 
-pytest.importorskip("triton")
-
-INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
-if not INTERPRETED and not torch.cuda.is_available():
-    pytest.skip(
-        "Triton compiles for CUDA only; set TRITON_INTERPRET=1 to run its kernels on the CPU",
-        allow_module_level=True,
-    )
-DEVICE = "cpu" if INTERPRETED else "cuda"
-pytestmark = [] if INTERPRETED else [pytest.mark.gpu]  # compiled: `make test-gpu` runs them
+DEVICE, pytestmark = triton_device()
 
 from rnnkit.layers import lstm_triton  # noqa: E402  (after the skips: it imports triton)
 

@@ -10,23 +10,13 @@ interpreter, where CUDA is. Small fp32 cases
 (the interpreter runs each program in Python), checked in float64 against rnnkit.scan's loop.
 """
 
-import os
-
 import pytest
 import torch
 
 from rnnkit import scan
+from tests.conftest import triton_device
 
-pytest.importorskip("triton")
-
-INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
-if not INTERPRETED and not torch.cuda.is_available():
-    pytest.skip(
-        "Triton compiles for CUDA only; set TRITON_INTERPRET=1 to run its kernels on the CPU",
-        allow_module_level=True,
-    )
-DEVICE = "cpu" if INTERPRETED else "cuda"
-pytestmark = [] if INTERPRETED else [pytest.mark.gpu]  # compiled: `make test-gpu` runs them
+DEVICE, pytestmark = triton_device()
 
 from rnnkit import scan_triton  # noqa: E402  (after the skips: it imports triton)
 

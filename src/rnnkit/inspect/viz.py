@@ -38,6 +38,16 @@ from rnnkit.inspect.search import (
 from rnnkit.inspect.steps import cell_name, gate_names
 from rnnkit.inspect.text import EncodedText
 
+# How the page is checked in a real browser (the e2e test and bench/inspect_findings.py): Debian's
+# chromium, headless, started with these flags.
+CHROMIUM_ARGS = (
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+)
 MAX_VALUES = 8_000_000
 """Cell values on the page, at most (one byte each, a third more in base64)."""
 
