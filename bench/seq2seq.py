@@ -19,7 +19,9 @@ prepare: ``eng-fra-tutorial.tsv``, the PyTorch translation tutorial's subset of
 speed: (a) training pairs/s (forward + backward + AdamW step, same batches, same optimizer,
     same clipping) of rnnkit's ``Seq2Seq`` beside a plain PyTorch encoder-decoder of the same
     architecture (``torch.nn.GRU`` encoder and decoder, the same additive attention written out
-    in plain tensor code) in the same process, as a ratio; (b) decoding sentences/s of
+    in plain tensor code) in the same process, as a ratio; each computes its loss as it does in
+    training (rnnkit: ``model(..., targets=...)``, the head at the real target steps only; the
+    plain model: logits at every padded step and ``ignore_index``); (b) decoding sentences/s of
     ``Seq2Seq.decode``, greedy and beam 5, at batch 1 and 64, beside a plain PyTorch greedy
     loop. The model is the seq2seq preset (GRU, H = E = 256, additive attention), with the
     tutorial subset's vocabulary sizes and sentence lengths (random tokens, untrained weights;
@@ -38,7 +40,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import re
 import statistics
 import time
@@ -51,6 +52,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from rnnkit.benchmark import provenance
 from rnnkit.config import RunConfig, merge
 from rnnkit.data.generation import decoder_batch, tokens_text
 from rnnkit.data.sequences import pad_batch, split_indices
@@ -247,7 +249,10 @@ def speed(quick: bool) -> dict[str, Any]:
         def step() -> None:
             source, lengths, target_in, target_out = batches[index[0] % len(batches)]
             index[0] += 1
-            loss = token_loss(model(source, lengths, target_in), target_out)
+            if isinstance(model, Seq2Seq):  # what `rnnkit train` runs: the head at real steps
+                loss = model(source, lengths, target_in, targets=target_out)
+            else:
+                loss = token_loss(model(source, lengths, target_in), target_out)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), run.train.grad_clip)
@@ -296,7 +301,7 @@ def _decoding_row(
     return row
 
 
-def _print_speed(result: dict[str, Any]) -> None:
+def print_speed(result: dict[str, Any]) -> None:
     t = result["training"]
     print(
         f"training, forward + backward + AdamW, GRU H={result['hidden_size']} + additive "
@@ -382,12 +387,12 @@ def main() -> int:
     a.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    machine = {"machine": platform.processor() or platform.machine(), "torch": torch.__version__}
+    machine = {"provenance": provenance(ROOT)}
     if args.command == "prepare":
         prepare(args.folder)
     elif args.command == "speed":
         result = {**machine, **speed(args.quick)}
-        _print_speed(result)
+        print_speed(result)
         name = "seq2seq.quick.json" if args.quick else "seq2seq.json"
         (RESULTS / name).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     else:

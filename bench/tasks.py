@@ -7,6 +7,9 @@
     rnnkit / plain is the figure (issue goal: at least 1.0x).
 (b) ``predict`` / evaluation names/s of the names classifier at batch 64 (goal: 2,000/s).
 (c) Peak resident memory of `rnnkit train` on SST-2 (goal: under 2 GB), in a subprocess.
+(d) ``seq2seq``: training pairs/s beside a plain PyTorch encoder-decoder with the same attention
+    (goal: at least 1.0x), and decoding sentences/s, greedy and beam 5, at batch 1 and 64
+    (``speed`` of bench/seq2seq.py, which says how).
 
     python bench/tasks.py            # reads ../shared/data; skips what is absent
     python bench/tasks.py --quick    # tiny generated data, one round: a smoke run
@@ -25,6 +28,8 @@ import time
 from pathlib import Path
 
 import torch
+from seq2seq import print_speed
+from seq2seq import speed as seq2seq_speed
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
@@ -202,6 +207,8 @@ def main() -> None:
             report["train_peak_rss_mib"] = training_memory(sst2, 5 if args.quick else 50)
             peak = report["train_peak_rss_mib"]
             print(f"peak resident memory training on {sst2.name}: {peak:.0f} MiB")
+        report["seq2seq"] = seq2seq_speed(args.quick)
+        print_speed(report["seq2seq"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")

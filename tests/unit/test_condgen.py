@@ -11,7 +11,7 @@ from rnnkit.errors import ConfigError, DataError
 from rnnkit.sampling import beam_search_batch
 from rnnkit.tasks import get_task
 from rnnkit.tasks.condgen import ConditionalGenerator
-from rnnkit.tasks.decoder import DecoderState
+from rnnkit.tasks.decoder import DecoderState, token_loss
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -107,6 +107,28 @@ def test_forward_equals_step_by_step_in_every_mode() -> None:
             logits, state = model.step(tokens[:, t], state)
             steps.append(logits)
         torch.testing.assert_close(torch.stack(steps, dim=1), whole)
+
+
+def test_the_loss_at_real_steps_equals_the_loss_of_every_steps_logits() -> None:
+    torch.manual_seed(0)
+    model = _model("both", "gru").train()
+    labels = torch.tensor([2, 0, 1])
+    tokens = torch.randint(4, V, (3, 5))
+    targets = torch.randint(4, V, (3, 5))
+    targets[0, 2:] = -100  # real steps at uneven places
+    targets[1, 4:] = -100
+    losses, grads = [], []
+    for full in (True, False):
+        model.zero_grad()
+        loss = (
+            token_loss(model(labels, tokens), targets) if full else model(labels, tokens, targets)
+        )
+        loss.backward()
+        losses.append(loss)
+        grads.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
+    torch.testing.assert_close(losses[0], losses[1])
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b)
 
 
 def test_vectors_are_standardised_with_the_training_statistics() -> None:

@@ -13,7 +13,7 @@ from rnnkit.errors import ConfigError, DataError
 from rnnkit.sampling import beam_search_batch, greedy_batch
 from rnnkit.tasks import get_task
 from rnnkit.tasks.attention import Attention
-from rnnkit.tasks.decoder import DecoderState
+from rnnkit.tasks.decoder import DecoderState, token_loss
 from rnnkit.tasks.seq2seq import Seq2Seq
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -146,6 +146,43 @@ def test_teacher_forcing_draws_from_torchs_generator_only_below_one() -> None:
     torch.manual_seed(5)
     assert torch.equal(torch.rand(1), after_full)  # ratio 1 draws nothing
     assert not torch.equal(after_a, after_full)  # ratio 0.5 drew one number per (B, T)
+
+
+@pytest.mark.parametrize("attention", ["none", "additive"])
+def test_the_loss_at_real_steps_equals_the_loss_of_every_steps_logits(attention: str) -> None:
+    # Training computes the head only where the target is real: same value, same gradients
+    # as cross-entropy over the full (B, T, V) logits with the padding ignored.
+    torch.manual_seed(0)
+    model = _model(attention=attention, num_layers=1).train()
+    source, lengths = _batch()
+    target_in = torch.randint(4, VT, (3, 4))
+    targets = torch.randint(4, VT, (3, 4))
+    targets[0, 1:] = -100  # real steps at uneven places: 1, 4 and 2 of each row
+    targets[2, 2:] = -100
+    losses, grads = [], []
+    for full in (True, False):
+        model.zero_grad()
+        if full:
+            loss = token_loss(model(source, lengths, target_in), targets)
+        else:
+            loss = model(source, lengths, target_in, targets=targets)
+        loss.backward()
+        losses.append(loss)
+        grads.append([p.grad.clone() for p in model.parameters()])
+    torch.testing.assert_close(losses[0], losses[1])
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_the_loss_below_full_teacher_forcing_is_that_of_the_logits() -> None:
+    model = _model(attention="additive", num_layers=1)
+    source, lengths = _batch()
+    target_in, targets = torch.randint(4, VT, (3, 4)), torch.randint(4, VT, (3, 4))
+    targets[1, 3:] = -100
+    torch.manual_seed(5)
+    expected = token_loss(model(source, lengths, target_in, 0.5), targets)
+    torch.manual_seed(5)
+    torch.testing.assert_close(model(source, lengths, target_in, 0.5, targets), expected)
 
 
 def test_cells_without_lengths_are_refused() -> None:

@@ -56,8 +56,9 @@ from rnnkit.tasks.decoder import (
     TokenEmbedding,
     corpus_bleu,
     decode_limit,
+    real_steps,
+    real_token_loss,
     recurrent_layer,
-    token_loss,
     token_step_loss,
 )
 
@@ -180,19 +181,30 @@ class ConditionalGenerator(nn.Module):
         v = self.condition(conditions)  # (N, K)
         return DecoderState(self.initial_state(v), v)
 
-    def forward(self, conditions: Tensor, tokens: Tensor) -> Tensor:
+    def forward(self, conditions: Tensor, tokens: Tensor, targets: Tensor | None = None) -> Tensor:
         """Next-token logits of items read from their start: (B,) or (B, D), (B, T) ->
-        (B, T, V); ``tokens`` begin with ``<bos>``."""
-        return self.read(tokens, self.start(conditions))[0]
+        (B, T, V); ``tokens`` begin with ``<bos>``. Given ``targets`` (B, T) (the next tokens,
+        ``IGNORE_INDEX`` at padding), the mean cross-entropy in nats per real token instead, a
+        scalar, with the head computed at the real steps only."""
+        if targets is None:
+            return self.read(tokens, self.start(conditions))[0]
+        hidden = self._hidden(tokens, self.start(conditions))[0]  # (B, T, H)
+        rows, real = real_steps(hidden, targets)  # (N, H), (N,)
+        return real_token_loss(self.head(self.dropout(rows)), real)
 
     def read(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
         """Logits after each of ``tokens`` (B, T) -> (B, T, V), read from ``state``."""
+        hidden, state = self._hidden(tokens, state)  # (B, T, H)
+        return self.head(self.dropout(hidden)), state  # (B, T, V)
+
+    def _hidden(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
+        """The last layer's states after each of ``tokens`` (B, T) -> (B, T, H)."""
         x = self.dropout(self.embedding(tokens))  # (B, T, E)
         v = state.context  # (B, K)
         if self.condition_input:
             x = torch.cat([x, v[:, None, :].expand(-1, x.shape[1], -1)], dim=2)  # (B, T, E + K)
         hidden, rnn = self.rnn(x, state.rnn)  # (B, T, H)
-        return self.head(self.dropout(hidden)), DecoderState(rnn, v)  # (B, T, V)
+        return hidden, DecoderState(rnn, v)
 
     def step(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
         """One step (no autograd): tokens (N,) -> logits (N, V), new state."""
@@ -375,9 +387,9 @@ def evaluate_items(
     for rows in _batch_rows(data, batch_size):
         inputs, targets = decoder_batch([data.items[i] for i in rows])  # (B, T), (B, T)
         conditions = data.conditions[torch.from_numpy(rows)].to(device)
-        logits = model(conditions, inputs.to(device))  # (B, T, V)
-        total += token_loss(logits, targets.to(device), reduction="sum").item()
-        count += int((targets >= 0).sum())
+        tokens = int((targets >= 0).sum())
+        total += model(conditions, inputs.to(device), targets.to(device)).item() * tokens
+        count += tokens
     loss = total / count
     metrics: dict[str, Any] = {
         "loss": loss,
@@ -494,7 +506,7 @@ class ConditionalGeneration(Task):
 
     def loss(self, model: nn.Module, batch: Any, state: Any, device: torch.device) -> StepLoss:
         conditions, inputs, targets = (t.to(device) for t in batch)
-        return token_step_loss(model(conditions, inputs), targets)  # logits (B, T, V)
+        return token_step_loss(model(conditions, inputs, targets), targets)
 
     def evaluate(
         self, model: nn.Module, val: Any, run: RunConfig, device: torch.device

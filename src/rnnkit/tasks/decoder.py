@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 import rnnkit.layers as recurrent_layers
 from rnnkit.config import ModelConfig
-from rnnkit.data.text import Level
+from rnnkit.data.text import IGNORE_INDEX, Level
 from rnnkit.tasks.base import StepLoss
 from rnnkit.tasks.lm import lm_loss
 
@@ -101,12 +101,31 @@ token_loss = lm_loss
 model's loss (:func:`rnnkit.tasks.lm.lm_loss`), the same for any decoder's next-token logits."""
 
 
-def token_step_loss(logits: Tensor, targets: Tensor) -> StepLoss:
-    """A training step's loss over target tokens: logits (B, T, V), targets (B, T) with
-    ``IGNORE_INDEX`` padding. The loss is a mean per target token, so the step counts its
-    tokens as the units a data-parallel run weighs each rank's share by."""
-    count = int((targets >= 0).sum())
-    return StepLoss(token_loss(logits, targets), count, units=count)
+def real_steps(features: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """The rows of ``features`` at the real target steps, and those targets: features
+    (B, T, F), targets (B, T) with ``IGNORE_INDEX`` padding -> (N, F), (N,), N real steps.
+
+    A decoder's head (H -> V, the largest product of a step) and its softmax then skip the
+    padded steps, which a padded batch of sentences of different lengths has many of.
+    """
+    flat = targets.reshape(-1)  # (B·T,)
+    real = (flat != IGNORE_INDEX).nonzero().squeeze(1)  # (N,)
+    rows = features.reshape(-1, features.shape[-1]).index_select(0, real)  # (N, F)
+    return rows, flat.index_select(0, real)
+
+
+def real_token_loss(logits: Tensor, targets: Tensor) -> Tensor:
+    """Mean cross-entropy in nats of ``logits`` (N, V) (computed in float32 whatever the
+    autocast dtype) against ``targets`` (N,) from :func:`real_steps`."""
+    return F.cross_entropy(logits.float(), targets)
+
+
+def token_step_loss(loss: Tensor, targets: Tensor) -> StepLoss:
+    """A training step's loss over target tokens: ``loss`` the mean per real target token,
+    targets (B, T) with ``IGNORE_INDEX`` padding. The step counts its tokens as the units a
+    data-parallel run weighs each rank's share by."""
+    count = int((targets != IGNORE_INDEX).sum())
+    return StepLoss(loss, count, units=count)
 
 
 def corpus_bleu(outputs: Sequence[str], references: Sequence[str], level: Level) -> float:

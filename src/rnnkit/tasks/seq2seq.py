@@ -55,6 +55,8 @@ from rnnkit.tasks.decoder import (
     TokenEmbedding,
     corpus_bleu,
     decode_limit,
+    real_steps,
+    real_token_loss,
     recurrent_layer,
     token_loss,
     token_step_loss,
@@ -159,9 +161,17 @@ class Seq2Seq(nn.Module):
         return DecoderState(final, memory)
 
     def forward(
-        self, source: Tensor, lengths: Tensor, target_in: Tensor, teacher_forcing: float = 1.0
+        self,
+        source: Tensor,
+        lengths: Tensor,
+        target_in: Tensor,
+        teacher_forcing: float = 1.0,
+        targets: Tensor | None = None,
     ) -> Tensor:
-        """Next-token logits of the target: (B, S), (B,), (B, T) -> (B, T, V_target).
+        """Next-token logits of the target: (B, S), (B,), (B, T) -> (B, T, V_target); or, given
+        ``targets`` (B, T) (the next tokens, ``IGNORE_INDEX`` at padding), the mean
+        cross-entropy in nats per real target token, a scalar, with the head computed at the
+        real steps only.
 
         ``target_in`` is ``<bos>`` followed by the target. With ``teacher_forcing`` < 1, each
         step after the first reads, per example, the true token with that probability and the
@@ -169,7 +179,11 @@ class Seq2Seq(nn.Module):
         """
         state = self.encode(source, lengths)
         if teacher_forcing >= 1.0:
-            return self.read_target(state, target_in)[0]
+            if targets is None:
+                return self.read_target(state, target_in)[0]
+            x = self.dropout(self.target_embedding(target_in))  # (B, T, E)
+            hidden, _ = self.decoder(x, state.rnn)  # (B, T, H)
+            return self._loss(hidden, state.context, targets)
         use_truth = (torch.rand(target_in.shape) < teacher_forcing).to(target_in.device)  # (B, T)
         rnn, token, steps = state.rnn, target_in[:, 0], []
         for t in range(target_in.shape[1]):
@@ -179,7 +193,8 @@ class Seq2Seq(nn.Module):
             steps.append(logits)
             if t + 1 < target_in.shape[1]:
                 token = torch.where(use_truth[:, t + 1], target_in[:, t + 1], logits.argmax(-1))
-        return torch.stack(steps, dim=1)  # (B, T, V)
+        logits = torch.stack(steps, dim=1)  # (B, T, V)
+        return logits if targets is None else token_loss(logits, targets)
 
     def read_target(self, state: DecoderState, target_in: Tensor) -> tuple[Tensor, Tensor | None]:
         """Teacher forcing: the decoder reads the whole target in one call.
@@ -206,6 +221,18 @@ class Seq2Seq(nn.Module):
         context, weights = self.attention.attend(hidden, memory)  # (B, [T,] H), (B, [T,] S)
         attended = torch.tanh(self.combine(torch.cat([context, hidden], dim=-1)))  # (B, [T,] H)
         return self.head(self.dropout(attended)), weights  # (B, [T,] V)
+
+    def _loss(self, hidden: Tensor, memory: Memory | None, targets: Tensor) -> Tensor:
+        """Mean loss per real target token: hidden (B, T, H), targets (B, T) -> scalar. The
+        attention reads every step; the combination, the head and the softmax only the real
+        ones."""
+        if self.attention is None:
+            rows, real = real_steps(hidden, targets)  # (N, H), (N,)
+        else:
+            context, _ = self.attention.attend(hidden, memory)  # (B, T, H)
+            features, real = real_steps(torch.cat([context, hidden], dim=-1), targets)  # (N, 2H)
+            rows = torch.tanh(self.combine(features))  # (N, H)
+        return real_token_loss(self.head(self.dropout(rows)), real)
 
     @torch.no_grad()
     def decode(
@@ -312,9 +339,11 @@ def pair_loss(model: Seq2Seq, pairs: PairData, batch_size: int) -> tuple[float, 
         rows = order[start : start + batch_size]
         source, lengths = pad_batch([pairs.sources[i] for i in rows], Vocab.pad_id)
         target_in, target_out = decoder_batch([pairs.targets[i] for i in rows])
-        logits = model(source.to(device), lengths, target_in.to(device))  # (B, T, V)
-        total += token_loss(logits, target_out.to(device), reduction="sum").item()
-        count += sum(len(pairs.targets[i]) + 1 for i in rows)
+        tokens = sum(len(pairs.targets[i]) + 1 for i in rows)
+        target_out = target_out.to(device)  # (B, T)
+        loss = model(source.to(device), lengths, target_in.to(device), targets=target_out)
+        total += loss.item() * tokens
+        count += tokens
     model.train(was_training)
     return total / count, count
 
@@ -458,8 +487,9 @@ class SequenceToSequence(Task):
 
     def loss(self, model: nn.Module, batch: Any, state: Any, device: torch.device) -> StepLoss:
         source, lengths, target_in, target_out, teacher_forcing = batch
-        logits = model(source.to(device), lengths, target_in.to(device), teacher_forcing)
-        return token_step_loss(logits, target_out.to(device))  # (B, T, V), (B, T)
+        target_out = target_out.to(device)  # (B, T)
+        loss = model(source.to(device), lengths, target_in.to(device), teacher_forcing, target_out)
+        return token_step_loss(loss, target_out)
 
     def evaluate(
         self, model: nn.Module, val: Any, run: RunConfig, device: torch.device

@@ -155,18 +155,25 @@ def train_log_record(
     return record, (now, st.step, st.tokens)
 
 
-def finish_run(out: Path, st: checkpoint.TrainerState, stopped_by: StopReason) -> TrainResult:
-    """Log why and where the run stopped and what it kept; the result of ``train``."""
+def finish_run(
+    out: Path, st: checkpoint.TrainerState, stopped_by: StopReason, metric: str = "loss"
+) -> TrainResult:
+    """Log why and where the run stopped and what it kept (its validation loss, and the metric
+    that chose it where that is not the loss); the result of ``train``."""
     import logging
 
     reason = stopped_by
     if stopped_by == "patience":
         reason = f"patience ({st.evals_since_best} evaluations without a better model)"
+    kept = "n/a" if st.best_val_loss is None else f"{st.best_val_loss:.4f}"
+    value = (st.best_metrics or {}).get(metric)
+    if metric != "loss" and isinstance(value, int | float):
+        kept = f"{kept}, {metric} {value:.4g}"
     logging.getLogger("rnnkit.training").info(
         "stopped by %s at step %d; best val loss %s (step %s) in %s",
         reason,
         st.step,
-        "n/a" if st.best_val_loss is None else f"{st.best_val_loss:.4f}",
+        kept,
         st.best_step,
         out / checkpoint.WEIGHTS_FILE,
     )

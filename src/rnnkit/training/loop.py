@@ -258,7 +258,7 @@ def _train(
                 records.append(record)
                 checkpoint.write_metrics(out, records)
                 logger.info(format_line(record))
-    return finish_run(out, st, stopped_by)
+    return finish_run(out, st, stopped_by, metric)
 
 
 @torch.no_grad()
