@@ -145,6 +145,11 @@ class ModelConfig:
     condition_mode: Literal["input", "init", "both"] = _opt(
         "both", "condgen: the condition enters every step's input, sets the initial state, or both"
     )
+    label_smoothing: float = _opt(
+        0.0,
+        "seq2seq/condgen: train against (1 - eps) one-hot + eps / V (Szegedy et al. 2016) "
+        "instead of the one-hot target, eps in [0, 1); the validation loss stays plain",
+    )
 
     def __post_init__(self) -> None:
         _check(self.cell in CELLS, "cell", f"one of {', '.join(CELLS)}", self.cell)
@@ -157,7 +162,8 @@ class ModelConfig:
         _check(self.num_layers >= 1, "num_layers", "at least 1", self.num_layers)
         _check(self.hidden_size >= 1, "hidden_size", "at least 1", self.hidden_size)
         _check(self.embedding_size >= 0, "embedding_size", "0 or more", self.embedding_size)
-        for name in ("dropout", "embedding_dropout", "input_dropout", "weight_drop"):
+        regularisers = ("dropout", "embedding_dropout", "input_dropout", "weight_drop")
+        for name in (*regularisers, "label_smoothing"):
             value = getattr(self, name)
             _check(0.0 <= value < 1.0, name, "in [0, 1)", value)
         if self.weight_drop and self.cell not in ("rnn", "gru", "lstm"):
@@ -424,8 +430,8 @@ TASK_OPTIONS: dict[str, tuple[str, ...]] = {
     "lm": ("embedding_dropout", "input_dropout", "locked_dropout", "weight_drop"),
     "classify": ("pooling", "class_weights", "embeddings", "freeze_embeddings"),
     "tag": ("crf", "char_features", "embeddings", "freeze_embeddings"),
-    "seq2seq": ("attention", "teacher_forcing", "max_length", "reverse"),
-    "condgen": ("condition_mode",),
+    "seq2seq": ("attention", "teacher_forcing", "max_length", "reverse", "label_smoothing"),
+    "condgen": ("condition_mode", "label_smoothing"),
 }
 """The options that only some tasks have, by task."""
 
@@ -442,6 +448,7 @@ TASK_OPTIONS_USED = (
     ("train", "class_weights"),
     ("model", "attention"),
     ("model", "condition_mode"),
+    ("model", "label_smoothing"),
     ("data", "reverse"),
     ("data", "max_length"),
     ("train", "teacher_forcing"),

@@ -185,6 +185,27 @@ def test_the_loss_below_full_teacher_forcing_is_that_of_the_logits() -> None:
     torch.testing.assert_close(model(source, lengths, target_in, 0.5, targets), expected)
 
 
+def test_label_smoothing_trains_against_the_smoothed_target_and_validates_plain() -> None:
+    torch.manual_seed(0)
+    model = _model(attention="additive", num_layers=1, label_smoothing=0.2).train()
+    source, lengths = _batch()
+    target_in, targets = torch.randint(4, VT, (3, 4)), torch.randint(4, VT, (3, 4))
+    targets[0, 2:] = -100
+    real = targets >= 0  # (B, T)
+    log_p = model(source, lengths, target_in).log_softmax(-1)[real]  # (N, V), dropout is 0
+    true = log_p.gather(1, targets[real][:, None]).squeeze(1)  # (N,)
+    expected = -(0.8 * true + 0.2 * log_p.mean(dim=1)).mean()  # (1 - eps) one-hot + eps / V
+    torch.testing.assert_close(model(source, lengths, target_in, targets=targets), expected)
+    torch.manual_seed(1)
+    below = model(source, lengths, target_in, 0.5, targets)  # the step-by-step path smooths too
+    torch.manual_seed(1)
+    logits = model(source, lengths, target_in, 0.5)
+    assert not torch.allclose(below, token_loss(logits, targets))
+    model.eval()
+    plain = token_loss(model(source, lengths, target_in), targets)
+    torch.testing.assert_close(model(source, lengths, target_in, targets=targets), plain)
+
+
 def test_cells_without_lengths_are_refused() -> None:
     with pytest.raises(ConfigError, match="--cell mingru"):
         _model("mingru", "none", num_layers=1)

@@ -185,12 +185,14 @@ class ConditionalGenerator(nn.Module):
         """Next-token logits of items read from their start: (B,) or (B, D), (B, T) ->
         (B, T, V); ``tokens`` begin with ``<bos>``. Given ``targets`` (B, T) (the next tokens,
         ``IGNORE_INDEX`` at padding), the mean cross-entropy in nats per real token instead, a
-        scalar, with the head computed at the real steps only."""
+        scalar, with the head computed at the real steps only (in train mode against targets
+        smoothed by ``label_smoothing``)."""
         if targets is None:
             return self.read(tokens, self.start(conditions))[0]
         hidden = self._hidden(tokens, self.start(conditions))[0]  # (B, T, H)
         rows, real = real_steps(hidden, targets)  # (N, H), (N,)
-        return real_token_loss(self.head(self.dropout(rows)), real)
+        smoothing = self.config.label_smoothing if self.training else 0.0
+        return real_token_loss(self.head(self.dropout(rows)), real, smoothing)
 
     def read(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
         """Logits after each of ``tokens`` (B, T) -> (B, T, V), read from ``state``."""

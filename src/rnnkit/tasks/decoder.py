@@ -114,10 +114,11 @@ def real_steps(features: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
     return rows, flat.index_select(0, real)
 
 
-def real_token_loss(logits: Tensor, targets: Tensor) -> Tensor:
+def real_token_loss(logits: Tensor, targets: Tensor, label_smoothing: float = 0.0) -> Tensor:
     """Mean cross-entropy in nats of ``logits`` (N, V) (computed in float32 whatever the
-    autocast dtype) against ``targets`` (N,) from :func:`real_steps`."""
-    return F.cross_entropy(logits.float(), targets)
+    autocast dtype) against ``targets`` (N,) from :func:`real_steps`, each target smoothed to
+    (1 - ``label_smoothing``) one-hot + ``label_smoothing`` / V."""
+    return F.cross_entropy(logits.float(), targets, label_smoothing=label_smoothing)
 
 
 def token_step_loss(loss: Tensor, targets: Tensor) -> StepLoss:

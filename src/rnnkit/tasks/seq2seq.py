@@ -58,7 +58,6 @@ from rnnkit.tasks.decoder import (
     real_steps,
     real_token_loss,
     recurrent_layer,
-    token_loss,
     token_step_loss,
 )
 
@@ -171,7 +170,7 @@ class Seq2Seq(nn.Module):
         """Next-token logits of the target: (B, S), (B,), (B, T) -> (B, T, V_target); or, given
         ``targets`` (B, T) (the next tokens, ``IGNORE_INDEX`` at padding), the mean
         cross-entropy in nats per real target token, a scalar, with the head computed at the
-        real steps only.
+        real steps only (in train mode against targets smoothed by ``label_smoothing``).
 
         ``target_in`` is ``<bos>`` followed by the target. With ``teacher_forcing`` < 1, each
         step after the first reads, per example, the true token with that probability and the
@@ -194,7 +193,9 @@ class Seq2Seq(nn.Module):
             if t + 1 < target_in.shape[1]:
                 token = torch.where(use_truth[:, t + 1], target_in[:, t + 1], logits.argmax(-1))
         logits = torch.stack(steps, dim=1)  # (B, T, V)
-        return logits if targets is None else token_loss(logits, targets)
+        if targets is None:
+            return logits
+        return real_token_loss(*real_steps(logits, targets), self._smoothing())
 
     def read_target(self, state: DecoderState, target_in: Tensor) -> tuple[Tensor, Tensor | None]:
         """Teacher forcing: the decoder reads the whole target in one call.
@@ -232,7 +233,11 @@ class Seq2Seq(nn.Module):
             context, _ = self.attention.attend(hidden, memory)  # (B, T, H)
             features, real = real_steps(torch.cat([context, hidden], dim=-1), targets)  # (N, 2H)
             rows = torch.tanh(self.combine(features))  # (N, H)
-        return real_token_loss(self.head(self.dropout(rows)), real)
+        return real_token_loss(self.head(self.dropout(rows)), real, self._smoothing())
+
+    def _smoothing(self) -> float:
+        """The label smoothing of the training loss; none in eval mode (validation)."""
+        return self.config.label_smoothing if self.training else 0.0
 
     @torch.no_grad()
     def decode(
