@@ -9,10 +9,15 @@ the kept model on the held-out test split with `rnnkit eval --json`:
     japanese_vowels/ classify, the official 270 / 370 (10% of train for validation), 60 s
     frames           tag, causal (--no-bidirectional): japanese_vowels' speaker at every frame,
                      judged frame by frame from the frames so far, 90 s
+    eng-fra          seq2seq French -> English, the PyTorch tutorial's subset and its random
+                     90/10 split (bench/seq2seq.py prepare), 300 s; BLEU greedy and beam 5
+    digits           condgen, 8x8 images -> the digit's name, stratified 80/20, 60 s
 
     python bench/reference_tasks.py [--only names sst2 ...] [--scale 0.1 (shorter budgets)]
 
-Writes bench/results/reference_tasks.json. Needs ../shared/data; run on an idle machine.
+Writes bench/results/reference_tasks.json, each row with its own provenance; rows of runs not
+named by --only are kept from the file as they were. Needs ../shared/data; run on an idle
+machine.
 """
 
 from __future__ import annotations
@@ -26,12 +31,14 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from seq2seq import prepare
 
 from rnnkit.benchmark import provenance
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data"
 RNNKIT = [sys.executable, "-m", "rnnkit"]
+RUNS = ("names", "sst2", "wnut17", "vowels", "frames", "eng-fra", "digits")
 
 
 def names_split(folder: Path) -> tuple[Path, Path, Path]:
@@ -68,18 +75,27 @@ def frames(folder: Path) -> tuple[Path, Path]:
     return tuple(out)
 
 
-def run(name: str, train: list[str], test: Path, seconds: float, folder: Path) -> dict:
+def _evaluate(out: Path, test: Path, *flags: str) -> dict:
+    """The numbers of `rnnkit eval OUT TEST --json FLAGS`."""
+    command = [*RNNKIT, "eval", str(out), str(test), "--json", *flags]
+    metrics = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+
+
+def run(
+    name: str, train: list[str], test: Path, seconds: float, folder: Path, beam: int = 1
+) -> dict:
+    """Train for ``seconds``, evaluate the kept model on ``test`` (and with ``--beam-size
+    beam`` too where beam > 1, as ``test_beam``)."""
     out = folder / name
     command = [*RNNKIT, "train", *train, "--out", str(out), "--max-time", f"{seconds:g}"]
     print("$", " ".join(command[2:]), flush=True)
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-    result = subprocess.run(
-        [*RNNKIT, "eval", str(out), str(test), "--json"], capture_output=True, text=True, check=True
-    )
-    metrics = json.loads(result.stdout)
+    keep = _evaluate(out, test)
     trainer = json.loads((out / "state" / "trainer.json").read_text())["trainer"]
-    keep = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
     row = {"name": name, "seconds": seconds, "command": command[2:], "test": keep}
+    if beam > 1:
+        row["test_beam"] = {"beam_size": beam, **_evaluate(out, test, "--beam-size", str(beam))}
     row |= {"steps": trainer["step"], "best_step": trainer["best_step"]}
     row["val"] = trainer.get("best_metrics")
     print(
@@ -90,9 +106,7 @@ def run(name: str, train: list[str], test: Path, seconds: float, folder: Path) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--only", nargs="*", default=["names", "sst2", "wnut17", "vowels", "frames"]
-    )
+    parser.add_argument("--only", nargs="*", default=list(RUNS), choices=RUNS)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every time budget")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "reference_tasks.json")
     args = parser.parse_args()
@@ -129,11 +143,39 @@ def main() -> None:
                 train, test = frames(folder)
                 flags = [str(train), "--task", "tag", "--no-bidirectional"]
                 rows.append(run(name, flags, test, 90 * args.scale, folder))
-            else:
-                parser.error(f"unknown reference run {name!r}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"provenance": provenance(HERE.parent), "runs": rows}, indent=2))
+            elif name == "eng-fra":
+                prepare(folder)
+                flags = [
+                    str(folder / "eng-fra-train.tsv"),
+                    "--val",
+                    str(folder / "eng-fra-val.tsv"),
+                ]
+                flags += ["--task", "seq2seq", "--reverse"]
+                test = folder / "eng-fra-val.tsv"
+                rows.append(run(name, flags, test, 300 * args.scale, folder, beam=5))
+            else:  # digits
+                prepare(folder)
+                flags = [str(folder / "digits-train.npz"), "--val", str(folder / "digits-val.npz")]
+                flags += ["--task", "condgen"]
+                rows.append(run(name, flags, folder / "digits-val.npz", 60 * args.scale, folder))
+    write_rows(args.out, rows, provenance(HERE.parent))
     print(f"wrote {args.out}")
+
+
+def write_rows(path: Path, rows: list[dict], run_provenance: dict) -> None:
+    """Write ``rows`` (each stamped with ``run_provenance``) to ``path``, keeping the file's rows
+    of other runs (stamped with the file's provenance where they have none), in RUNS order."""
+    kept: dict[str, dict] = {}
+    if path.exists():
+        old = json.loads(path.read_text())
+        for row in old.get("runs", []):
+            kept[row["name"]] = {"provenance": old.get("provenance"), **row}
+    for row in rows:
+        kept[row["name"]] = {**row, "provenance": run_provenance}
+    order = [name for name in RUNS if name in kept] + [n for n in kept if n not in RUNS]
+    report = {"provenance": run_provenance, "runs": [kept[name] for name in order]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -23,12 +23,14 @@ speed: (a) training pairs/s (forward + backward + AdamW step, same batches, same
     training (rnnkit: ``model(..., targets=...)``, the head at the real target steps only; the
     plain model: logits at every padded step and ``ignore_index``); (b) decoding sentences/s of
     ``Seq2Seq.decode``, greedy and beam 5, at batch 1 and 64, beside a plain PyTorch greedy
-    loop. The model is the seq2seq preset (GRU, H = E = 256, additive attention), with the
+    loop. The model is the seq2seq preset (GRU, H = E = 256, bidirectional encoder, additive
+    attention; the plain model a bidirectional nn.GRU with its directions summed), with the
     tutorial subset's vocabulary sizes and sentence lengths (random tokens, untrained weights;
     every sentence is decoded to MAX_LENGTH tokens).
-anchor: trains the plain PyTorch model of (a) on a pairs file for ``--seconds`` (rnnkit's
-    random 90/10 split and vocabularies, the seq2seq preset's batch size, AdamW, learning rate
-    and clipping, a constant learning rate) and reports the greedy BLEU (sacrebleu) of the
+anchor: trains the plain PyTorch model of (a), unidirectional, H = E = 256, dropout 0.1 (the
+    issue's "GRU 256 + additive attention"), on a pairs file for ``--seconds`` (rnnkit's random
+    90/10 split and vocabularies, the seq2seq preset's batch size, AdamW, learning rate and
+    clipping, a constant learning rate) and reports the greedy BLEU (sacrebleu) of the
     held-out pairs: the bar for ``rnnkit train`` with the preset in the same time.
 
 Results are printed and written to bench/results/seq2seq.json (seq2seq.quick.json with
@@ -71,6 +73,7 @@ ENGLISH_STARTS = (
 )
 DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 MAX_LENGTH = 12  # decoded tokens per sentence in (b)
+ANCHOR_DROPOUT = 0.1  # the anchor: a plain GRU 256 (unidirectional) + additive attention
 
 
 # --- prepare --------------------------------------------------------------------------------
@@ -141,14 +144,22 @@ def _names(folder: Path) -> None:
 
 class PlainSeq2Seq(nn.Module):
     """The preset architecture in plain PyTorch: nn.GRU encoder and decoder (the decoder starts
-    from the encoder's final state), additive attention v^T tanh(W_q h_t + W_k o_s) over the
-    real source steps, tanh(W_c [c_t; h_t]), dropout on the embeddings and before the head."""
+    from the encoder's final state; a bidirectional encoder's two directions summed, in its
+    outputs and its final state), additive attention v^T tanh(W_q h_t + W_k o_s) over the real
+    source steps, tanh(W_c [c_t; h_t]), dropout on the embeddings and before the head."""
 
-    def __init__(self, source_size: int, target_size: int, size: int, dropout: float) -> None:
+    def __init__(
+        self,
+        source_size: int,
+        target_size: int,
+        size: int,
+        dropout: float,
+        bidirectional: bool = False,
+    ) -> None:
         super().__init__()
         self.source_embedding = nn.Embedding(source_size, size)
         self.target_embedding = nn.Embedding(target_size, size)
-        self.encoder = nn.GRU(size, size, batch_first=True)
+        self.encoder = nn.GRU(size, size, batch_first=True, bidirectional=bidirectional)
         self.decoder = nn.GRU(size, size, batch_first=True)
         self.query = nn.Linear(size, size, bias=False)
         self.key = nn.Linear(size, size, bias=False)
@@ -160,8 +171,11 @@ class PlainSeq2Seq(nn.Module):
     def encode(self, source: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         x = self.dropout(self.source_embedding(source))  # (B, S, E)
         packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        outputs, h = self.encoder(packed)  # (1, B, H)
+        outputs, h = self.encoder(packed)  # (dirs, B, H)
         outputs, _ = pad_packed_sequence(outputs, batch_first=True, total_length=source.shape[1])
+        if self.encoder.bidirectional:
+            outputs = outputs.view(*outputs.shape[:2], 2, -1).sum(dim=2)  # (B, S, H)
+            h = h.sum(dim=0, keepdim=True)  # (1, B, H)
         mask = torch.arange(source.shape[1])[None, :] < lengths[:, None]  # (B, S)
         return outputs, self.key(outputs), mask, h
 
@@ -239,7 +253,7 @@ def speed(quick: bool) -> dict[str, Any]:
     torch.manual_seed(0)
     ours = Seq2Seq(run.model, *sizes)
     ours.longest_target = MAX_LENGTH
-    plain = PlainSeq2Seq(*sizes, size, run.model.dropout)
+    plain = PlainSeq2Seq(*sizes, size, run.model.dropout, run.model.bidirectional)
     batches = _random_batches(8, batch_size, sizes, (4, 11), seed=0)
 
     def trainer(model: nn.Module) -> Any:
@@ -333,9 +347,7 @@ def anchor(
     data = get_task("seq2seq").load_data(run, None)
     source_vocab = Vocab.from_dict(data.meta["source"])
     target_vocab = Vocab.from_dict(data.meta["target"])
-    model = PlainSeq2Seq(
-        len(source_vocab), len(target_vocab), run.model.hidden_size, run.model.dropout
-    )
+    model = PlainSeq2Seq(len(source_vocab), len(target_vocab), 256, ANCHOR_DROPOUT)
     optimizer = make_optimizer(model.parameters(), run.train)
     batches = get_task("seq2seq").batches(run, data)
     steps, epoch, start = 0, 0, time.perf_counter()

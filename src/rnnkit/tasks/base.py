@@ -101,8 +101,10 @@ class Task(ABC):
     higher_is_better: ClassVar[bool] = False
     carries_state: ClassVar[bool] = False
 
-    def preset(self) -> dict[str, dict[str, Any]]:
-        """Overrides of the dataclass defaults for this task (see :func:`rnnkit.config.merge`)."""
+    def preset(self, data_path: str | None = None) -> dict[str, dict[str, Any]]:
+        """Overrides of the dataclass defaults for this task (see :func:`rnnkit.config.merge`),
+        for the training data at ``data_path`` where the task presets differ by kind of data
+        (text or feature sequences); None: the task's text preset."""
         return {}
 
     @abstractmethod

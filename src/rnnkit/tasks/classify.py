@@ -141,7 +141,7 @@ class Classification(Task):
         "train": {"batch_size": 32, "lr": 2e-3, "weight_decay": 0.01, "eval_every": 100},
     }
 
-    def preset(self) -> dict[str, dict[str, Any]]:
+    def preset(self, data_path: str | None = None) -> dict[str, dict[str, Any]]:
         return self.PRESET
 
     # --- data ------------------------------------------------------------------------------

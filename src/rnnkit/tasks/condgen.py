@@ -425,7 +425,7 @@ class ConditionalGeneration(Task):
     name = "condgen"
     best_metric = "loss"
 
-    def preset(self) -> dict[str, dict[str, Any]]:
+    def preset(self, data_path: str | None = None) -> dict[str, dict[str, Any]]:
         # Chosen by short timed runs on names/ and digits/; see config.py.
         return {
             "model": {"cell": "gru", "num_layers": 1, "hidden_size": 256, "dropout": 0.2},

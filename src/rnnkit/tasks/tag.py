@@ -220,7 +220,17 @@ class Tagging(Task):
         "train": {"batch_size": 16, "lr": 5e-3, "weight_decay": 0.01, "eval_every": 100},
     }
 
-    def preset(self) -> dict[str, dict[str, Any]]:
+    # Feature sequences (.npz, a label per frame): a smaller, slower-learning model, chosen on a
+    # dev split of japanese_vowels' frames (config.py).
+    FEATURES_PRESET: ClassVar[dict[str, dict[str, Any]]] = {
+        "model": {**PRESET["model"], "hidden_size": 128},
+        "data": PRESET["data"],
+        "train": {**PRESET["train"], "lr": 1e-3},
+    }
+
+    def preset(self, data_path: str | None = None) -> dict[str, dict[str, Any]]:
+        if is_features(data_path):
+            return self.FEATURES_PRESET
         return self.PRESET
 
     def selection(self, run: RunConfig) -> tuple[str, bool]:

@@ -1,0 +1,32 @@
+"""Task presets that depend on the data: ``--task tag`` on feature sequences (.npz) gets its own
+model size and learning rate; flags and the config file still win."""
+
+import tomllib
+
+from rnnkit.cli import main
+
+
+def _printed(capsys, *args: str) -> dict:
+    assert main(["train", "--print-config", *args]) == 0
+    return tomllib.loads(capsys.readouterr().out)
+
+
+def test_tag_on_feature_sequences_takes_the_features_preset(tmp_path, capsys) -> None:
+    frames = _printed(capsys, str(tmp_path / "frames.npz"), "--task", "tag")
+    text = _printed(capsys, str(tmp_path / "train.txt"), "--task", "tag")
+    assert (frames["model"]["hidden_size"], frames["train"]["lr"]) == (128, 1e-3)
+    assert (text["model"]["hidden_size"], text["train"]["lr"]) == (256, 5e-3)
+    assert frames["model"]["dropout"] == text["model"]["dropout"] == 0.5
+
+
+def test_flags_and_the_config_file_win_over_the_features_preset(tmp_path, capsys) -> None:
+    config = tmp_path / "run.toml"
+    config.write_text('[model]\ndropout = 0.3\n[data]\npath = "f.npz"\n', encoding="utf-8")
+    run = _printed(capsys, "--config", str(config), "--task", "tag", "--lr", "0.01")
+    assert run["model"]["hidden_size"] == 128  # the config file's data path chose the preset
+    assert (run["model"]["dropout"], run["train"]["lr"]) == (0.3, 0.01)
+
+
+def test_seq2seq_preset_is_the_one_chosen_on_dev(tmp_path, capsys) -> None:
+    run = _printed(capsys, str(tmp_path / "pairs.tsv"), "--task", "seq2seq")
+    assert run["model"]["bidirectional"] is True and run["model"]["label_smoothing"] == 0.3
