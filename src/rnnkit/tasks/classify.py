@@ -126,7 +126,7 @@ class Classification(Task):
     best_metric = "accuracy"
     higher_is_better = True
 
-    # The preset for 2 CPU cores: a first choice, not yet tuned (config.py notes what it reaches).
+    # The preset for 2 CPU cores; lr chosen on the dev splits of names/ and SST-2 (config.py).
     PRESET: ClassVar[dict[str, dict[str, Any]]] = {
         "model": {
             "cell": "lstm",
@@ -138,7 +138,7 @@ class Classification(Task):
             "pooling": "max",
         },
         "data": {"level": "auto"},
-        "train": {"batch_size": 32, "lr": 2e-3, "weight_decay": 0.01, "eval_every": 100},
+        "train": {"batch_size": 32, "lr": 5e-3, "weight_decay": 0.01, "eval_every": 100},
     }
 
     def preset(self, data_path: str | None = None) -> dict[str, dict[str, Any]]:
