@@ -9,8 +9,10 @@
     there.
 (c) Quality (``--quality MIN [MIN ...]``, run alone): for each corpus of ``--corpora`` in
     ../shared/data (relative to the repository root; ``tinyshakespeare``, ``warpeace``; one that
-    is absent is skipped with the reason) and each budget in minutes, the best validation loss
-    (nats/char) of ``rnnkit train`` with its defaults (the budget-adaptive preset of
+    is absent is skipped with the reason), or built from this Python's own sources (``stdlib``,
+    the 2M characters of ``make demo``; ``pysources``, 20M characters of the standard library's
+    whole tree, a corpus no budget here reads twice) and each budget in minutes, the best
+    validation loss (nats/char) of ``rnnkit train`` with its defaults (the budget-adaptive preset of
     rnnkit/training/budget.py included, its row reported) beside the plain PyTorch script of
     bench/plain_lm.py in the same run, both on the same tokens (universal newlines, LF) and the
     same split (the last 10% held out), with their steps, training tokens/s and validation
@@ -44,6 +46,7 @@ import logging
 import platform
 import statistics
 import sys
+import sysconfig
 import tempfile
 import time
 from pathlib import Path
@@ -53,6 +56,7 @@ import torch
 
 from rnnkit.benchmark import provenance
 from rnnkit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from rnnkit.data.stdlib_corpus import stdlib_text
 from rnnkit.data.text import TokenStreams, load_lm_data, read_text
 from rnnkit.tasks.lm import LanguageModel, lm_loss
 from rnnkit.training import budget, train
@@ -64,6 +68,13 @@ RESULTS = ROOT / "bench" / "results"
 DATA = ROOT.parent / "shared" / "data"
 SHAKESPEARE = DATA / "tinyshakespeare" / "input.txt"
 CORPORA = {"tinyshakespeare": "tinyshakespeare/input.txt", "warpeace": "warpeace/input.txt"}
+GENERATED = {
+    "stdlib": "the stdlib corpus of `make demo` (rnnkit.data.stdlib_corpus), 2M characters",
+    "pysources": f"every .py file of the standard library's tree (packages and tests, not "
+    f"site-packages), sorted by path, whole files up to {20_000_000:,} characters",
+}
+"""Corpora (c) builds from this Python's own sources, beside the files of ../shared/data."""
+PYSOURCES_CHARS = 20_000_000
 QUICK_CHARS = 40_000  # --quality --quick: the first characters of each corpus
 
 
@@ -238,6 +249,26 @@ def _quality_rnnkit(
     }
 
 
+def generated_corpus(name: str) -> str:
+    """The text of a corpus of :data:`GENERATED`."""
+    if name == "stdlib":
+        return stdlib_text()
+    root = Path(sysconfig.get_paths()["stdlib"])
+    pieces, total = [], 0
+    for file in sorted(root.rglob("*.py")):
+        if "site-packages" in file.parts:
+            continue
+        try:
+            piece = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        if total + len(piece) > PYSOURCES_CHARS:
+            break
+        pieces.append(piece)
+        total += len(piece)
+    return "".join(pieces)
+
+
 def quality(
     minutes: list[float],
     corpora: list[str],
@@ -262,19 +293,23 @@ def quality(
     precision = pick_precision("auto", torch.device("cpu"))
     results: dict[str, Any] = {}
     for name in corpora:
-        path = data_dir / CORPORA[name]
-        if not path.exists():
+        path = data_dir / CORPORA[name] if name in CORPORA else None
+        if path is not None and not path.exists():
             results[name] = {"skipped": f"{path} is absent"}
             print(f"(c) {name}: skipped, {path} is absent")
             continue
         with tempfile.TemporaryDirectory() as tmp:
+            if path is None:  # built here from this Python's sources
+                path = Path(tmp) / f"{name}.txt"
+                path.write_text(generated_corpus(name), encoding="utf-8")
             text = path
             if quick:
                 text = Path(tmp) / "slice.txt"
                 text.write_text(read_text(path)[:QUICK_CHARS], encoding="utf-8")
             data = load_lm_data(DataConfig(path=str(text), val_frac=0.1, newlines="universal"))
+            source = GENERATED.get(name, str(path))
             entry: dict[str, Any] = {
-                "data": str(path) + (f" (first {QUICK_CHARS:,} characters)" if quick else ""),
+                "data": source + (f" (first {QUICK_CHARS:,} characters)" if quick else ""),
                 "train_tokens": data.train.numel(),
                 "val_tokens": data.val.numel(),
                 "vocab": len(data.vocab),
@@ -409,9 +444,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--corpora",
         nargs="+",
-        choices=list(CORPORA),
+        choices=[*CORPORA, *GENERATED],
         default=list(CORPORA),
-        help="(c): corpora of ../shared/data (default: all)",
+        help="(c): corpora of ../shared/data, or built from this Python's sources: stdlib "
+        "(make demo's corpus), pysources (20M characters) (default: the two of ../shared/data)",
     )
     parser.add_argument(
         "--eval-seconds",

@@ -84,3 +84,18 @@ def test_plain_evaluation_reads_every_prediction_once() -> None:
             logits, _ = model(ids[start:stop].unsqueeze(0))  # (1, t, V)
             total += F.cross_entropy(logits[0], ids[start + 1 : stop + 1], reduction="sum").item()
     assert got == pytest.approx(total / 10, rel=1e-6)
+
+
+def test_corpora_built_from_pythons_own_sources(tmp_path, monkeypatch) -> None:
+    lm = _module("lm")
+    monkeypatch.setattr(lm, "PYSOURCES_CHARS", 300_000)
+    text = lm.generated_corpus("pysources")
+    assert 50_000 < len(text) <= 300_000 and "def " in text
+    assert lm.generated_corpus("pysources") == text  # the same files in the same order
+    out = tmp_path / "quality.json"
+    argv = ["--quality", "0.01", "--quick", "--eval-seconds", "0.2", "--corpora", "stdlib"]
+    lm.main([*argv, "--out", str(out)])
+    stdlib = json.loads(out.read_text())["corpora"]["stdlib"]
+    assert stdlib["data"].startswith("the stdlib corpus of `make demo`")
+    assert stdlib["train_tokens"] + stdlib["val_tokens"] == lm.QUICK_CHARS
+    assert stdlib["budgets"]["0.01 min"]["plain"]["steps"] >= 1
