@@ -56,7 +56,7 @@ import torch
 
 from rnnkit.benchmark import provenance
 from rnnkit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from rnnkit.data.stdlib_corpus import stdlib_text
+from rnnkit.data.stdlib_corpus import join_sources, stdlib_text
 from rnnkit.data.text import TokenStreams, load_lm_data, read_text
 from rnnkit.tasks.lm import LanguageModel, lm_loss
 from rnnkit.training import budget, train
@@ -254,19 +254,8 @@ def generated_corpus(name: str) -> str:
     if name == "stdlib":
         return stdlib_text()
     root = Path(sysconfig.get_paths()["stdlib"])
-    pieces, total = [], 0
-    for file in sorted(root.rglob("*.py")):
-        if "site-packages" in file.parts:
-            continue
-        try:
-            piece = file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            continue
-        if total + len(piece) > PYSOURCES_CHARS:
-            break
-        pieces.append(piece)
-        total += len(piece)
-    return "".join(pieces)
+    files = (f for f in sorted(root.rglob("*.py")) if "site-packages" not in f.parts)
+    return join_sources(files, PYSOURCES_CHARS)
 
 
 def quality(

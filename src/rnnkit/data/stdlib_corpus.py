@@ -11,6 +11,7 @@ split is then the end of the last modules in that order.
 from __future__ import annotations
 
 import sysconfig
+from collections.abc import Iterable
 from pathlib import Path
 
 from rnnkit.errors import DataError
@@ -31,9 +32,21 @@ def stdlib_text(max_chars: int = MAX_CHARS) -> str:
     Raises:
         DataError: no standard-library source was found (e.g. a zipped or stripped Python).
     """
+    text = join_sources(stdlib_files(), max_chars)
+    if not text:
+        raise DataError(
+            f"no Python source found in {sysconfig.get_paths()['stdlib']} for the default "
+            f"corpus; give a text file or folder as DATA"
+        )
+    return text
+
+
+def join_sources(files: Iterable[Path], max_chars: int) -> str:
+    """The UTF-8 text of ``files`` in their order, whole files, stopping before the first that
+    would take the total past ``max_chars``; unreadable or non-UTF-8 files are skipped."""
     pieces: list[str] = []
     total = 0
-    for path in stdlib_files():
+    for path in files:
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError):
@@ -42,9 +55,4 @@ def stdlib_text(max_chars: int = MAX_CHARS) -> str:
             break
         pieces.append(text)
         total += len(text)
-    if not pieces:
-        raise DataError(
-            f"no Python source found in {sysconfig.get_paths()['stdlib']} for the default "
-            f"corpus; give a text file or folder as DATA"
-        )
     return "".join(pieces)
