@@ -4,7 +4,8 @@ need from a sequence shape.
 A task module (``tasks/lm.py``, ``tasks/classify.py``, ``tasks/tag.py``) defines a subclass of
 :class:`Task` and an instance of it named ``TASK``. The loop asks it, in this order:
 
-    preset()                    defaults of the task, under the config file and the flags
+    preset(data_path)           defaults of the task (by kind of data), under the config file and
+                                the flags
     check_meta(run, meta)       (resume) check the folder's vocabularies and labels
     load_data(run, meta)        read the data; build vocabularies/labels (or reuse ``meta``)
     build_model(run, meta)      the model, with its vocabularies and labels attached
