@@ -180,9 +180,7 @@ class Seq2Seq(nn.Module):
         if teacher_forcing >= 1.0:
             if targets is None:
                 return self.read_target(state, target_in)[0]
-            x = self.dropout(self.target_embedding(target_in))  # (B, T, E)
-            hidden, _ = self.decoder(x, state.rnn)  # (B, T, H)
-            return self._loss(hidden, state.context, targets)
+            return self._loss(self._read(state, target_in), state.context, targets)
         use_truth = (torch.rand(target_in.shape) < teacher_forcing).to(target_in.device)  # (B, T)
         rnn, token, steps = state.rnn, target_in[:, 0], []
         for t in range(target_in.shape[1]):
@@ -204,9 +202,12 @@ class Seq2Seq(nn.Module):
             logits (B, T, V_target) and the attention weights (B, T, S) (None without
             attention).
         """
+        return self._output(self._read(state, target_in), state.context)
+
+    def _read(self, state: DecoderState, target_in: Tensor) -> Tensor:
+        """The decoder's states over the whole target, teacher-forced: (B, T) -> (B, T, H)."""
         x = self.dropout(self.target_embedding(target_in))  # (B, T, E)
-        hidden, _ = self.decoder(x, state.rnn)  # (B, T, H)
-        return self._output(hidden, state.context)
+        return self.decoder(x, state.rnn)[0]  # (B, T, H)
 
     def step(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
         """One decoder step (no autograd): tokens (N,) -> logits (N, V_target), new state."""
