@@ -144,7 +144,7 @@ def main() -> None:
                 flags = [str(train), "--task", "tag", "--no-bidirectional"]
                 rows.append(run(name, flags, test, 90 * args.scale, folder))
             elif name == "eng-fra":
-                prepare(folder)
+                _prepared(folder)
                 flags = [
                     str(folder / "eng-fra-train.tsv"),
                     "--val",
@@ -154,12 +154,18 @@ def main() -> None:
                 test = folder / "eng-fra-val.tsv"
                 rows.append(run(name, flags, test, 300 * args.scale, folder, beam=5))
             else:  # digits
-                prepare(folder)
+                _prepared(folder)
                 flags = [str(folder / "digits-train.npz"), "--val", str(folder / "digits-val.npz")]
                 flags += ["--task", "condgen"]
                 rows.append(run(name, flags, folder / "digits-val.npz", 60 * args.scale, folder))
     write_rows(args.out, rows, provenance(HERE.parent))
     print(f"wrote {args.out}")
+
+
+def _prepared(folder: Path) -> None:
+    """bench/seq2seq.py's data files (eng-fra, digits, names) in ``folder``, written once."""
+    if not (folder / "eng-fra-train.tsv").exists():
+        prepare(folder)
 
 
 def write_rows(path: Path, rows: list[dict], run_provenance: dict) -> None:
