@@ -18,6 +18,11 @@ $(STAMP): pyproject.toml
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
 		&& (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
 		>/dev/null 2>&1; } || echo "note: no chromium here; the browser tests of rnnkit viz will skip"
+	@# Batch-1 sampling of LSTM models compiles its C kernel on first use (rnnkit/native.py);
+	@# without a C compiler it steps through torch, slower. Installed here when missing, as above.
+	@command -v cc >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+		&& (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libc6-dev) \
+		>/dev/null 2>&1; } || echo "note: no C compiler here; sampling will step through torch"
 	@touch $(STAMP)
 
 demo: setup

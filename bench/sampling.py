@@ -20,17 +20,27 @@ Rows, in characters (steps) per second, each with the dtype of its gate weights:
   rnnkit.tasks.lm model + generate_tokens
                       ``rnnkit.tasks.lm.LanguageModel``, its layers' plain ``step()``
   rnnkit LM packed fp32 / bf16 / int8
-                      the step ``LanguageModel.generate`` samples with
-                      (``model.sampling_step(weights)``: ``rnnkit.tasks.lm_step``, one packed
-                      product per layer, int8 weight-only with one scale per output row; the
-                      first layer's input product is a row of a per-token table, so this row
-                      skips a product, 64 of the 576 columns of that layer, that the limit counts)
+                      how ``LanguageModel.generate`` samples (``model.sampling_step(weights)``:
+                      ``rnnkit.tasks.lm_step``; the first layer's input product is a row of a
+                      per-token table, so this row skips a product, 64 of the 576 columns of
+                      that layer, that the limits count). fp32 at batch 1 runs the native
+                      sampler where a C compiler is found (``rnnkit.tasks.lm_native``: the
+                      whole step and the draw in C, a block of tokens per call); bf16 and int8
+                      step through torch: one packed product per layer, int8 weight-only with
+                      one scale per output row
+  rnnkit LM packed fp32 (torch ops)
+                      the same step through torch's operations (what fp32 runs without a
+                      compiler, and for several samples at once)
   reference loop fp32 / bf16 / int8 (PackedLinear)
                       the reference loop with the gate product of ``PackedLinear``
   products alone fp32 (addmm) / fp32 (oneDNN) / bf16 / int8
                       the step's matrix products and nothing else, back to back on fixed
                       inputs already in the kernel's dtype: per layer the gate product in that
                       kernel and the head's fp32 product (``rnnkit.benchmark.step_products``)
+  products alone fp32 (native)
+                      the native sampler's products alone (its matrix-vector kernel on fixed
+                      inputs, every step in one C call, no Python between them), where it is
+                      built
 
 The limit of each dtype is its fastest "products alone" row: no loop that computes those
 products can be faster. Beside it, the weight bytes each step reads and the steps/s they allow
@@ -81,7 +91,9 @@ from rnnkit.benchmark import (
 from rnnkit.config import ModelConfig
 from rnnkit.layers import LSTM
 from rnnkit.layers.packed import PackedLinear
+from rnnkit.native import unavailable_reason as native_unavailable_reason
 from rnnkit.sampling import generate_tokens
+from rnnkit.tasks import lm_native
 from rnnkit.tasks.lm import LanguageModel
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -296,6 +308,13 @@ def _products_alone(reference: ReferenceLM, kernel: str, length: int) -> Callabl
     return _repeated(step, length)
 
 
+def _native_products(model: LanguageModel, length: int) -> Callable[[], None]:
+    """``length`` steps of the native sampler's products alone, in one C call."""
+    stepper, _ = model.sampling_step("fp32", [])
+    state = torch.randn(model.rnn.num_layers, model.rnn.hidden_size)  # (L, H)
+    return partial(stepper._native.products, state, length)
+
+
 def _repeated(fn: Callable[[], object], length: int) -> Callable[[], None]:
     def run() -> None:
         for _ in range(length):
@@ -324,10 +343,26 @@ def _sample_packed(
     return packed_sample
 
 
-def _sample_lm(model: LanguageModel, weights: str, length: int) -> Callable[[], None]:
-    """``_sample_generate`` of the step that ``model.generate`` samples with."""
+class _StepOnly:
+    """A sampling step without its native ``draw``: ``generate_tokens`` steps it through torch."""
+
+    def __init__(self, stepper: Any) -> None:
+        self.stepper = stepper
+
+    def __call__(self, tokens: Tensor, state: Any = None) -> tuple[Tensor, Any]:
+        return self.stepper(tokens, state)
+
+    def step(self, tokens: Tensor, state: Any) -> tuple[Tensor, Any]:
+        return self.stepper.step(tokens, state)
+
+
+def _sample_lm(
+    model: LanguageModel, weights: str, length: int, native: bool = True
+) -> Callable[[], None]:
+    """``_sample_generate`` of the step that ``model.generate`` samples with (without its
+    native sampler unless ``native``)."""
     stepper, block = model.sampling_step(weights, [])
-    sample = _sample_generate(stepper, 1, length)
+    sample = _sample_generate(stepper if native else _StepOnly(stepper), 1, length)
 
     def lm_sample() -> None:
         with block:
@@ -442,6 +477,9 @@ def run(quick: bool, threads: int | None = None) -> dict[str, Any]:
     }
     for weights in ("fp32", *REDUCED):
         loops[f"rnnkit LM packed {weights}"] = partial(_sample_lm, language_model, weights)
+    loops["rnnkit LM packed fp32 (torch ops)"] = partial(
+        _sample_lm, language_model, "fp32", native=False
+    )
     for weights in ("fp32", *REDUCED):
         loops[f"reference loop {weights} (PackedLinear)"] = partial(
             _sample_reference_packed, reference, weights
@@ -455,6 +493,10 @@ def run(quick: bool, threads: int | None = None) -> dict[str, Any]:
         name = name.replace("fp32 oneDNN", "fp32 (oneDNN)")
         products_rows[name] = kernel
         loops[name] = partial(_products_alone, reference, kernel)
+    native = lm_native.load() is not None
+    if native:
+        products_rows["products alone fp32 (native)"] = "fp32 native"
+        loops["products alone fp32 (native)"] = partial(_native_products, language_model)
     # The bytes of weights one step reads, per dtype: the gate weights and the fp32 head.
     gate_weights = [weight_t.t() for weight_t in reference.weights_t]  # L × (4H, D + H)
     head = [reference.head_weight_t.t()]  # (V, H)
@@ -468,7 +510,8 @@ def run(quick: bool, threads: int | None = None) -> dict[str, Any]:
 
     limits = {}
     for dtype in ("fp32", *REDUCED):
-        names = [n for n, k in products_rows.items() if k in PRODUCT_KERNELS[dtype]]
+        kernels = [*PRODUCT_KERNELS[dtype], *(["fp32 native"] if dtype == "fp32" else [])]
+        names = [n for n, k in products_rows.items() if k in kernels]
         fastest = max(names, key=lambda n: rows[n])
         read_bytes = max(step_bytes[dtype], 4096) // 4 * 4  # the probe's buffer
         gb_s = rates[f"read {dtype}"] * read_bytes / 1e9
@@ -495,6 +538,7 @@ def run(quick: bool, threads: int | None = None) -> dict[str, Any]:
         "model": {"vocab": VOCAB, "embedding": EMBEDDING, "hidden": hidden, "layers": layers},
         "quick": quick,
         "threads": threads,
+        "native": native or native_unavailable_reason("lstm_sample"),
         "provenance": provenance(ROOT),
         "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]},
         "seconds_per_timed_run": seconds,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 import torch
@@ -149,7 +150,10 @@ def generate_tokens(
         raise ValueError(f"num_samples must be >= 1; got {num_samples}")
     tokens = _prime_tensor(prime, num_samples, _device_of(model))  # (N, T)
     pick = _make_picker(temperature, top_k, top_p, generator)
-    return _generate(model, tokens, length, pick)
+    draw = None
+    if top_k is None and top_p is None and hasattr(model, "draw"):
+        draw = partial(model.draw, temperature=temperature, generator=generator)
+    return _generate(model, tokens, length, pick, draw)
 
 
 def greedy(model: StepModel, prime: Sequence[int], length: int) -> list[int]:
@@ -349,14 +353,27 @@ def _hypotheses(
 
 @torch.no_grad()
 def _generate(
-    model: StepModel, tokens: Tensor, length: int, pick: Callable[[Tensor], Tensor]
+    model: StepModel,
+    tokens: Tensor,
+    length: int,
+    pick: Callable[[Tensor], Tensor],
+    draw: Callable[..., Iterator[Tensor] | None] | None = None,
 ) -> Iterator[Tensor]:
-    """The sampling loop of ``generate_tokens``; ``tokens`` is the (N, T) prime batch."""
+    """The sampling loop of ``generate_tokens``; ``tokens`` is the (N, T) prime batch.
+
+    ``draw(token, state, count)``, where given, may take over after the first token: it
+    yields the next ``count`` tokens as ``pick`` after ``model.step`` would (up to float
+    rounding, taking the generator's draws in the same order), or returns None to leave the
+    steps to this loop (see ``LSTMSamplingStep.draw``)."""
     if length == 0:
         return
     logits, state = model(tokens, None)  # (N, T, V)
     token = pick(logits[:, -1])  # (N,)
     yield token
+    drawn = None if draw is None or length == 1 else draw(token, state, length - 1)
+    if drawn is not None:
+        yield from drawn
+        return
     for _ in range(length - 1):
         logits, state = model.step(token, state)  # (N, V)
         token = pick(logits)  # (N,)

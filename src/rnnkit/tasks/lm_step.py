@@ -25,6 +25,7 @@ so the fp32 step gives :meth:`LanguageModel.step`'s logits up to float rounding.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -32,6 +33,8 @@ import torch
 from torch import Tensor
 
 from rnnkit.layers.packed import PackedLinear, Weights
+from rnnkit.tasks import lm_native
+from rnnkit.tasks.lm_native import NativeLSTMSampler
 
 if TYPE_CHECKING:
     from rnnkit.tasks.lm import LanguageModel
@@ -116,7 +119,7 @@ class LSTMSamplingStep:
             if model.vocab_size * 4 * hidden <= MAX_TABLE_NUMBERS:
                 every = model.embed(torch.arange(model.vocab_size, device=device))  # (V, D)
                 table = torch.addmm(bias, every.to(weight_ih.dtype), weight_ih.t())  # (V, 4H)
-                self._table = (table * doubled).contiguous()  # (V, 4H)
+                self._table = (table * doubled).contiguous()  # (V, 4H), g rows doubled
                 first = PackedLinear(weight_hh * doubled[:, None], None, weights)  # (4H, H)
             else:
                 both = torch.cat([weight_ih, weight_hh], 1)  # (4H, D + H)
@@ -133,6 +136,37 @@ class LSTMSamplingStep:
             self._head_bias = model.head.bias.detach().clone()  # (V,)
             self._head_bias[banned] = -math.inf
         self._banned = torch.tensor(banned, dtype=torch.long, device=device)
+        self._native: NativeLSTMSampler | None = None
+        library = lm_native.load() if self._native_fits(weights, device) else None
+        if library is not None:
+            self._native = NativeLSTMSampler(library, model, table, self._head_bias)
+
+    def _native_fits(self, weights: Weights, device: torch.device) -> bool:
+        """Whether the native sampler can step this model: fp32 weights, float32 on the
+        CPU, with the token table."""
+        return (
+            weights == "fp32"
+            and device.type == "cpu"
+            and self._table is not None
+            and self._table.dtype == torch.float32
+        )
+
+    def draw(
+        self,
+        tokens: Tensor,
+        state: object,
+        count: int,
+        temperature: float,
+        generator: torch.Generator | None,
+    ) -> Iterator[Tensor] | None:
+        """``count`` tokens drawn by the native sampler (:mod:`rnnkit.tasks.lm_native`) after
+        ``tokens`` (1,) and the prime's ``state``, or None where it cannot run here (no
+        compiler, reduced weights, more than one sample): then the caller steps with
+        :meth:`step`. Same tokens as :meth:`step` with ``generate_tokens``'s draw, up to float
+        rounding."""
+        if self._native is None or tokens.shape[0] != 1 or isinstance(state, _Buffers):
+            return None
+        return self._native.draw(int(tokens[0]), state, count, temperature, generator)
 
     @torch.no_grad()
     def __call__(self, tokens: Tensor, state: object = None) -> tuple[Tensor, object]:

@@ -1,0 +1,266 @@
+/* One sampling step of an LSTM language model at batch 1, in float32: rnnkit's native step.
+
+   Compiled on first use by rnnkit/native.py (cc -O3 -march=native -fopenmp) and called through
+   ctypes. At batch 1 a step is a few matrix-vector products (every weight read once) and a few
+   thousand numbers of gate arithmetic. Through torch each of the two dozen small operations
+   starts with its caches cold, because every product streams megabytes of weights through
+   them; here the whole step is one call.
+
+   Per layer l (PyTorch's gate order i, f, g, o; rows q*H + u of the (4H, K) weight):
+       z = W_l [x_l ; h_l] + b_l        (layer 0: x_0 W_ih^T + b is a row of the token table)
+       i, f, o = sigmoid(z_i, z_f, z_o)  g = tanh(z_g)
+       c' = f * c + i * g               h' = o * tanh(c')
+   Then logits = W_head h'_{L-1} + b_head, and the next token is drawn from them.
+
+   Threads split the hidden units: a thread computes the four gate rows of its units, then
+   their cell and output. h is double-buffered (the step reads one half and writes the other),
+   so no thread overwrites an h that another still reads; a barrier separates the layers. */
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* 8 lanes; aligned(4) lets them be read from any float address, may_alias from float arrays. */
+typedef float v8f __attribute__((vector_size(32), aligned(4), may_alias));
+typedef int32_t v8i __attribute__((vector_size(32), aligned(4), may_alias));
+
+typedef struct {
+    int64_t layers, hidden, vocab, threads;
+    const float *table;          /* (V, 4H): x W_ih0^T + b_ih0 + b_hh0 for every token */
+    const float *const *weights; /* L pointers: layer 0 (4H, H) = W_hh0; above (4H, 2H) */
+    const float *const *biases;  /* L pointers to (4H,): b_ih + b_hh (layer 0's unused) */
+    const float *head_weight;    /* (V, H) */
+    const float *head_bias;      /* (V,); banned tokens hold -inf */
+    float *h;                    /* (2, L, H): the halves alternate, step by step */
+    float *cells;                /* (L, H) */
+    float *logits;               /* (V,) the last step's logits */
+    int64_t parity;              /* the half of h that holds the current state */
+    int64_t token;               /* the token the next step reads */
+} Model;
+
+static inline v8f load8(const float *p) { return *(const v8f *)p; }
+
+static inline float sum8(v8f v) {
+    return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
+}
+
+/* a where mask is set, else b (mask: all ones or all zeros per lane, as comparisons give). */
+static inline v8f select8(v8i mask, v8f a, v8f b) {
+    return (v8f)(((v8i)a & mask) | ((v8i)b & ~mask));
+}
+
+/* exp(x), 8 at a time: x = n ln2 + r, |r| <= ln2 / 2, exp(r) by Cephes' degree-7 polynomial
+   (relative error about 2e-7), times 2^n built in the exponent bits. */
+static inline v8f exp8(v8f x) {
+    const v8f hi = x * 0.0f + 88.3762626647949f, lo = x * 0.0f - 88.3762626647949f;
+    x = select8(x > hi, hi, x);
+    x = select8(x < lo, lo, x);
+    v8f t = x * 1.44269504088896341f + 0.5f;
+    v8i n = __builtin_convertvector(t, v8i);
+    n += (v8i)(__builtin_convertvector(n, v8f) > t); /* truncation -> floor */
+    v8f fn = __builtin_convertvector(n, v8f);
+    x = x - fn * 0.693359375f + fn * 2.12194440e-4f;
+    v8f y = 1.9875691500e-4f * x + 1.3981999507e-3f;
+    y = y * x + 8.3334519073e-3f;
+    y = y * x + 4.1665795894e-2f;
+    y = y * x + 1.6666665459e-1f;
+    y = y * x + 5.0000001201e-1f;
+    y = y * x * x + x + 1.0f;
+    v8i bits = (n + 127) << 23;
+    v8f scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return y * scale;
+}
+
+static inline v8f sigmoid8(v8f x) { return 1.0f / (1.0f + exp8(-x)); }
+
+static inline v8f tanh8(v8f x) { return 2.0f / (1.0f + exp8(-2.0f * x)) - 1.0f; }
+
+/* The four gate rows of units u .. u+7 of a (4H, K) weight: z[q][j] += W[q H + u + j] . x,
+   x being a (length n) followed by b (length K - n, may be empty). */
+static void gate_rows(const float *w, int64_t hidden, int64_t k, const float *a, int64_t n,
+                      const float *b, int64_t u, float z[4][8]) {
+    for (int q = 0; q < 4; ++q) {
+        for (int j = 0; j < 8; ++j) {
+            const float *row = w + (q * hidden + u + j) * k;
+            v8f acc0 = {0}, acc1 = {0};
+            int64_t col = 0;
+            for (; col + 16 <= n; col += 16) {
+                acc0 += load8(row + col) * load8(a + col);
+                acc1 += load8(row + col + 8) * load8(a + col + 8);
+            }
+            for (; col + 8 <= n; col += 8) acc0 += load8(row + col) * load8(a + col);
+            float total = sum8(acc0 + acc1);
+            for (; col < n; ++col) total += row[col] * a[col];
+            const float *rest = row + n;
+            acc0 = (v8f){0};
+            acc1 = (v8f){0};
+            for (col = 0; col + 16 <= k - n; col += 16) {
+                acc0 += load8(rest + col) * load8(b + col);
+                acc1 += load8(rest + col + 8) * load8(b + col + 8);
+            }
+            for (; col + 8 <= k - n; col += 8) acc0 += load8(rest + col) * load8(b + col);
+            total += sum8(acc0 + acc1);
+            for (; col < k - n; ++col) total += rest[col] * b[col];
+            z[q][j] += total;
+        }
+    }
+}
+
+/* Layer l for units [u0, u1) (u1 - u0 a multiple of 8, except at the end). */
+static void layer_units(const Model *m, int64_t l, const float *below, const float *own,
+                        float *out, int64_t u0, int64_t u1) {
+    const int64_t hidden = m->hidden;
+    const float *w = m->weights[l];
+    const float *bias = l == 0 ? m->table + m->token * 4 * hidden : m->biases[l];
+    const int64_t k = l == 0 ? hidden : 2 * hidden;
+    float *c = m->cells + l * hidden;
+    for (int64_t u = u0; u < u1; u += 8) {
+        const int64_t count = u1 - u < 8 ? u1 - u : 8;
+        float z[4][8] = {{0}};
+        for (int q = 0; q < 4; ++q)
+            for (int j = 0; j < count; ++j) z[q][j] = bias[q * hidden + u + j];
+        if (count == 8) {
+            if (l == 0) gate_rows(w, hidden, k, own, hidden, own, u, z);
+            else gate_rows(w, hidden, k, below, hidden, own, u, z);
+        } else {
+            for (int q = 0; q < 4; ++q)
+                for (int j = 0; j < count; ++j) {
+                    const float *row = w + (q * hidden + u + j) * k;
+                    float total = 0.0f;
+                    for (int64_t col = 0; col < hidden; ++col)
+                        total += row[col] * (l == 0 ? own[col] : below[col]);
+                    for (int64_t col = hidden; col < k; ++col) total += row[col] * own[col - hidden];
+                    z[q][j] += total;
+                }
+        }
+        v8f i = sigmoid8(load8(z[0])), f = sigmoid8(load8(z[1]));
+        v8f g = tanh8(load8(z[2])), o = sigmoid8(load8(z[3]));
+        float cell[8] = {0};
+        memcpy(cell, c + u, count * sizeof(float));
+        v8f c_new = f * load8(cell) + i * g;
+        v8f h_new = o * tanh8(c_new);
+        memcpy(c + u, &c_new, count * sizeof(float));
+        memcpy(out + u, &h_new, count * sizeof(float));
+    }
+}
+
+static float dot(const float *a, const float *b, int64_t n) {
+    v8f acc0 = {0}, acc1 = {0};
+    int64_t col = 0;
+    for (; col + 16 <= n; col += 16) {
+        acc0 += load8(a + col) * load8(b + col);
+        acc1 += load8(a + col + 8) * load8(b + col + 8);
+    }
+    for (; col + 8 <= n; col += 8) acc0 += load8(a + col) * load8(b + col);
+    float total = sum8(acc0 + acc1);
+    for (; col < n; ++col) total += a[col] * b[col];
+    return total;
+}
+
+/* The [start, end) share of n items for thread t of count, in whole blocks of 16. */
+static void share(int64_t n, int t, int count, int64_t *start, int64_t *end) {
+    const int64_t blocks = (n + 15) / 16;
+    *start = blocks * t / count * 16;
+    *end = blocks * (t + 1) / count * 16;
+    if (*start > n) *start = n;
+    if (*end > n) *end = n;
+}
+
+/* The layers and the head for m->token; the new state lands in the other half of h. */
+static void forward(Model *m) {
+    const int64_t hidden = m->hidden, layers = m->layers;
+    float *old = m->h + m->parity * layers * hidden;
+    float *new = m->h + (1 - m->parity) * layers * hidden;
+#pragma omp parallel num_threads(m->threads)
+    {
+        int t = 0, count = 1;
+#ifdef _OPENMP
+        t = omp_get_thread_num();
+        count = omp_get_num_threads();
+#endif
+        int64_t u0, u1, v0, v1;
+        share(hidden, t, count, &u0, &u1);
+        for (int64_t l = 0; l < layers; ++l) {
+            const float *below = l == 0 ? NULL : new + (l - 1) * hidden;
+            layer_units(m, l, below, old + l * hidden, new + l * hidden, u0, u1);
+#pragma omp barrier
+        }
+        share(m->vocab, t, count, &v0, &v1);
+        const float *top = new + (layers - 1) * hidden;
+        for (int64_t v = v0; v < v1; ++v)
+            m->logits[v] = m->head_bias[v] + dot(m->head_weight + v * hidden, top, hidden);
+    }
+    m->parity = 1 - m->parity;
+}
+
+/* The token torch's sampler picks from m->logits: with race NULL the first largest logit
+   (greedy); else softmax(logits / temperature) / race, its first largest entry (the
+   exponential race of torch.multinomial, race holding Exp(1) draws). */
+static int64_t pick(const Model *m, const float *race, float temperature) {
+    const int64_t vocab = m->vocab;
+    const float *logits = m->logits;
+    int64_t best = 0;
+    if (race == NULL) {
+        for (int64_t v = 1; v < vocab; ++v)
+            if (logits[v] > logits[best]) best = v;
+        return best;
+    }
+    float top = -INFINITY, total = 0.0f, best_score = -INFINITY;
+    for (int64_t v = 0; v < vocab; ++v)
+        if (logits[v] / temperature > top) top = logits[v] / temperature;
+    for (int64_t v = 0; v < vocab; ++v) total += expf(logits[v] / temperature - top);
+    for (int64_t v = 0; v < vocab; ++v) {
+        const float score = expf(logits[v] / temperature - top) / total / race[v];
+        if (score > best_score) {
+            best_score = score;
+            best = v;
+        }
+    }
+    return best;
+}
+
+/* count steps: each reads m->token, steps the model and draws the next token (see pick) into
+   out[s], which the next step reads. races: count rows of V Exp(1) draws, or NULL (greedy). */
+void rnnkit_lstm_sample(Model *m, int64_t count, const float *races, float temperature,
+                        int64_t *out) {
+    for (int64_t s = 0; s < count; ++s) {
+        forward(m);
+        m->token = pick(m, races == NULL ? NULL : races + s * m->vocab, temperature);
+        out[s] = m->token;
+    }
+}
+
+/* The step's products alone, repeats times, on the current state (no gate arithmetic, nothing
+   written to the state): what no step computing them can beat (bench/sampling.py). */
+void rnnkit_lstm_products(const Model *m, int64_t repeats, float *scratch) {
+    const int64_t hidden = m->hidden, layers = m->layers;
+    const float *state = m->h + m->parity * layers * hidden;
+    for (int64_t r = 0; r < repeats; ++r) {
+#pragma omp parallel num_threads(m->threads)
+        {
+            int t = 0, count = 1;
+#ifdef _OPENMP
+            t = omp_get_thread_num();
+            count = omp_get_num_threads();
+#endif
+            int64_t u0, u1, v0, v1;
+            share(hidden, t, count, &u0, &u1);
+            for (int64_t l = 0; l < layers; ++l) {
+                const float *own = state + l * hidden, *below = l == 0 ? own : own - hidden;
+                const int64_t k = l == 0 ? hidden : 2 * hidden;
+                for (int64_t u = u0; u + 8 <= u1; u += 8) {
+                    float z[4][8] = {{0}};
+                    gate_rows(m->weights[l], hidden, k, below, hidden, own, u, z);
+                    scratch[u] = z[0][0] + z[1][1] + z[2][2] + z[3][3];
+                }
+            }
+            share(m->vocab, t, count, &v0, &v1);
+            for (int64_t v = v0; v < v1; ++v)
+                scratch[hidden + v] = dot(m->head_weight + v * hidden, state, hidden);
+        }
+    }
+}
