@@ -23,21 +23,20 @@ Rows, in characters (steps) per second, each with the dtype of its gate weights:
                       how ``LanguageModel.generate`` samples (``model.sampling_step(weights)``:
                       ``rnnkit.tasks.lm_step``; the first layer's input product is a row of a
                       per-token table, so this row skips a product, 64 of the 576 columns of
-                      that layer, that the limits count). fp32 at batch 1 runs the native
+                      that layer, that the limits count). At batch 1 it runs the native
                       sampler where a C compiler is found (``rnnkit.tasks.lm_native``: the
-                      whole step and the draw in C, a block of tokens per call); bf16 and int8
-                      step through torch: one packed product per layer, int8 weight-only with
-                      one scale per output row
+                      whole step and the draw in C, a block of tokens per call; int8
+                      weight-only with one scale per output row)
   rnnkit LM packed fp32 (torch ops)
-                      the same step through torch's operations (what fp32 runs without a
-                      compiler, and for several samples at once)
+                      the same step through torch's operations: one packed product per layer
+                      (what runs without a compiler, and for several samples at once)
   reference loop fp32 / bf16 / int8 (PackedLinear)
                       the reference loop with the gate product of ``PackedLinear``
   products alone fp32 (addmm) / fp32 (oneDNN) / bf16 / int8
                       the step's matrix products and nothing else, back to back on fixed
                       inputs already in the kernel's dtype: per layer the gate product in that
                       kernel and the head's fp32 product (``rnnkit.benchmark.step_products``)
-  products alone fp32 (native)
+  products alone fp32 / bf16 / int8 (native)
                       the native sampler's products alone (its matrix-vector kernel on fixed
                       inputs, every step in one C call, no Python between them), where it is
                       built
@@ -308,9 +307,10 @@ def _products_alone(reference: ReferenceLM, kernel: str, length: int) -> Callabl
     return _repeated(step, length)
 
 
-def _native_products(model: LanguageModel, length: int) -> Callable[[], None]:
-    """``length`` steps of the native sampler's products alone, in one C call."""
-    stepper, _ = model.sampling_step("fp32", [])
+def _native_products(model: LanguageModel, weights: str, length: int) -> Callable[[], None]:
+    """``length`` steps of the native sampler's products alone with ``weights``, in one C
+    call."""
+    stepper, _ = model.sampling_step(weights, [])
     state = torch.randn(model.rnn.num_layers, model.rnn.hidden_size)  # (L, H)
     return partial(stepper._native.products, state, length)
 
@@ -444,6 +444,7 @@ ROW_DTYPES = {
     **{f"rnnkit LM packed {w}": w for w in REDUCED},
     **{f"reference loop {w} (PackedLinear)": w for w in REDUCED},
     **{f"products alone {w}": w for w in REDUCED},
+    **{f"products alone {w} (native)": w for w in REDUCED},
 }
 
 
@@ -494,9 +495,11 @@ def run(quick: bool, threads: int | None = None) -> dict[str, Any]:
         products_rows[name] = kernel
         loops[name] = partial(_products_alone, reference, kernel)
     native = lm_native.load() is not None
-    if native:
-        products_rows["products alone fp32 (native)"] = "fp32 native"
-        loops["products alone fp32 (native)"] = partial(_native_products, language_model)
+    for weights in ("fp32", *REDUCED) if native else ():
+        products_rows[f"products alone {weights} (native)"] = f"{weights} native"
+        loops[f"products alone {weights} (native)"] = partial(
+            _native_products, language_model, weights
+        )
     # The bytes of weights one step reads, per dtype: the gate weights and the fp32 head.
     gate_weights = [weight_t.t() for weight_t in reference.weights_t]  # L × (4H, D + H)
     head = [reference.head_weight_t.t()]  # (V, H)
@@ -510,7 +513,7 @@ def run(quick: bool, threads: int | None = None) -> dict[str, Any]:
 
     limits = {}
     for dtype in ("fp32", *REDUCED):
-        kernels = [*PRODUCT_KERNELS[dtype], *(["fp32 native"] if dtype == "fp32" else [])]
+        kernels = [*PRODUCT_KERNELS[dtype], f"{dtype} native"]
         names = [n for n, k in products_rows.items() if k in kernels]
         fastest = max(names, key=lambda n: rows[n])
         read_bytes = max(step_bytes[dtype], 4096) // 4 * 4  # the probe's buffer

@@ -11,6 +11,7 @@ import torch
 from rnnkit import native
 from rnnkit.config import ModelConfig
 from rnnkit.data.vocab import Vocab
+from rnnkit.layers.packed import quantize_int8
 from rnnkit.sampling import generate_tokens
 from rnnkit.tasks import lm_native
 from rnnkit.tasks.lm import LanguageModel
@@ -101,11 +102,54 @@ def test_native_draws_the_tokens_of_the_torch_step(temperature):
     assert torch.equal(ends[0], ends[1])
 
 
+def _rounded(model: LanguageModel, weights: str) -> LanguageModel:
+    """A copy of ``model`` whose gate weights the native sampler multiplies are what it
+    stores: bf16-rounded, or int8 times a scale per row of layer 0's ``W_hh`` and of the
+    layers above's ``[W_ih | W_hh]``. Layer 0's ``W_ih`` (the token table) stays."""
+    copy = LanguageModel(model.config, V).eval()
+    copy.load_state_dict(model.state_dict())
+    rnn = copy.rnn
+    with torch.no_grad():
+        for layer in range(rnn.num_layers):
+            names = ["weight_hh"] if layer == 0 else ["weight_ih", "weight_hh"]
+            parts = [getattr(rnn, f"{name}_l{layer}") for name in names]
+            both = torch.cat(parts, 1)  # (4H, K)
+            if weights == "bf16":
+                stored = both.bfloat16().float()
+            else:
+                quantized, scales = quantize_int8(both)  # (4H, K), (4H,)
+                stored = quantized.float() * scales.float()[:, None]
+            for part, value in zip(
+                parts, stored.split([p.shape[1] for p in parts], 1), strict=True
+            ):
+                part.copy_(value)
+    return copy
+
+
+@needs_native
+@pytest.mark.parametrize("weights", ["bf16", "int8"])
+@pytest.mark.parametrize(("layers", "hidden"), [(1, 16), (2, 37)])
+def test_reduced_native_weights_give_the_rounded_models_logits(weights, layers, hidden):
+    model = _model(layers, hidden)
+    stepper = LSTMSamplingStep(model, weights, BANNED)
+    rounded = _rounded(model, weights)
+    _, state = model(torch.tensor([[4, 5, 6]]))
+    ours = state
+    for token in [7, 8, 3, 9]:
+        exact, _ = model.step(torch.tensor([token]), state)  # (1, V), unrounded weights
+        logits, state = rounded.step(torch.tensor([token]), state)  # (1, V)
+        logits = logits.index_fill(-1, torch.tensor(BANNED), -math.inf)
+        native_logits, ours = stepper._native.step(token, ours)
+        torch.testing.assert_close(native_logits, logits, atol=2e-5, rtol=2e-5)
+        torch.testing.assert_close(ours[1], state[1], atol=2e-5, rtol=2e-5)
+        assert not torch.allclose(native_logits[:, 3:], exact[:, 3:], atol=1e-4)  # rounded
+
+
 @needs_native
 def test_native_sampler_is_used_only_where_it_fits():
     model = _model(2, 16)
-    assert LSTMSamplingStep(model, "fp32", BANNED)._native is not None
-    assert LSTMSamplingStep(model, "int8", BANNED)._native is None
+    for weights in ("fp32", "bf16", "int8"):
+        assert LSTMSamplingStep(model, weights, BANNED)._native.weights == weights
     stepper = LSTMSamplingStep(model, "fp32", BANNED)
     _, state = stepper(torch.tensor([[4], [5]]))
     assert stepper.draw(torch.tensor([1, 2]), state, 5, 1.0, None) is None  # two samples

@@ -19,6 +19,9 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#ifdef __AVX2__
+#include <immintrin.h>
+#endif
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -26,13 +29,19 @@
 /* 8 lanes; aligned(4) lets them be read from any float address, may_alias from float arrays. */
 typedef float v8f __attribute__((vector_size(32), aligned(4), may_alias));
 typedef int32_t v8i __attribute__((vector_size(32), aligned(4), may_alias));
+typedef uint16_t v8h __attribute__((vector_size(16), aligned(2), may_alias));
+typedef int8_t v8b __attribute__((vector_size(8), aligned(1), may_alias));
+
+enum { FP32 = 0, BF16 = 1, INT8 = 2 }; /* how the gate weights are stored */
 
 typedef struct {
     int64_t layers, hidden, vocab, threads;
+    int64_t kind;                /* FP32, BF16 (the upper halves of floats) or INT8 */
     const float *table;          /* (V, 4H): x W_ih0^T + b_ih0 + b_hh0 for every token */
-    const float *const *weights; /* L pointers: layer 0 (4H, H) = W_hh0; above (4H, 2H) */
+    const void *const *weights;  /* L pointers: layer 0 (4H, H) = W_hh0; above (4H, 2H) */
+    const float *const *scales;  /* INT8: L pointers to (4H,) row scales, W = q * s; else NULL */
     const float *const *biases;  /* L pointers to (4H,): b_ih + b_hh (layer 0's unused) */
-    const float *head_weight;    /* (V, H) */
+    const float *head_weight;    /* (V, H), float32 */
     const float *head_bias;      /* (V,); banned tokens hold -inf */
     float *h;                    /* (2, L, H): the halves alternate, step by step */
     float *cells;                /* (L, H) */
@@ -42,6 +51,28 @@ typedef struct {
 } Model;
 
 static inline v8f load8(const float *p) { return *(const v8f *)p; }
+
+/* 8 bfloat16 weights as floats: their bits are the upper halves of the floats' bits. */
+static inline v8f load8_bf16(const uint16_t *p) {
+    v8i bits = __builtin_convertvector(*(const v8h *)p, v8i) << 16;
+    return (v8f)bits;
+}
+
+/* 8 int8 weights as floats (GCC's generic conversion of bytes is scalar; AVX2 has one op). */
+static inline v8f load8_int8(const int8_t *p) {
+#ifdef __AVX2__
+    return (v8f)_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
+#else
+    return __builtin_convertvector(*(const v8b *)p, v8f);
+#endif
+}
+
+static inline float bf16_float(uint16_t bits) {
+    const uint32_t wide = (uint32_t)bits << 16;
+    float value;
+    memcpy(&value, &wide, sizeof value);
+    return value;
+}
 
 static inline float sum8(v8f v) {
     return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
@@ -79,64 +110,63 @@ static inline v8f sigmoid8(v8f x) { return 1.0f / (1.0f + exp8(-x)); }
 
 static inline v8f tanh8(v8f x) { return 2.0f / (1.0f + exp8(-2.0f * x)) - 1.0f; }
 
-/* The four gate rows of units u .. u+7 of a (4H, K) weight: z[q][j] += W[q H + u + j] . x,
-   x being a (length n) followed by b (length K - n, may be empty). */
-static void gate_rows(const float *w, int64_t hidden, int64_t k, const float *a, int64_t n,
-                      const float *b, int64_t u, float z[4][8]) {
-    for (int q = 0; q < 4; ++q) {
-        for (int j = 0; j < 8; ++j) {
-            const float *row = w + (q * hidden + u + j) * k;
-            v8f acc0 = {0}, acc1 = {0};
-            int64_t col = 0;
-            for (; col + 16 <= n; col += 16) {
-                acc0 += load8(row + col) * load8(a + col);
-                acc1 += load8(row + col + 8) * load8(a + col + 8);
-            }
-            for (; col + 8 <= n; col += 8) acc0 += load8(row + col) * load8(a + col);
-            float total = sum8(acc0 + acc1);
-            for (; col < n; ++col) total += row[col] * a[col];
-            const float *rest = row + n;
-            acc0 = (v8f){0};
-            acc1 = (v8f){0};
-            for (col = 0; col + 16 <= k - n; col += 16) {
-                acc0 += load8(rest + col) * load8(b + col);
-                acc1 += load8(rest + col + 8) * load8(b + col + 8);
-            }
-            for (; col + 8 <= k - n; col += 8) acc0 += load8(rest + col) * load8(b + col);
-            total += sum8(acc0 + acc1);
-            for (; col < k - n; ++col) total += rest[col] * b[col];
-            z[q][j] += total;
-        }
+/* One weight row (n weights from index first of a row-major matrix of the given kind) times x. */
+#define ROW_DOT(LOAD, SCALAR)                                                                  \
+    do {                                                                                       \
+        v8f acc0 = {0}, acc1 = {0};                                                            \
+        int64_t col = 0;                                                                       \
+        for (; col + 16 <= n; col += 16) {                                                     \
+            acc0 += LOAD(row + col) * load8(x + col);                                          \
+            acc1 += LOAD(row + col + 8) * load8(x + col + 8);                                  \
+        }                                                                                      \
+        for (; col + 8 <= n; col += 8) acc0 += LOAD(row + col) * load8(x + col);               \
+        float total = sum8(acc0 + acc1);                                                       \
+        for (; col < n; ++col) total += SCALAR(row[col]) * x[col];                             \
+        return total;                                                                          \
+    } while (0)
+
+#define AS_FLOAT(value) ((float)(value))
+
+static inline __attribute__((always_inline)) float row_dot(int64_t kind, const void *w, int64_t first, const float *x, int64_t n) {
+    if (kind == BF16) {
+        const uint16_t *row = (const uint16_t *)w + first;
+        ROW_DOT(load8_bf16, bf16_float);
     }
+    if (kind == INT8) {
+        const int8_t *row = (const int8_t *)w + first;
+        ROW_DOT(load8_int8, AS_FLOAT);
+    }
+    const float *row = (const float *)w + first;
+    ROW_DOT(load8, AS_FLOAT);
 }
 
-/* Layer l for units [u0, u1) (u1 - u0 a multiple of 8, except at the end). */
+/* z[q][j] += the gate row q H + u + j of layer l's (4H, K) weight times x, for j < count; x
+   is a (H numbers) followed by b (K - H numbers, none for layer 0). */
+static void gate_rows(const Model *m, int64_t l, const float *a, const float *b, int64_t u,
+                      int64_t count, float z[4][8]) {
+    const int64_t hidden = m->hidden, k = l == 0 ? hidden : 2 * hidden;
+    const void *w = m->weights[l];
+    for (int q = 0; q < 4; ++q)
+        for (int64_t j = 0; j < count; ++j) {
+            const int64_t row = q * hidden + u + j;
+            float total = row_dot(m->kind, w, row * k, a, hidden);
+            if (k > hidden) total += row_dot(m->kind, w, row * k + hidden, b, k - hidden);
+            z[q][j] += m->scales == NULL ? total : total * m->scales[l][row];
+        }
+}
+
+/* Layer l for units [u0, u1): reads below (h_{l-1}, new) and own (h_l, old), writes out. */
 static void layer_units(const Model *m, int64_t l, const float *below, const float *own,
                         float *out, int64_t u0, int64_t u1) {
     const int64_t hidden = m->hidden;
-    const float *w = m->weights[l];
     const float *bias = l == 0 ? m->table + m->token * 4 * hidden : m->biases[l];
-    const int64_t k = l == 0 ? hidden : 2 * hidden;
     float *c = m->cells + l * hidden;
     for (int64_t u = u0; u < u1; u += 8) {
         const int64_t count = u1 - u < 8 ? u1 - u : 8;
         float z[4][8] = {{0}};
         for (int q = 0; q < 4; ++q)
-            for (int j = 0; j < count; ++j) z[q][j] = bias[q * hidden + u + j];
-        if (count == 8) {
-            if (l == 0) gate_rows(w, hidden, k, own, hidden, own, u, z);
-            else gate_rows(w, hidden, k, below, hidden, own, u, z);
-        } else {
-            for (int q = 0; q < 4; ++q)
-                for (int j = 0; j < count; ++j) {
-                    const float *row = w + (q * hidden + u + j) * k;
-                    float total = 0.0f;
-                    for (int64_t col = 0; col < hidden; ++col)
-                        total += row[col] * (l == 0 ? own[col] : below[col]);
-                    for (int64_t col = hidden; col < k; ++col) total += row[col] * own[col - hidden];
-                    z[q][j] += total;
-                }
-        }
+            for (int64_t j = 0; j < count; ++j) z[q][j] = bias[q * hidden + u + j];
+        gate_rows(m, l, l == 0 ? own : below, own, u, count, z);
         v8f i = sigmoid8(load8(z[0])), f = sigmoid8(load8(z[1]));
         v8f g = tanh8(load8(z[2])), o = sigmoid8(load8(z[3]));
         float cell[8] = {0};
@@ -251,11 +281,14 @@ void rnnkit_lstm_products(const Model *m, int64_t repeats, float *scratch) {
             share(hidden, t, count, &u0, &u1);
             for (int64_t l = 0; l < layers; ++l) {
                 const float *own = state + l * hidden, *below = l == 0 ? own : own - hidden;
-                const int64_t k = l == 0 ? hidden : 2 * hidden;
-                for (int64_t u = u0; u + 8 <= u1; u += 8) {
+                for (int64_t u = u0; u < u1; u += 8) {
+                    const int64_t count = u1 - u < 8 ? u1 - u : 8;
                     float z[4][8] = {{0}};
-                    gate_rows(m->weights[l], hidden, k, below, hidden, own, u, z);
-                    scratch[u] = z[0][0] + z[1][1] + z[2][2] + z[3][3];
+                    gate_rows(m, l, below, own, u, count, z);
+                    float total = 0.0f; /* every product is used, so none is optimised away */
+                    for (int q = 0; q < 4; ++q)
+                        for (int64_t j = 0; j < count; ++j) total += z[q][j];
+                    scratch[u] = total;
                 }
             }
             share(m->vocab, t, count, &v0, &v1);

@@ -24,9 +24,13 @@ import torch
 from torch import Tensor
 
 from rnnkit import native
+from rnnkit.layers.packed import Weights, quantize_int8
 
 if TYPE_CHECKING:
     from rnnkit.tasks.lm import LanguageModel
+
+# The C kernel's codes of the gate weights' storage (enum in lstm_sample.c).
+KINDS = {"fp32": 0, "bf16": 1, "int8": 2}
 
 # Tokens drawn per C call: long enough that Python's share is small, short enough that the
 # text still streams (a block is a few milliseconds).
@@ -41,8 +45,10 @@ class _Model(ctypes.Structure):
         ("hidden", ctypes.c_int64),
         ("vocab", ctypes.c_int64),
         ("threads", ctypes.c_int64),
+        ("kind", ctypes.c_int64),
         ("table", ctypes.c_void_p),
         ("weights", ctypes.POINTER(ctypes.c_void_p)),
+        ("scales", ctypes.POINTER(ctypes.c_void_p)),
         ("biases", ctypes.POINTER(ctypes.c_void_p)),
         ("head_weight", ctypes.c_void_p),
         ("head_bias", ctypes.c_void_p),
@@ -52,6 +58,11 @@ class _Model(ctypes.Structure):
         ("parity", ctypes.c_int64),
         ("token", ctypes.c_int64),
     )
+
+
+def _pointers(tensors: list[Tensor]) -> ctypes.Array:
+    """A C array of the tensors' data pointers (the tensors must outlive it)."""
+    return (ctypes.c_void_p * len(tensors))(*(t.data_ptr() for t in tensors))
 
 
 def load() -> ctypes.CDLL | None:
@@ -77,9 +88,14 @@ def load() -> ctypes.CDLL | None:
 class NativeLSTMSampler:
     """Draws tokens of a float32 LSTM language model at batch 1 with the native kernel.
 
-    A snapshot of the weights at construction, in float32 on the CPU: the token table
+    A snapshot of the weights at construction, on the CPU: the token table
     ``E W_ih0ᵀ + b_ih0 + b_hh0`` (V, 4H), layer 0's ``W_hh`` (4H, H), ``[W_ih | W_hh]``
     (4H, 2H) and ``b_ih + b_hh`` of the layers above, and the head, banned tokens at −inf.
+    The gate weights are stored as ``weights`` says: float32, bfloat16, or int8 with one scale
+    per row as :func:`rnnkit.layers.packed.quantize_int8` makes them (``W ≈ q · s``); the
+    products multiply them, widened to float32, by the float32 state and sum in float32 (the
+    torch path rounds the state to bf16 for reduced weights, so its logits differ slightly).
+    The table, the biases and the head stay float32.
 
     Args:
         library: :func:`load`'s library.
@@ -87,28 +103,45 @@ class NativeLSTMSampler:
             :func:`rnnkit.tasks.lm_step.fast_step_fits`, float32 on the CPU.
         table: the token table (V, 4H) described above.
         head_bias: (V,) the head's bias with −inf at banned tokens.
+        weights: ``"fp32"``, ``"bf16"`` or ``"int8"``.
     """
 
     def __init__(
-        self, library: ctypes.CDLL, model: LanguageModel, table: Tensor, head_bias: Tensor
+        self,
+        library: ctypes.CDLL,
+        model: LanguageModel,
+        table: Tensor,
+        head_bias: Tensor,
+        weights: Weights = "fp32",
     ) -> None:
         rnn = model.rnn
         layers, hidden = rnn.num_layers, rnn.hidden_size
         self._library = library
+        self.weights = weights
         with torch.no_grad():
-            weights = [rnn.weight_hh_l0.detach().float().contiguous()]  # (4H, H)
+            full = [rnn.weight_hh_l0.detach().float()]  # (4H, H)
             biases = [torch.zeros(4 * hidden)]  # layer 0's biases are in the table
             for layer in range(1, layers):
                 parts = [getattr(rnn, f"weight_{kind}_l{layer}").detach() for kind in ("ih", "hh")]
-                weights.append(torch.cat(parts, 1).float().contiguous())  # (4H, 2H)
+                full.append(torch.cat(parts, 1).float())  # (4H, 2H)
                 bias = getattr(rnn, f"bias_ih_l{layer}") + getattr(rnn, f"bias_hh_l{layer}")
                 biases.append(bias.detach().float().contiguous())  # (4H,)
+        self._scales: list[Tensor] = []
+        if weights == "int8":
+            quantized = [quantize_int8(weight) for weight in full]  # (4H, K) int8, (4H,) bf16
+            self._weights = [q.contiguous() for q, _ in quantized]
+            self._scales = [s.float().contiguous() for _, s in quantized]  # L × (4H,)
+        elif weights == "bf16":
+            self._weights = [weight.bfloat16().contiguous() for weight in full]
+        else:
+            self._weights = [weight.contiguous() for weight in full]
         self._table = table.float().contiguous()  # (V, 4H)
-        self._weights, self._biases = weights, biases
+        self._biases = biases
         self._head_weight = model.head.weight.detach().float().contiguous()  # (V, H)
         self._head_bias = head_bias.float().contiguous()  # (V,)
-        self._pointers = (ctypes.c_void_p * layers)(*(w.data_ptr() for w in weights))
-        self._bias_pointers = (ctypes.c_void_p * layers)(*(b.data_ptr() for b in biases))
+        self._pointers = _pointers(self._weights)
+        self._scale_pointers = _pointers(self._scales) if self._scales else None
+        self._bias_pointers = _pointers(biases)
         self.layers, self.hidden, self.vocab = layers, hidden, self._table.shape[0]
 
     def draw(
@@ -166,8 +199,10 @@ class NativeLSTMSampler:
             hidden=self.hidden,
             vocab=self.vocab,
             threads=torch.get_num_threads(),
+            kind=KINDS[self.weights],
             table=self._table.data_ptr(),
             weights=self._pointers,
+            scales=self._scale_pointers,
             biases=self._bias_pointers,
             head_weight=self._head_weight.data_ptr(),
             head_bias=self._head_bias.data_ptr(),
@@ -190,7 +225,9 @@ class NativeLSTMSampler:
             hidden=self.hidden,
             vocab=self.vocab,
             threads=torch.get_num_threads(),
+            kind=KINDS[self.weights],
             weights=self._pointers,
+            scales=self._scale_pointers,
             head_weight=self._head_weight.data_ptr(),
             h=h.data_ptr(),
         )

@@ -139,16 +139,13 @@ class LSTMSamplingStep:
         self._native: NativeLSTMSampler | None = None
         library = lm_native.load() if self._native_fits(weights, device) else None
         if library is not None:
-            self._native = NativeLSTMSampler(library, model, table, self._head_bias)
+            self._native = NativeLSTMSampler(library, model, table, self._head_bias, weights)
 
     def _native_fits(self, weights: Weights, device: torch.device) -> bool:
-        """Whether the native sampler can step this model: fp32 weights, float32 on the
-        CPU, with the token table."""
+        """Whether the native sampler can step this model: float32 on the CPU, with the
+        token table (any ``weights``)."""
         return (
-            weights == "fp32"
-            and device.type == "cpu"
-            and self._table is not None
-            and self._table.dtype == torch.float32
+            device.type == "cpu" and self._table is not None and self._table.dtype == torch.float32
         )
 
     def draw(
@@ -161,9 +158,11 @@ class LSTMSamplingStep:
     ) -> Iterator[Tensor] | None:
         """``count`` tokens drawn by the native sampler (:mod:`rnnkit.tasks.lm_native`) after
         ``tokens`` (1,) and the prime's ``state``, or None where it cannot run here (no
-        compiler, reduced weights, more than one sample): then the caller steps with
-        :meth:`step`. Same tokens as :meth:`step` with ``generate_tokens``'s draw, up to float
-        rounding."""
+        compiler, more than one sample): then the caller steps with
+        :meth:`step`. With fp32 weights the same tokens as :meth:`step` with
+        ``generate_tokens``'s draw, up to float rounding; with reduced weights the products
+        keep the state in float32 where :meth:`step` rounds it to bf16, so a few tokens may
+        differ."""
         if self._native is None or tokens.shape[0] != 1 or isinstance(state, _Buffers):
             return None
         return self._native.draw(int(tokens[0]), state, count, temperature, generator)
