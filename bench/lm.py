@@ -16,7 +16,9 @@
     rnnkit/training/budget.py included, its row reported) beside the plain PyTorch script of
     bench/plain_lm.py in the same run, both on the same tokens (universal newlines, LF) and the
     same split (the last 10% held out), with their steps, training tokens/s and validation
-    curves. Both evaluate about every ``--eval-seconds`` (rnnkit every that many seconds' steps
+    curves; ``--val-tokens N`` validates both on the first N held-out tokens only (nanoGPT's
+    eval_iters, for a corpus whose validation text takes minutes to read). Both evaluate about
+    every ``--eval-seconds`` (rnnkit every that many seconds' steps
     at the probe's measured speed, unless ``--eval-every`` is given). Written to
     bench/results/lm_quality.json (``--out`` elsewhere). ``--quick``: the first 40,000
     characters of each corpus and small models on both sides, a smoke run of seconds.
@@ -206,7 +208,13 @@ def _plain_lm() -> Any:
 
 
 def _quality_rnnkit(
-    text: Path, out: Path, minutes: float, quick: bool, eval_seconds: float, eval_every: int | None
+    text: Path,
+    out: Path,
+    minutes: float,
+    quick: bool,
+    eval_seconds: float,
+    eval_every: int | None,
+    val_tokens: int | None = None,
 ) -> dict[str, Any]:
     """``rnnkit train`` with its defaults for ``minutes``; what the budget preset chose."""
     user: dict[str, dict[str, Any]] = {
@@ -214,6 +222,8 @@ def _quality_rnnkit(
         "data": {"path": str(text), "val_frac": 0.1, "newlines": "universal"},
         "train": {"max_time": 60 * minutes},
     }
+    if val_tokens is not None:
+        user["data"]["val_tokens"] = val_tokens
     if quick:
         user["model"] = {"hidden_size": 32, "embedding_size": 16}
         user["train"] |= {"batch_size": 8, "seq_len": 32}
@@ -266,8 +276,12 @@ def quality(
     eval_seconds: float = 30.0,
     eval_every: int | None = None,
     data_dir: Path = DATA,
+    val_tokens: int | None = None,
 ) -> dict[str, Any]:
     """(c): rnnkit's defaults against the plain script, per corpus and budget (see the module).
+    ``val_tokens``: both sides validate on the first N tokens of the held-out 10% only
+    (``--val-tokens``; the same tokens for both), so that a large corpus's evaluations do not
+    eat its budget.
 
     Returns:
         ``{corpus: {"skipped": why}}`` or ``{corpus: {"data", "train_tokens", "val_tokens",
@@ -295,7 +309,11 @@ def quality(
             if quick:
                 text = Path(tmp) / "slice.txt"
                 text.write_text(read_text(path)[:QUICK_CHARS], encoding="utf-8")
-            data = load_lm_data(DataConfig(path=str(text), val_frac=0.1, newlines="universal"))
+            data = load_lm_data(
+                DataConfig(
+                    path=str(text), val_frac=0.1, newlines="universal", val_tokens=val_tokens
+                )
+            )
             source = GENERATED.get(name, str(path))
             entry: dict[str, Any] = {
                 "data": source + (f" (first {QUICK_CHARS:,} characters)" if quick else ""),
@@ -307,7 +325,7 @@ def quality(
             for budget_min in minutes:
                 print(f"(c) {name}, {budget_min:g} min:")
                 ours = _quality_rnnkit(
-                    text, Path(tmp) / "run", budget_min, quick, eval_seconds, eval_every
+                    text, Path(tmp) / "run", budget_min, quick, eval_seconds, eval_every, val_tokens
                 )
                 plain = plain_lm.train_plain(
                     data.train,
@@ -447,6 +465,11 @@ def main(argv: list[str] | None = None) -> None:
         "--eval-every", type=int, help="(c): rnnkit's steps between evals (default: by speed)"
     )
     parser.add_argument("--data-dir", type=Path, default=DATA, help="(c): where the corpora are")
+    parser.add_argument(
+        "--val-tokens",
+        type=int,
+        help="(c): both sides validate on the first N held-out tokens only (default: all)",
+    )
     parser.add_argument("--out", type=Path, help="(c): the JSON file to write")
     parser.add_argument("--data", help="(a): text to train on (default: the stdlib corpus)")
     parser.add_argument(
@@ -476,7 +499,9 @@ def main(argv: list[str] | None = None) -> None:
                 eval_seconds=eval_seconds,
                 eval_every=args.eval_every,
                 data_dir=args.data_dir,
+                val_tokens=args.val_tokens,
             ),
+            "val_tokens": args.val_tokens,
         }
         _print_quality(report["corpora"])
         name = "lm_quality.quick.json" if args.quick else "lm_quality.json"

@@ -205,9 +205,20 @@ class DataConfig:
     max_length: int | None = _opt(
         None, "seq2seq: drop pairs with a side longer than this many tokens (--level)"
     )
+    val_tokens: int | None = _opt(
+        None,
+        "lm: validate on the first N tokens of the validation text only (a quicker evaluation "
+        "of a large corpus, as nanoGPT's eval_iters; default: all of it)",
+    )
 
     def __post_init__(self) -> None:
         _check(self.min_freq >= 1, "min_freq", "at least 1", self.min_freq)
+        _check(
+            self.val_tokens is None or self.val_tokens >= 2,
+            "val_tokens",
+            "at least 2",
+            self.val_tokens,
+        )
         _check(
             self.max_length is None or self.max_length >= 1,
             "max_length",
@@ -451,7 +462,7 @@ class RunConfig:
 # 0.1 0.962. Chosen: H 128, lr 1e-3 (every run peaks within its first 1,000 steps; the dev
 # split is small, so differences under ~0.01 are noise).
 TASK_OPTIONS: dict[str, tuple[str, ...]] = {
-    "lm": ("embedding_dropout", "input_dropout", "locked_dropout", "weight_drop"),
+    "lm": ("embedding_dropout", "input_dropout", "locked_dropout", "weight_drop", "val_tokens"),
     "classify": ("pooling", "class_weights", "embeddings", "freeze_embeddings"),
     "tag": ("crf", "char_features", "embeddings", "freeze_embeddings"),
     "seq2seq": ("attention", "teacher_forcing", "max_length", "reverse", "label_smoothing"),
@@ -464,6 +475,7 @@ TASK_OPTIONS_USED = (
     ("model", "input_dropout"),
     ("model", "locked_dropout"),
     ("model", "weight_drop"),
+    ("data", "val_tokens"),
     ("model", "pooling"),
     ("model", "crf"),
     ("model", "char_features"),

@@ -19,7 +19,7 @@ from rnnkit.data.text import (
     tokens_needed,
 )
 from rnnkit.data.vocab import EOS, Vocab
-from rnnkit.errors import DataError
+from rnnkit.errors import ConfigError, DataError
 from rnnkit.tasks.lm import LanguageModel
 
 
@@ -190,3 +190,14 @@ def test_universal_newlines_make_every_line_end_one_token(tmp_path) -> None:
     kept = load_lm_data(DataConfig(path=str(path), newlines="keep"))
     assert "\r" not in universal.vocab and "\r" in kept.vocab
     assert universal.train.numel() + universal.val.numel() == 9 * 20
+
+
+def test_val_tokens_keeps_the_first_tokens_of_the_validation_text(tmp_path) -> None:
+    path = tmp_path / "corpus.txt"
+    path.write_text("abcdefghij" * 10, encoding="utf-8")
+    data = load_lm_data(DataConfig(path=str(path), val_frac=0.2, val_tokens=7))
+    assert (data.train.numel(), data.val.numel()) == (80, 7)
+    assert "".join(data.vocab.decode(data.val.tolist())) == "abcdefg"
+    assert load_lm_data(DataConfig(path=str(path), val_frac=0.2, val_tokens=50)).val.numel() == 20
+    with pytest.raises(ConfigError, match="--val-tokens must be at least 2"):
+        DataConfig(val_tokens=1)

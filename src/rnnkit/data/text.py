@@ -149,7 +149,8 @@ def load_lm_data(cfg: DataConfig, vocab: Vocab | None = None) -> LMData:
 
     With ``cfg.path`` None the corpus is the Python standard library (see
     :mod:`rnnkit.data.stdlib_corpus`). The validation text is ``cfg.val`` when set, else the
-    last ``cfg.val_frac`` of the tokens.
+    last ``cfg.val_frac`` of the tokens; ``cfg.val_tokens`` keeps only the first N of them (the
+    training text stays the same).
 
     Raises:
         DataError: unreadable files, or a validation split of fewer than 2 tokens.
@@ -172,6 +173,8 @@ def load_lm_data(cfg: DataConfig, vocab: Vocab | None = None) -> LMData:
             f"{val_source} has {len(val_tokens)} {cfg.level} token(s); validation needs at "
             f"least 2 (raise --val-frac or give more text)"
         )
+    if cfg.val_tokens is not None:
+        val_tokens = val_tokens[: cfg.val_tokens]  # the first N: the same tokens every time
     if vocab is None:
         vocab = Vocab.build(train_tokens, min_freq=cfg.min_freq)
     return LMData(
