@@ -191,13 +191,28 @@ static float dot(const float *a, const float *b, int64_t n) {
     return total;
 }
 
-/* The [start, end) share of n items for thread t of count, in whole blocks of 16. */
-static void share(int64_t n, int t, int count, int64_t *start, int64_t *end) {
+/* The calling thread's share [start, end) of n items, in whole blocks of 16 floats (no two
+   threads write the same cache line). */
+static void share(int64_t n, int64_t *start, int64_t *end) {
+    int t = 0, count = 1;
+#ifdef _OPENMP
+    t = omp_get_thread_num();
+    count = omp_get_num_threads();
+#endif
     const int64_t blocks = (n + 15) / 16;
     *start = blocks * t / count * 16;
     *end = blocks * (t + 1) / count * 16;
     if (*start > n) *start = n;
     if (*end > n) *end = n;
+}
+
+/* The calling thread's share of the head's rows: out[v] = W_head[v] . top (+ b_head[v]). */
+static void head_rows(const Model *m, const float *top, float *out, int with_bias) {
+    int64_t v0, v1;
+    share(m->vocab, &v0, &v1);
+    for (int64_t v = v0; v < v1; ++v)
+        out[v] = (with_bias ? m->head_bias[v] : 0.0f) +
+                 dot(m->head_weight + v * m->hidden, top, m->hidden);
 }
 
 /* The layers and the head for m->token; the new state lands in the other half of h. */
@@ -207,22 +222,14 @@ static void forward(Model *m) {
     float *new = m->h + (1 - m->parity) * layers * hidden;
 #pragma omp parallel num_threads(m->threads)
     {
-        int t = 0, count = 1;
-#ifdef _OPENMP
-        t = omp_get_thread_num();
-        count = omp_get_num_threads();
-#endif
-        int64_t u0, u1, v0, v1;
-        share(hidden, t, count, &u0, &u1);
+        int64_t u0, u1;
+        share(hidden, &u0, &u1);
         for (int64_t l = 0; l < layers; ++l) {
             const float *below = l == 0 ? NULL : new + (l - 1) * hidden;
             layer_units(m, l, below, old + l * hidden, new + l * hidden, u0, u1);
 #pragma omp barrier
         }
-        share(m->vocab, t, count, &v0, &v1);
-        const float *top = new + (layers - 1) * hidden;
-        for (int64_t v = v0; v < v1; ++v)
-            m->logits[v] = m->head_bias[v] + dot(m->head_weight + v * hidden, top, hidden);
+        head_rows(m, new + (layers - 1) * hidden, m->logits, 1);
     }
     m->parity = 1 - m->parity;
 }
@@ -272,13 +279,8 @@ void rnnkit_lstm_products(const Model *m, int64_t repeats, float *scratch) {
     for (int64_t r = 0; r < repeats; ++r) {
 #pragma omp parallel num_threads(m->threads)
         {
-            int t = 0, count = 1;
-#ifdef _OPENMP
-            t = omp_get_thread_num();
-            count = omp_get_num_threads();
-#endif
-            int64_t u0, u1, v0, v1;
-            share(hidden, t, count, &u0, &u1);
+            int64_t u0, u1;
+            share(hidden, &u0, &u1);
             for (int64_t l = 0; l < layers; ++l) {
                 const float *own = state + l * hidden, *below = l == 0 ? own : own - hidden;
                 for (int64_t u = u0; u < u1; u += 8) {
@@ -291,9 +293,7 @@ void rnnkit_lstm_products(const Model *m, int64_t repeats, float *scratch) {
                     scratch[u] = total;
                 }
             }
-            share(m->vocab, t, count, &v0, &v1);
-            for (int64_t v = v0; v < v1; ++v)
-                scratch[hidden + v] = dot(m->head_weight + v * hidden, state, hidden);
+            head_rows(m, state, scratch + hidden, 0);
         }
     }
 }

@@ -40,23 +40,12 @@ BLOCK = 64
 class _Model(ctypes.Structure):
     """``Model`` of lstm_sample.c: sizes, pointers to the weights and to the state."""
 
-    _fields_ = (
-        ("layers", ctypes.c_int64),
-        ("hidden", ctypes.c_int64),
-        ("vocab", ctypes.c_int64),
-        ("threads", ctypes.c_int64),
-        ("kind", ctypes.c_int64),
+    _fields_ = (  # in the order of the C struct
+        *((name, ctypes.c_int64) for name in ("layers", "hidden", "vocab", "threads", "kind")),
         ("table", ctypes.c_void_p),
-        ("weights", ctypes.POINTER(ctypes.c_void_p)),
-        ("scales", ctypes.POINTER(ctypes.c_void_p)),
-        ("biases", ctypes.POINTER(ctypes.c_void_p)),
-        ("head_weight", ctypes.c_void_p),
-        ("head_bias", ctypes.c_void_p),
-        ("h", ctypes.c_void_p),
-        ("cells", ctypes.c_void_p),
-        ("logits", ctypes.c_void_p),
-        ("parity", ctypes.c_int64),
-        ("token", ctypes.c_int64),
+        *((name, ctypes.POINTER(ctypes.c_void_p)) for name in ("weights", "scales", "biases")),
+        *((name, ctypes.c_void_p) for name in ("head_weight", "head_bias", "h", "cells", "logits")),
+        *((name, ctypes.c_int64) for name in ("parity", "token")),
     )
 
 
@@ -217,18 +206,7 @@ class NativeLSTMSampler:
     def products(self, state: Tensor, repeats: int) -> None:
         """The step's matrix products alone, ``repeats`` times, on the fixed h ``state``
         (L, H): the limit of any step that computes them (bench/sampling.py)."""
-        h = torch.zeros(2, self.layers, self.hidden)  # (2, L, H)
-        h[0].copy_(state)
+        cells = torch.zeros_like(state)  # (L, H): the products do not read it
+        model, _buffers = self._start(0, (state, cells))  # the model points into the buffers
         scratch = torch.empty(self.hidden + self.vocab)
-        model = _Model(
-            layers=self.layers,
-            hidden=self.hidden,
-            vocab=self.vocab,
-            threads=torch.get_num_threads(),
-            kind=KINDS[self.weights],
-            weights=self._pointers,
-            scales=self._scale_pointers,
-            head_weight=self._head_weight.data_ptr(),
-            h=h.data_ptr(),
-        )
         self._library.rnnkit_lstm_products(ctypes.byref(model), repeats, scratch.data_ptr())
