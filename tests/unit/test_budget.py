@@ -351,3 +351,26 @@ def test_the_line_format_holds_for_the_real_probe(text, capsys) -> None:
         r"lr [\d.e-]+, weight_decay [\d.]+",
         line,
     ), line
+
+
+def test_a_row_that_changes_the_model_reports_the_chosen_models_passes(rows, text, monkeypatch):
+    """The candidate (H 512) probes at 50 tokens/s: 4 passes pick "slow", whose H 12 runs at
+    150 tokens/s: a second probe, of the run that will train, reports 12 passes."""
+    probed = []
+
+    def measure(run, data, **_):
+        probed.append(run.model.hidden_size)
+        return 150.0 if run.model.hidden_size == 12 else 50.0
+
+    monkeypatch.setattr(budget, "measure_tokens_per_s", measure)
+    user = {"data": {"path": str(text)}, "model": {"embedding_size": 8, "num_layers": 1}}
+    user["train"] = {"batch_size": B, "seq_len": T, "max_time": 4 * TOKENS_PER_PASS / 50.0}
+    run, choice = adapt(RunConfig(), user)
+    assert probed == [512, 12] and choice.row == "slow" and run.model.hidden_size == 12
+    assert choice.budget.passes == pytest.approx(4.0)
+    assert choice.chosen.passes == pytest.approx(12.0)
+    assert choice.line.endswith("; the chosen model measured ~150 tokens/s = 12.0 passes")
+    probed.clear()  # the user's hidden size: the model does not change, one probe
+    user["model"]["hidden_size"] = 512
+    _, choice = adapt(RunConfig(), user)
+    assert probed == [512] and choice.chosen is None and "chosen model" not in choice.line

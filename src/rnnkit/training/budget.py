@@ -16,8 +16,10 @@ overfitting and more to heavy regularisation. Before such a run, :func:`adapt` e
 the smallest of them when several limits are set (the first reached stops the run). The first
 row of :data:`LM_BUDGET_ROWS` that fits the passes (and the measured speed, where a row asks
 for it) gives the settings, as a layer of overrides under the config file and the flags, like
-:func:`rnnkit.config.device_preset`: a value the user sets always wins. The passes are those of
-the candidate model, the one the run would train without this preset.
+:func:`rnnkit.config.device_preset`: a value the user sets always wins. The passes that pick
+the row are those of the candidate model, the one the run would train without this preset.
+Where the row changes the model of a time-limited run, a second probe measures the model that
+will train, and the line reports its passes too (a smaller model reads more of the text).
 
 Nothing is adapted (the defaults stay) for other tasks, the NumPy engine, CUDA (where the GPU
 preset applies), several processes (each would measure its own speed and could choose another
@@ -28,8 +30,10 @@ speed was not measured. A resumed run keeps its saved configuration and never co
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,12 +129,21 @@ class BudgetChoice:
         row: the name of the row applied, or None when nothing was adapted.
         budget: the estimate the row was picked by, or None.
         overrides: the preset's values, under the config file and the flags.
+        chosen: for a time-limited run whose row changes the model, the passes of the model
+            that will train (measured by a second probe), else None.
+        probe: measures a run's tokens/s on the data already read (time-limited runs only).
+        tokens_per_pass: the training tokens of one pass, when the data was read.
     """
 
     line: str
     row: str | None = None
     budget: Budget | None = None
     overrides: Overrides = dataclasses.field(default_factory=dict)
+    chosen: Budget | None = None
+    probe: Callable[[RunConfig], float] | None = dataclasses.field(
+        default=None, repr=False, compare=False
+    )
+    tokens_per_pass: int | None = None
 
 
 def _amount(count: float) -> str:
@@ -313,7 +326,7 @@ def choose(run: RunConfig, *, world_size: int = 1, probe: bool = True) -> Budget
         return BudgetChoice(
             f"budget: not adapted: {world_size} processes (each would measure its own speed)"
         )
-    tokens_per_pass = tokens_per_s = None
+    tokens_per_pass = tokens_per_s = measure = None
     if cfg.max_steps is not None or cfg.max_time is not None:
         task = get_task(run.task)
         try:
@@ -323,11 +336,19 @@ def choose(run: RunConfig, *, world_size: int = 1, probe: bool = True) -> Budget
         tokens_per_pass = len(task.batches(run, data)) * cfg.batch_size * cfg.seq_len
         if cfg.max_time is not None and probe:
             tokens_per_s = measure_tokens_per_s(run, data)
+            measure = functools.partial(measure_tokens_per_s, data=data)
     budget = estimate_passes(cfg, tokens_per_pass, tokens_per_s)
     if budget is None:
         return BudgetChoice(f"budget: not adapted: max_time {cfg.max_time:g} s, speed not measured")
     row = pick_row(budget.passes, budget.tokens_per_s)
-    return BudgetChoice("", row.name, budget, row_overrides(row, run))
+    return BudgetChoice(
+        "",
+        row.name,
+        budget,
+        row_overrides(row, run),
+        probe=measure,
+        tokens_per_pass=tokens_per_pass,
+    )
 
 
 def adapt(
@@ -357,7 +378,37 @@ def adapt(
         yours = any(name in layer.get(_section(name), {}) for layer in layers)
         shown.append(f"{name} {_setting(run, name):g}" + (" (yours)" if yours else ""))
     line = f'budget: {choice.budget.text} -> row "{choice.row}": {", ".join(shown)}'
-    return run, dataclasses.replace(choice, line=line)
+    chosen = _chosen_budget(choice, candidate, run)
+    if chosen is not None:
+        line += (
+            f"; the chosen model measured ~{float(f'{chosen.tokens_per_s:.2g}'):,.0f} tokens/s "
+            f"= {chosen.passes:.1f} passes"
+        )
+    return run, dataclasses.replace(choice, line=line, chosen=chosen)
+
+
+def _shape(run: RunConfig) -> tuple[Any, ...]:
+    """What sets a run's speed among what the rows choose: the model's size and the batch."""
+    model, train = run.model, run.train
+    return (
+        model.cell,
+        model.num_layers,
+        model.hidden_size,
+        model.embedding_size,
+        train.batch_size,
+        train.seq_len,
+    )
+
+
+def _chosen_budget(choice: BudgetChoice, candidate: RunConfig, run: RunConfig) -> Budget | None:
+    """The passes of the model that will train, for a time-limited run whose row changed
+    the model's size or the batch from the candidate's (the row was picked by the candidate's
+    passes): a second probe, of ``run``. None where nothing changed or nothing was probed."""
+    if choice.probe is None or choice.budget is None or choice.budget.tokens_per_s is None:
+        return None
+    if _shape(candidate) == _shape(run):
+        return None
+    return estimate_passes(run.train, choice.tokens_per_pass, choice.probe(run))
 
 
 def _section(name: str) -> str:
