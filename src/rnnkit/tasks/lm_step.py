@@ -20,6 +20,11 @@ arithmetic as :meth:`LanguageModel.step` with fewer of them:
 
 The products are :class:`rnnkit.layers.packed.PackedLinear`'s (fp32, bf16 or int8 weights),
 so the fp32 step gives :meth:`LanguageModel.step`'s logits up to float rounding.
+
+At batch 1, where a C compiler is found, :meth:`LSTMSamplingStep.draw` goes further: the native
+sampler (:mod:`rnnkit.tasks.lm_native`) runs the whole step and the draw in C, a block of tokens
+per call, and ``generate_tokens`` hands the steps over to it. The packed products above are
+still built for several samples at once and for machines without the library.
 """
 
 from __future__ import annotations
