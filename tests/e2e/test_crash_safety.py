@@ -8,9 +8,14 @@ first writes (config.json, vocab.json) are faulted the same way.
 """
 
 import dataclasses
+import itertools
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -152,3 +157,139 @@ def test_a_new_run_that_fails_while_starting_never_leaves_half_a_file(saved, tmp
             rnnkit.load(out)
         except rnnkit.CheckpointError as err:
             assert "has no" in str(err), err
+
+
+# Delays (s) after a run has logged a new step, at which it is killed: spread over its steps
+# and its checkpoint writes (it checkpoints at every step).
+KILL_DELAYS = (0.0, 0.011, 0.023, 0.037, 0.052, 0.079, 0.12, 0.2)
+
+
+def _wait_for_progress(metrics: Path, size: int, process: subprocess.Popen) -> None:
+    """Wait until ``metrics`` grows past ``size`` bytes: the run is in its steps."""
+    deadline = time.monotonic() + 120
+    while not metrics.exists() or metrics.stat().st_size <= size:
+        assert process.poll() is None, process.stderr.read().decode()
+        assert time.monotonic() < deadline, "the run logged nothing new"
+        time.sleep(0.005)
+
+
+@pytest.mark.slow
+def test_kill_9_at_many_moments_leaves_a_folder_that_loads_and_resumes(saved, tmp_path) -> None:
+    """A run that checkpoints at every step is killed with SIGKILL again and again, each time
+    resumed from what the last kill left, at delays spread over its steps and writes; after
+    every kill the folder loads, samples and holds a readable state."""
+    _, source = saved
+    out = tmp_path / "killed"
+    shutil.copytree(source, out)
+    command = [sys.executable, "-m", "rnnkit", "train", "--max-steps", "100000", "--out", str(out)]
+    steps = []
+    for delay in KILL_DELAYS:
+        metrics = out / "metrics.jsonl"
+        size = metrics.stat().st_size
+        process = subprocess.Popen(
+            [*command, "--resume"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        _wait_for_progress(metrics, size, process)
+        time.sleep(delay)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        model = rnnkit.load(out)
+        assert len(model.generate(prime="the", length=5)) == 8
+        steps.append(_state_step(out))
+        checkpoint.read_run_config(out)
+    assert steps == sorted(steps) and steps[-1] > steps[0]  # every resume went on from the last
+    assert main(["train", "--out", str(out), "--resume", "--max-steps", str(steps[-1] + 1)]) == 0
+    assert _state_step(out) == steps[-1] + 1
+
+
+# A run killed by SIGKILL at the k-th file operation of its checkpoints: a write is done and cut
+# to half its size first, as a kill in the middle of writing leaves it; a rename, delete or
+# fsync is not done. No Python cleanup runs (no finally, no atexit): a real kill -9.
+KILLER = """
+import os, signal, sys
+from pathlib import Path
+import safetensors.torch
+from rnnkit.cli import main
+from rnnkit.training import checkpoint
+
+target, count = int(sys.argv[1]), 0
+
+def due():
+    global count
+    count += 1
+    return count == target
+
+def plain(real):
+    def op(*args, **kwargs):
+        if due():
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(*args, **kwargs)
+    return op
+
+def writer(real, index):
+    def op(*args, **kwargs):
+        result = real(*args, **kwargs)
+        if due():
+            path = Path(args[index])
+            data = path.read_bytes()
+            with open(path, "wb") as file:
+                file.write(data[: len(data) // 2])
+            os.kill(os.getpid(), signal.SIGKILL)
+        return result
+    return op
+
+checkpoint.os.replace = plain(os.replace)
+checkpoint.os.fsync = plain(os.fsync)
+checkpoint.shutil.rmtree = plain(checkpoint.shutil.rmtree)
+checkpoint.save_model = writer(safetensors.torch.save_model, 1)
+checkpoint.save_file = writer(safetensors.torch.save_file, 1)
+Path.write_text = writer(Path.write_text, 0)
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def _kill_at_each_operation(saved, tmp_path, max_steps: int, every: int = 1) -> None:
+    """Resume the 4-step run to ``max_steps``, killed with SIGKILL at its k-th file operation,
+    for k = 1, 1 + every, ... to the run's last: after each kill the folder loads, samples and
+    resumes."""
+    _, source = saved
+    killer = tmp_path / "killer.py"
+    killer.write_text(KILLER, encoding="utf-8")
+    for k in itertools.count(1, every):
+        out = tmp_path / f"kill{k}"
+        shutil.copytree(source, out)
+        argv = ["train", "--out", str(out), "--resume", "--max-steps", str(max_steps)]
+        done = subprocess.run(
+            [sys.executable, str(killer), str(k), *argv], capture_output=True, text=True
+        )
+        if done.returncode == 0:  # k is past the run's last operation
+            break
+        assert done.returncode == -signal.SIGKILL, done.stderr
+        _check_complete(out, set(range(4, max_steps + 1)))
+        shutil.rmtree(out)
+    assert k > 10  # weights, state files, renames, metrics, config
+
+
+def test_kill_9_during_a_checkpoint_leaves_a_complete_folder(saved, tmp_path):
+    """One step more: every other operation of one checkpoint and of the run's end (every
+    one in the slow test below; a subprocess per kill costs seconds)."""
+    _kill_at_each_operation(saved, tmp_path, max_steps=5, every=2)
+
+
+@pytest.mark.slow
+def test_kill_9_at_every_operation_of_two_checkpoints_leaves_a_complete_folder(saved, tmp_path):
+    _kill_at_each_operation(saved, tmp_path, max_steps=6)
+
+
+def test_resuming_a_copied_folder_writes_to_the_copy_only(saved, tmp_path) -> None:
+    """config.json keeps the path the run was first written to; the folder read is the run."""
+    _, source = saved
+    before = {p: p.read_bytes() for p in source.rglob("*") if p.is_file()}
+    copy = tmp_path / "moved"
+    shutil.copytree(source, copy)
+    run = checkpoint.read_run_config(copy)
+    assert run.out == str(copy)
+    run = dataclasses.replace(run, train=dataclasses.replace(run.train, max_steps=5))
+    rnnkit.training.train(run, resume=True)
+    assert _state_step(copy) == 5
+    assert {p: p.read_bytes() for p in source.rglob("*") if p.is_file()} == before

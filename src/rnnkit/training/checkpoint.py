@@ -85,14 +85,16 @@ def write_weights(model: nn.Module, path: Path) -> None:
 
 
 def read_run_config(folder: str | Path) -> RunConfig:
-    """The :class:`RunConfig` saved in ``folder/config.json``."""
+    """The :class:`RunConfig` saved in ``folder/config.json``, whose ``out`` is ``folder``: the
+    folder where the run now lives, which may have been moved or copied since it was saved
+    (resuming it writes there, never to the path it was first written to)."""
     _check_folder(Path(folder))
     path = Path(folder) / CONFIG_FILE
     values = read_folder_json(path)
     if not isinstance(values, dict):
         raise CheckpointError(f"{path} is corrupted: expected a JSON object")
     try:
-        return run_from_dict(values, str(path))
+        return dataclasses.replace(run_from_dict(values, str(path)), out=str(folder))
     except ConfigError as err:
         raise CheckpointError(
             f"{path} is not a valid rnnkit configuration: {one_line(err)}"
