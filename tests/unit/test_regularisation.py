@@ -12,6 +12,7 @@ from rnnkit.config import ModelConfig, RunConfig, TrainConfig, run_from_dict, ru
 from rnnkit.errors import ConfigError
 from rnnkit.layers.dropout import dropout
 from rnnkit.layers.regularisation import embedding_dropout, locked_dropout
+from rnnkit.tasks.encoder import SequenceEncoder
 from rnnkit.tasks.lm import LanguageModel
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -205,6 +206,35 @@ def test_all_regularisers_match_a_hand_written_forward() -> None:
     torch.testing.assert_close(c, torch.cat([c0, c1]))
 
 
+def test_the_task_encoder_drops_word_types_in_training_only() -> None:
+    """classify and tag: --embedding-dropout zeroes every occurrence of a dropped word type
+    (the same draw as embedding_dropout's) before the recurrent layers; eval keeps them all."""
+    config = _config(num_layers=1, embedding_dropout=0.5)
+    encoder = SequenceEncoder(config, vocab_size=V)
+    tokens, lengths = _tokens(), torch.full((B,), T)
+    seen = {}
+
+    def keep(module, args, out) -> None:
+        seen["x"] = args[0]
+
+    encoder.rnn.register_forward_hook(keep)
+    torch.manual_seed(3)
+    encoder(tokens, lengths)
+    torch.manual_seed(3)
+    scale = _ones(V)  # (V,) the types' mask
+    expected = encoder.embedding(tokens) * scale[tokens].unsqueeze(-1)  # (B, T, E)
+    torch.testing.assert_close(seen["x"], expected)
+    assert 0 < int((scale == 0).sum()) < V  # some types dropped, not all
+    encoder.eval()
+    encoder(tokens, lengths)
+    torch.testing.assert_close(seen["x"], encoder.embedding(tokens))
+
+
+def test_embedding_dropout_on_feature_inputs_is_refused() -> None:
+    with pytest.raises(ConfigError, match="--embedding-dropout drops word types"):
+        SequenceEncoder(_config(embedding_dropout=0.5), feature_size=3)
+
+
 # --- configuration --------------------------------------------------------------------------
 
 
@@ -216,20 +246,21 @@ def test_probabilities_outside_0_1_are_refused(name: str, value: float) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "value"),
+    ("name", "value", "users"),
     [
-        ("embedding_dropout", 0.1),
-        ("input_dropout", 0.1),
-        ("locked_dropout", True),
-        ("weight_drop", 0.1),
+        ("embedding_dropout", 0.1, "lm / classify / tag"),
+        ("input_dropout", 0.1, "lm"),
+        ("locked_dropout", True, "lm"),
+        ("weight_drop", 0.1, "lm"),
     ],
 )
-def test_the_regularisers_are_options_of_the_lm_only(name: str, value) -> None:
+def test_the_regularisers_are_options_of_their_tasks_only(name: str, value, users: str) -> None:
     model = dataclasses.replace(ModelConfig(), **{name: value})
-    RunConfig(task="lm", model=model)
+    for task in users.split(" / "):
+        RunConfig(task=task, model=model)
     flag = "--" + name.replace("_", "-")
-    with pytest.raises(ConfigError, match=f"{flag} is an option of --task lm, not of --task tag"):
-        RunConfig(task="tag", model=model)
+    with pytest.raises(ConfigError, match=f"{flag} is an option of --task {users}, not of --task"):
+        RunConfig(task="seq2seq", model=model)
 
 
 def test_a_config_json_without_the_new_fields_loads_with_them_off() -> None:

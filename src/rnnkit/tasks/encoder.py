@@ -1,6 +1,7 @@
 """The sequence encoder of ``classify`` and ``tag``: inputs -> recurrent layers, per step.
 
-Text: token embedding (plus, for taggers, a character encoding of each word), dropout.
+Text: token embedding (``--embedding-dropout`` drops whole word types from each training batch,
+as in AWD-LSTM), plus, for taggers, a character encoding of each word, then dropout.
 Feature sequences: standardised with the training split's statistics, kept as buffers
 (``feature_mean``, ``feature_std``) in the model, so raw features go in at prediction.
 Then ``num_layers`` recurrent layers of ``cell`` (optionally bidirectional) that get the real
@@ -21,6 +22,7 @@ from rnnkit.config import ModelConfig
 from rnnkit.data.embeddings import read_word_vectors
 from rnnkit.errors import ConfigError
 from rnnkit.layers.dropout import Dropout
+from rnnkit.layers.regularisation import embedding_dropout
 from rnnkit.tasks.char_encoder import CharEncoder
 
 logger = logging.getLogger(__name__)
@@ -69,6 +71,8 @@ class SequenceEncoder(nn.Module):
             self.embedding = nn.Embedding(vocab_size, config.embedding_size, padding_idx=0)
             input_size = config.embedding_size
         else:
+            if config.embedding_dropout:
+                raise ConfigError("--embedding-dropout drops word types: feature inputs have none")
             self.embedding = None
             self.register_buffer("feature_mean", torch.zeros(feature_size))
             self.register_buffer("feature_std", torch.ones(feature_size))
@@ -99,6 +103,9 @@ class SequenceEncoder(nn.Module):
         """Per-step outputs (B, T, num_directions · H); padded steps are zero."""
         if self.embedding is not None:
             x = self.embedding(inputs)  # (B, T, E)
+            if self.training:
+                V, p = self.embedding.num_embeddings, self.config.embedding_dropout
+                x = embedding_dropout(x, inputs, V, p)  # (B, T, E)
         else:
             if inputs.shape[-1] != self.feature_size:
                 raise ValueError(
