@@ -1,0 +1,229 @@
+"""Plain PyTorch anchors of the per-step tagging goals, measured on this machine in the
+reference runs' time: what a user's first script reaches, the bar for rnnkit's defaults.
+
+    python bench/anchors.py frames [--seconds 90]   # causal nn.LSTM 128, a speaker per frame
+    python bench/anchors.py wnut17 [--seconds 240]  # word + char-BiLSTM tagger, softmax
+
+Both read their data through rnnkit's tag task (the same words, characters, batches and
+standardised features as ``rnnkit train --task tag``); the model, loss, optimizer and loop are
+plain PyTorch (``nn.Embedding``, ``nn.LSTM`` on packed sequences, ``nn.Linear``, Adam 1e-3, no
+schedule), and each runs for ``--seconds``, epoch after epoch.
+
+frames: japanese_vowels with the speaker as the label of every frame (bench/reference_tasks.py's
+    frames files), ``nn.LSTM(12, 128)`` in one direction (each frame judged from the frames so
+    far), batch 16, all 270 training utterances, the final weights; frame accuracy on the 370
+    test utterances.
+wnut17: words (every training word; an unseen word gets the ``<unk>`` vector) 100 features and
+    a character BiLSTM (25 + 25) per word -> dropout 0.5 -> BiLSTM 200 -> dropout 0.5 -> tag
+    scores, softmax cross-entropy, batch 16; the weights of the best dev entity F1 (seqeval,
+    evaluated after every epoch); test entity F1 of those weights, and of the final ones.
+
+Writes bench/results/anchors.json (each run with its provenance; runs not named are kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from reference_tasks import DATA, frames
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from rnnkit.benchmark import provenance
+from rnnkit.config import RunConfig, merge
+from rnnkit.data.examples import Examples, sorted_batches
+from rnnkit.tasks import get_task
+from rnnkit.tasks.metrics import entity_metrics
+
+HERE = Path(__file__).resolve().parent
+
+
+def _packed_lstm(lstm: nn.LSTM, x: Tensor, lengths: Tensor) -> Tensor:
+    """``lstm`` over the real steps of x (B, T, D) -> (B, T, dirs·H), zeros at padding."""
+    packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+    out, _ = pad_packed_sequence(lstm(packed)[0], batch_first=True, total_length=x.shape[1])
+    return out
+
+
+class PlainTagger(nn.Module):
+    """Features or words (+ a character BiLSTM per word) -> nn.LSTM -> a score per tag."""
+
+    def __init__(
+        self, inputs: int, tags: int, hidden: int, *, words: bool, chars: int | None, drop: float
+    ) -> None:
+        super().__init__()
+        self.words = nn.Embedding(inputs, 100, padding_idx=0) if words else None
+        size = 100 if words else inputs
+        if chars is not None:
+            self.chars = nn.Embedding(chars, 25, padding_idx=0)
+            self.char_lstm = nn.LSTM(25, 25, batch_first=True, bidirectional=True)
+            size += 50
+        self.drop = nn.Dropout(drop)
+        self.lstm = nn.LSTM(size, hidden, batch_first=True, bidirectional=words)
+        self.head = nn.Linear(hidden * (2 if words else 1), tags)
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        """Tag scores (B, T, C) of a batch of rnnkit's tag task."""
+        inputs = batch["inputs"]
+        x = self.words(inputs) if self.words is not None else inputs.float()  # (B, T, D)
+        if "chars" in batch:
+            B, T, W = batch["chars"].shape
+            n = batch["word_lengths"].reshape(B * T)  # (B·T,)
+            real = (n > 0).nonzero().squeeze(1)  # (N,)
+            chars = self.chars(batch["chars"].reshape(B * T, W)[real])  # (N, W, 25)
+            packed = pack_padded_sequence(chars, n[real], batch_first=True, enforce_sorted=False)
+            _, (h, _) = self.char_lstm(packed)  # (2, N, 25)
+            spelled = x.new_zeros(B * T, 50).index_copy(0, real, torch.cat([h[0], h[1]], 1))
+            x = torch.cat([x, spelled.reshape(B, T, 50)], -1)  # (B, T, 150)
+        out = _packed_lstm(self.lstm, self.drop(x), batch["lengths"])  # (B, T, dirs·H)
+        return self.head(self.drop(out))  # (B, T, C)
+
+
+def _data(path: Path, **model: Any) -> tuple[Any, Any, RunConfig]:
+    """rnnkit's tag task data of ``path`` with every word kept (--min-freq 1)."""
+    task = get_task("tag")
+    run = merge(RunConfig(task="tag"), task.preset(str(path)))
+    run = dataclasses.replace(
+        run,
+        data=dataclasses.replace(run.data, path=str(path), min_freq=1),
+        model=dataclasses.replace(run.model, **model),
+    )
+    return task, task.load_data(run, None), run
+
+
+@torch.no_grad()
+def _predict(model: PlainTagger, examples: Examples) -> list[list[int]]:
+    """Argmax tag ids of every example, in order (eval mode)."""
+    model.eval()
+    paths: list[list[int]] = [[] for _ in range(len(examples))]
+    for index, batch in sorted_batches(examples, 64):
+        best = model(batch).argmax(-1)  # (B, T)
+        for row, i in enumerate(index.tolist()):
+            paths[i] = best[row, : int(batch["lengths"][row])].tolist()
+    model.train()
+    return paths
+
+
+def _train(model: PlainTagger, task, data, run, seconds: float, each_epoch=None) -> int:
+    """Adam 1e-3 on the task's batches for ``seconds``; ``each_epoch()`` after every epoch."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    batches = task.batches(run, data)
+    steps, epoch, start = 0, 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for index in range(len(batches)):
+            batch = batches.get(epoch, index)
+            scores = model(batch)  # (B, T, C)
+            loss = nn.functional.cross_entropy(scores.transpose(1, 2), batch["targets"])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            steps += 1
+            if time.perf_counter() - start >= seconds:
+                break
+        epoch += 1
+        if each_epoch is not None:
+            each_epoch()
+    return steps
+
+
+def frames_anchor(seconds: float, folder: Path) -> dict[str, Any]:
+    """The causal nn.LSTM 128 on every training utterance; test frame accuracy."""
+    train, test = frames(folder)
+    task, _, run = _data(train, hidden_size=128, bidirectional=False)
+    run = dataclasses.replace(run, data=dataclasses.replace(run.data, val=str(test)))
+    data = task.load_data(run, None)  # every training utterance; the test split, read at the end
+    mean, std = (torch.from_numpy(part).float() for part in data.setup["statistics"])
+    model = PlainTagger(12, 9, 128, words=False, chars=None, drop=0.0)
+    model.forward = _standardised(model.forward, mean, std)  # type: ignore[method-assign]
+    steps = _train(model, task, data, run, seconds)
+    paths = _predict(model, data.val)
+    pairs = zip(data.val.y, paths, strict=True)  # y (T,) padded; a path has the real steps
+    right = sum(int(p == t) for y, path in pairs for p, t in zip(path, y, strict=False))
+    total = sum(len(path) for path in paths)
+    return {"seconds": seconds, "steps": steps, "test_frame_accuracy": right / total}
+
+
+def wnut17_anchor(seconds: float) -> dict[str, Any]:
+    """The word + char-BiLSTM softmax tagger; test F1 of the best-dev and the final weights."""
+    w = DATA / "wnut17"
+    task, data, run = _data(w / "train.txt", char_features=True, crf=False)
+    run = dataclasses.replace(run, data=dataclasses.replace(run.data, val=str(w / "dev.txt")))
+    data = task.load_data(run, None)
+    tags = data.meta["tags"]
+    model = PlainTagger(
+        len(data.meta["vocab"]["tokens"]),
+        len(tags),
+        200,
+        words=True,
+        chars=len(data.meta["chars"]) + 2,
+        drop=0.5,
+    )
+    best: dict[str, Any] = {"f1": -1.0}
+
+    def f1(examples: Examples) -> dict[str, float]:
+        paths = _predict(model, examples)
+        true = [[tags[t] for t in y] for y in examples.y]
+        scores = entity_metrics(true, [[tags[t] for t in p] for p in paths])
+        return {k: scores[k] for k in ("precision", "recall", "f1")}
+
+    def keep_best() -> None:
+        dev = f1(data.val)
+        if dev["f1"] > best["f1"]:
+            best.update(dev, weights=copy.deepcopy(model.state_dict()))
+
+    steps = _train(model, task, data, run, seconds, keep_best)
+    test = _examples_of(task, run, w / "test.txt")
+    final = f1(test)
+    model.load_state_dict(best.pop("weights"))
+    return {"seconds": seconds, "steps": steps, "dev": best, "test": f1(test), "test_final": final}
+
+
+def _examples_of(task, run: RunConfig, path: Path) -> Examples:
+    """``path`` read as the validation split of ``run``'s data (the training vocabulary)."""
+    run = dataclasses.replace(run, data=dataclasses.replace(run.data, val=str(path)))
+    return task.load_data(run, None).val
+
+
+def _standardised(forward, mean: Tensor, std: Tensor):
+    """``forward`` on features standardised with the training frames' mean and deviation."""
+
+    def run(batch: dict[str, Tensor]) -> Tensor:
+        return forward({**batch, "inputs": (batch["inputs"].float() - mean) / std})
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", choices=("frames", "wnut17"))
+    parser.add_argument("--seconds", type=float, help="the budget (default: 90 / 240)")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "anchors.json")
+    args = parser.parse_args()
+    if not DATA.is_dir():
+        sys.exit(f"skipped: {DATA} is absent")
+    report = json.loads(args.out.read_text()) if args.out.exists() else {}
+    torch.manual_seed(0)
+    for name in args.runs:
+        with tempfile.TemporaryDirectory() as tmp:
+            if name == "frames":
+                row = frames_anchor(args.seconds or 90.0, Path(tmp))
+            else:
+                row = wnut17_anchor(args.seconds or 240.0)
+        report[name] = row | {"provenance": provenance(HERE.parent)}
+        print(name, json.dumps(row))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
