@@ -7,6 +7,7 @@ Tiny models (H 16, B 4, T 8) on a few hundred characters written to tmp_path.
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -221,3 +222,27 @@ def test_patience_stops_the_numpy_engine_too(corpus, tmp_path) -> None:
     assert main([*argv, "--eval-every", "1", "--patience", "2", "--max-steps", "40"]) == 0
     trainer = json.loads((out / "state" / "trainer.json").read_text())["trainer"]
     assert trainer["step"] == 3 and trainer["best_step"] == 1 and trainer["evals_since_best"] == 2
+
+
+def test_embedding_dropout_trains_a_classifier_and_is_refused_on_features(tmp_path, capsys):
+    """classify / tag take --embedding-dropout on text; feature inputs have no word types:
+    one line, exit 2, no folder."""
+    tsv = tmp_path / "items.tsv"
+    items = [f"{'ab'[i % 2]}\t{line}\n" for i, line in enumerate(LINES * 5)]
+    tsv.write_text("".join(items), "utf-8")
+    out = tmp_path / "run"
+    args = ["train", str(tsv), "--task", "classify", "--out", str(out), "--max-steps", "3"]
+    assert main([*args, "--embedding-dropout", "0.3", "--hidden-size", "8"]) == 0
+    assert json.loads((out / "config.json").read_text())["model"]["embedding_dropout"] == 0.3
+    features = tmp_path / "x.npz"
+    generator = np.random.default_rng(0)
+    np.savez(features, x=generator.normal(size=(40, 4, 3)), y=np.arange(40) % 2)
+    refused = tmp_path / "refused"
+    args = ["train", str(features), "--task", "classify", "--out", str(refused)]
+    capsys.readouterr()
+    assert main([*args, "--embedding-dropout", "0.3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "rnnkit train: error: --embedding-dropout drops word types: feature inputs have none"
+    ]
+    assert not refused.exists()
