@@ -3,10 +3,11 @@ reference runs' time: what a user's first script reaches, the bar for rnnkit's d
 
     python bench/anchors.py frames [--seconds 90]   # causal nn.LSTM 128, a speaker per frame
     python bench/anchors.py wnut17 [--seconds 240]  # word + char-BiLSTM tagger, softmax
+    python bench/anchors.py digits [--seconds 60]   # conditional char-GRU 128, captions
 
-Both read their data through rnnkit's tag task (the same words, characters, batches and
-standardised features as ``rnnkit train --task tag``); the model, loss, optimizer and loop are
-plain PyTorch (``nn.Embedding``, ``nn.LSTM`` on packed sequences, ``nn.Linear``, Adam 1e-3, no
+Each reads its data through rnnkit's task (the same words, characters, batches and features
+as ``rnnkit train --task tag`` or ``condgen``); the model, loss, optimizer and loop are plain
+PyTorch (``nn.Embedding``, ``nn.LSTM`` on packed sequences, ``nn.Linear``, Adam 1e-3, no
 schedule), and each runs for ``--seconds``, epoch after epoch.
 
 frames: japanese_vowels with the speaker as the label of every frame (bench/reference_tasks.py's
@@ -17,6 +18,11 @@ wnut17: words (every training word; an unseen word gets the ``<unk>`` vector) 10
     a character BiLSTM (25 + 25) per word -> dropout 0.5 -> BiLSTM 200 -> dropout 0.5 -> tag
     scores, softmax cross-entropy, batch 16; the weights of the best dev entity F1 (seqeval,
     evaluated after every epoch); test entity F1 of those weights, and of the final ones.
+digits: 8x8 images -> the digit's English name, character by character (bench/seq2seq.py
+    prepare's stratified 80/20 split): the standardised image v sets h_0 = tanh(W v + b) and
+    joins every step's input (the captioning pattern), ``nn.GRU`` 128, characters 32, batch 64,
+    all 1,438 training images, the final weights; exact match of the greedy captions of the 359
+    held-out images.
 
 Writes bench/results/anchors.json (each run with its provenance; runs not named are kept).
 """
@@ -34,13 +40,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from reference_tasks import DATA, frames
+from reference_tasks import DATA, _prepared, frames
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from rnnkit.benchmark import provenance
 from rnnkit.config import RunConfig, merge
 from rnnkit.data.examples import Examples, sorted_batches
+from rnnkit.data.vocab import Vocab
 from rnnkit.tasks import get_task
 from rnnkit.tasks.metrics import entity_metrics
 
@@ -187,6 +194,71 @@ def wnut17_anchor(seconds: float) -> dict[str, Any]:
     return {"seconds": seconds, "steps": steps, "dev": best, "test": f1(test), "test_final": final}
 
 
+class PlainCaptioner(nn.Module):
+    """A condition vector v (B, D) -> text: h_0 = tanh(W v + b), v joined to every input."""
+
+    def __init__(self, size: int, vocab: int, hidden: int = 128) -> None:
+        super().__init__()
+        self.init = nn.Linear(size, hidden)
+        self.embedding = nn.Embedding(vocab, 32)
+        self.gru = nn.GRU(32 + size, hidden, batch_first=True)
+        self.head = nn.Linear(hidden, vocab)
+
+    def forward(self, v: Tensor, inputs: Tensor, h: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """v (B, D), inputs (B, T) -> scores (B, T, V), h (1, B, H)."""
+        h = torch.tanh(self.init(v))[None] if h is None else h  # (1, B, H)
+        steps = v[:, None, :].expand(-1, inputs.shape[1], -1)  # (B, T, D)
+        out, h = self.gru(torch.cat([self.embedding(inputs), steps], -1), h)  # (B, T, H)
+        return self.head(out), h
+
+    @torch.no_grad()
+    def greedy(self, v: Tensor, steps: int, bos: int) -> Tensor:
+        """The most likely token at each step: v (B, D) -> (B, steps)."""
+        token, h, out = torch.full((v.shape[0], 1), bos), None, []
+        for _ in range(steps):
+            scores, h = self(v, token, h)  # (B, 1, V)
+            token = scores.argmax(-1)  # (B, 1)
+            out.append(token)
+        return torch.cat(out, 1)  # (B, steps)
+
+
+def digits_anchor(seconds: float, folder: Path) -> dict[str, Any]:
+    """The conditional char-GRU 128 on every training image; exact match of greedy captions."""
+    _prepared(folder)
+    task = get_task("condgen")
+    run = merge(RunConfig(task="condgen"), task.preset())
+    files = {"path": str(folder / "digits-train.npz"), "val": str(folder / "digits-val.npz")}
+    run = dataclasses.replace(run, data=dataclasses.replace(run.data, **files))
+    data = task.load_data(run, None)
+    train, test = data.train, data.val
+    mean, std = train.conditions.mean(0), train.conditions.std(0).clamp_min(1e-6)  # (D,)
+    vocab = Vocab.from_dict(data.meta["vocab"])
+    model = PlainCaptioner(train.conditions.shape[1], len(vocab))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    batches = task.batches(run, data)
+    steps, epoch, start = 0, 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for index in range(len(batches)):
+            v, inputs, targets = batches.get(epoch, index)
+            scores, _ = model((v - mean) / std, inputs)  # (B, T, V)
+            loss = nn.functional.cross_entropy(scores.transpose(1, 2), targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            steps += 1
+            if time.perf_counter() - start >= seconds:
+                break
+        epoch += 1
+    model.eval()
+    longest = max(len(item) for item in test.items) + 1
+    out = model.greedy((test.conditions - mean) / std, longest, Vocab.bos_id).tolist()
+    right = sum(
+        int(row[: len(item) + 1] == [*item, Vocab.eos_id])
+        for row, item in zip(out, test.items, strict=True)
+    )
+    return {"seconds": seconds, "steps": steps, "test_exact_match": right / len(test.items)}
+
+
 def _examples_of(task, run: RunConfig, path: Path) -> Examples:
     """``path`` read as the validation split of ``run``'s data (the training vocabulary)."""
     run = dataclasses.replace(run, data=dataclasses.replace(run.data, val=str(path)))
@@ -204,8 +276,8 @@ def _standardised(forward, mean: Tensor, std: Tensor):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", choices=("frames", "wnut17"))
-    parser.add_argument("--seconds", type=float, help="the budget (default: 90 / 240)")
+    parser.add_argument("runs", nargs="+", choices=("frames", "wnut17", "digits"))
+    parser.add_argument("--seconds", type=float, help="the budget (default: 90 / 240 / 60)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "anchors.json")
     args = parser.parse_args()
     if not DATA.is_dir():
@@ -216,6 +288,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             if name == "frames":
                 row = frames_anchor(args.seconds or 90.0, Path(tmp))
+            elif name == "digits":
+                row = digits_anchor(args.seconds or 60.0, Path(tmp))
             else:
                 row = wnut17_anchor(args.seconds or 240.0)
         report[name] = row | {"provenance": provenance(HERE.parent)}
