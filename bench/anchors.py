@@ -1,4 +1,4 @@
-"""Plain PyTorch anchors of the per-step tagging goals, measured on this machine in the
+"""Plain PyTorch anchors of the tagging and captioning goals, measured on this machine in the
 reference runs' time: what a user's first script reaches, the bar for rnnkit's defaults.
 
     python bench/anchors.py frames [--seconds 90]   # causal nn.LSTM 128, a speaker per frame
@@ -7,8 +7,8 @@ reference runs' time: what a user's first script reaches, the bar for rnnkit's d
 
 Each reads its data through rnnkit's task (the same words, characters, batches and features
 as ``rnnkit train --task tag`` or ``condgen``); the model, loss, optimizer and loop are plain
-PyTorch (``nn.Embedding``, ``nn.LSTM`` on packed sequences, ``nn.Linear``, Adam 1e-3, no
-schedule), and each runs for ``--seconds``, epoch after epoch.
+PyTorch (``nn.Embedding``, ``nn.LSTM`` / ``nn.GRU`` on packed sequences, ``nn.Linear``, Adam
+1e-3 or ``--lr``, no schedule), and each runs for ``--seconds``, epoch after epoch.
 
 frames: japanese_vowels with the speaker as the label of every frame (bench/reference_tasks.py's
     frames files), ``nn.LSTM(12, 128)`` in one direction (each frame judged from the frames so
@@ -52,6 +52,8 @@ from rnnkit.tasks import get_task
 from rnnkit.tasks.metrics import entity_metrics
 
 HERE = Path(__file__).resolve().parent
+LR = 1e-3
+"""Adam's learning rate (``--lr``): 1e-3, what a first script takes."""
 
 
 def _packed_lstm(lstm: nn.LSTM, x: Tensor, lengths: Tensor) -> Tensor:
@@ -121,8 +123,8 @@ def _predict(model: PlainTagger, examples: Examples) -> list[list[int]]:
 
 
 def _train(model: PlainTagger, task, data, run, seconds: float, each_epoch=None) -> int:
-    """Adam 1e-3 on the task's batches for ``seconds``; ``each_epoch()`` after every epoch."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    """Adam (``LR``) on the task's batches for ``seconds``; ``each_epoch()`` after every epoch."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
     batches = task.batches(run, data)
     steps, epoch, start = 0, 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
@@ -234,7 +236,7 @@ def digits_anchor(seconds: float, folder: Path) -> dict[str, Any]:
     mean, std = train.conditions.mean(0), train.conditions.std(0).clamp_min(1e-6)  # (D,)
     vocab = Vocab.from_dict(data.meta["vocab"])
     model = PlainCaptioner(train.conditions.shape[1], len(vocab))
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
     batches = task.batches(run, data)
     steps, epoch, start = 0, 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
@@ -278,8 +280,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", choices=("frames", "wnut17", "digits"))
     parser.add_argument("--seconds", type=float, help="the budget (default: 90 / 240 / 60)")
+    parser.add_argument("--lr", type=float, default=LR, help="Adam's learning rate (1e-3)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "anchors.json")
     args = parser.parse_args()
+    global LR
+    LR = args.lr
     if not DATA.is_dir():
         sys.exit(f"skipped: {DATA} is absent")
     report = json.loads(args.out.read_text()) if args.out.exists() else {}
@@ -292,7 +297,8 @@ def main() -> None:
                 row = digits_anchor(args.seconds or 60.0, Path(tmp))
             else:
                 row = wnut17_anchor(args.seconds or 240.0)
-        report[name] = row | {"provenance": provenance(HERE.parent)}
+        key = name if LR == 1e-3 else f"{name} lr {LR:g}"
+        report[key] = {**row, "lr": LR, "provenance": provenance(HERE.parent)}
         print(name, json.dumps(row))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
