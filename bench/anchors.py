@@ -280,7 +280,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", choices=("frames", "wnut17", "digits"))
     parser.add_argument("--seconds", type=float, help="the budget (default: 90 / 240 / 60)")
-    parser.add_argument("--lr", type=float, default=LR, help="Adam's learning rate (1e-3)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate (1e-3)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "anchors.json")
     args = parser.parse_args()
     global LR
