@@ -124,6 +124,11 @@ class ModelConfig:
         "lm: DropConnect on each layer's hidden-to-hidden matrix W_hh, one mask per training "
         "batch (rnn, gru, lstm), in [0, 1)",
     )
+    word_dropout: float = _opt(
+        0.0,
+        "classify, tag: replace each word of a training batch by <unk> with probability P, so "
+        "that the unknown-word vector learns what unseen words need, in [0, 1)",
+    )
     bidirectional: bool = _opt(False, "read the sequence both ways (not for --task lm)")
     tie_weights: bool = _opt(False, "share the embedding and head weights (needs E == H)")
     impl: Literal["auto", "fused", "loop", "scan"] = _opt(
@@ -162,7 +167,13 @@ class ModelConfig:
         _check(self.num_layers >= 1, "num_layers", "at least 1", self.num_layers)
         _check(self.hidden_size >= 1, "hidden_size", "at least 1", self.hidden_size)
         _check(self.embedding_size >= 0, "embedding_size", "0 or more", self.embedding_size)
-        regularisers = ("dropout", "embedding_dropout", "input_dropout", "weight_drop")
+        regularisers = (
+            "dropout",
+            "embedding_dropout",
+            "input_dropout",
+            "weight_drop",
+            "word_dropout",
+        )
         for name in (*regularisers, "label_smoothing"):
             value = getattr(self, name)
             _check(0.0 <= value < 1.0, name, "in [0, 1)", value)
@@ -468,8 +479,8 @@ class RunConfig:
 # --embedding-dropout 0.2 0.797, 0.5 0.792; --embedding-size 300 0.791 (stopped at 2,100);
 # --pooling attention 0.792; --cell gru 0.787.
 # names/ (5,000 steps) the preset 0.849; --average ema --average-start 0.3 0.849 (3,400 steps);
-# --cell gru 0.847; --pooling mean 0.849; 2 layers run 2.5x slower per step (stopped). WNUT-17 (2,204 steps; the preset 0.255)
-# --embedding-dropout 0.2 0.240, 0.4 0.214.
+# --cell gru 0.847; --pooling mean 0.849; 2 layers run 2.5x slower per step (stopped).
+# WNUT-17 (2,204 steps; the preset 0.255) --embedding-dropout 0.2 0.240, 0.4 0.214.
 TASK_OPTIONS: dict[str, tuple[str, ...]] = {
     "lm": ("embedding_dropout", "input_dropout", "locked_dropout", "weight_drop", "val_tokens"),
     "classify": (
@@ -478,8 +489,16 @@ TASK_OPTIONS: dict[str, tuple[str, ...]] = {
         "embeddings",
         "freeze_embeddings",
         "embedding_dropout",
+        "word_dropout",
     ),
-    "tag": ("crf", "char_features", "embeddings", "freeze_embeddings", "embedding_dropout"),
+    "tag": (
+        "crf",
+        "char_features",
+        "embeddings",
+        "freeze_embeddings",
+        "embedding_dropout",
+        "word_dropout",
+    ),
     "seq2seq": ("attention", "teacher_forcing", "max_length", "reverse", "label_smoothing"),
     "condgen": ("condition_mode", "label_smoothing"),
 }
@@ -487,6 +506,7 @@ TASK_OPTIONS: dict[str, tuple[str, ...]] = {
 
 TASK_OPTIONS_USED = (
     ("model", "embedding_dropout"),
+    ("model", "word_dropout"),
     ("model", "input_dropout"),
     ("model", "locked_dropout"),
     ("model", "weight_drop"),

@@ -224,16 +224,18 @@ def test_patience_stops_the_numpy_engine_too(corpus, tmp_path) -> None:
     assert trainer["step"] == 3 and trainer["best_step"] == 1 and trainer["evals_since_best"] == 2
 
 
-def test_embedding_dropout_trains_a_classifier_and_is_refused_on_features(tmp_path, capsys):
-    """classify / tag take --embedding-dropout on text; feature inputs have no word types:
-    one line, exit 2, no folder."""
+def test_word_regularisers_train_a_classifier_and_are_refused_on_features(tmp_path, capsys):
+    """classify / tag take --embedding-dropout and --word-dropout on text; feature inputs have
+    no words: one line, exit 2, no folder."""
     tsv = tmp_path / "items.tsv"
     items = [f"{'ab'[i % 2]}\t{line}\n" for i, line in enumerate(LINES * 5)]
     tsv.write_text("".join(items), "utf-8")
     out = tmp_path / "run"
     args = ["train", str(tsv), "--task", "classify", "--out", str(out), "--max-steps", "3"]
-    assert main([*args, "--embedding-dropout", "0.3", "--hidden-size", "8"]) == 0
-    assert json.loads((out / "config.json").read_text())["model"]["embedding_dropout"] == 0.3
+    flags = ["--embedding-dropout", "0.3", "--word-dropout", "0.2", "--hidden-size", "8"]
+    assert main([*args, *flags]) == 0
+    model = json.loads((out / "config.json").read_text())["model"]
+    assert model["embedding_dropout"] == 0.3 and model["word_dropout"] == 0.2
     features = tmp_path / "x.npz"
     generator = np.random.default_rng(0)
     np.savez(features, x=generator.normal(size=(40, 4, 3)), y=np.arange(40) % 2)
@@ -242,7 +244,5 @@ def test_embedding_dropout_trains_a_classifier_and_is_refused_on_features(tmp_pa
     capsys.readouterr()
     assert main([*args, "--embedding-dropout", "0.3"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [
-        "rnnkit train: error: --embedding-dropout drops word types: feature inputs have none"
-    ]
+    assert err == ["rnnkit train: error: --embedding-dropout drops words: feature inputs have none"]
     assert not refused.exists()

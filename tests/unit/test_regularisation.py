@@ -9,10 +9,11 @@ import torch
 from torch import nn
 
 from rnnkit.config import ModelConfig, RunConfig, TrainConfig, run_from_dict, run_to_dict
+from rnnkit.data.vocab import Vocab
 from rnnkit.errors import ConfigError
 from rnnkit.layers.dropout import dropout
 from rnnkit.layers.regularisation import embedding_dropout, locked_dropout
-from rnnkit.tasks.encoder import SequenceEncoder
+from rnnkit.tasks.encoder import SequenceEncoder, unknown_words
 from rnnkit.tasks.lm import LanguageModel
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -230,15 +231,48 @@ def test_the_task_encoder_drops_word_types_in_training_only() -> None:
     torch.testing.assert_close(seen["x"], encoder.embedding(tokens))
 
 
-def test_embedding_dropout_on_feature_inputs_is_refused() -> None:
-    with pytest.raises(ConfigError, match="--embedding-dropout drops word types"):
-        SequenceEncoder(_config(embedding_dropout=0.5), feature_size=3)
+def test_word_dropout_turns_real_words_into_unk_in_training_only() -> None:
+    """--word-dropout: about P of the real tokens become <unk> (padding never), each token
+    drawn on its own; the encoder embeds the replaced ids in training and the given ones in
+    eval."""
+    tokens = torch.randint(4, 50, (64, 40))  # (B, T) real words (ids past the specials)
+    tokens[:, 30:] = Vocab.pad_id
+    torch.manual_seed(0)
+    out = unknown_words(tokens, 0.3)
+    dropped = out != tokens
+    assert bool((out[dropped] == Vocab.unk_id).all())
+    assert not bool(dropped[:, 30:].any())  # padding stays padding
+    assert abs(float(dropped[:, :30].float().mean()) - 0.3) < 0.02
+    assert int(dropped[:, :30].sum(1).min()) > 0 and int(dropped.sum(0)[:30].min()) > 0
+    assert torch.equal(unknown_words(tokens, 0.0), tokens)
+
+    encoder = SequenceEncoder(_config(num_layers=1, word_dropout=0.5), vocab_size=50)
+    seen = {}
+    encoder.rnn.register_forward_hook(lambda module, args, out: seen.update(x=args[0]))
+    small, lengths = tokens[:B, :T], torch.full((B,), T)
+    torch.manual_seed(5)
+    encoder(small, lengths)
+    torch.manual_seed(5)
+    torch.testing.assert_close(seen["x"], encoder.embedding(unknown_words(small, 0.5)))
+    assert not torch.equal(unknown_words(small, 0.5), small)
+    encoder.eval()
+    encoder(small, lengths)
+    torch.testing.assert_close(seen["x"], encoder.embedding(small))
+
+
+@pytest.mark.parametrize("name", ["embedding_dropout", "word_dropout"])
+def test_word_regularisers_on_feature_inputs_are_refused(name: str) -> None:
+    flag = "--" + name.replace("_", "-")
+    with pytest.raises(ConfigError, match=f"{flag} drops words: feature inputs have none"):
+        SequenceEncoder(_config(**{name: 0.5}), feature_size=3)
 
 
 # --- configuration --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["embedding_dropout", "input_dropout", "weight_drop"])
+@pytest.mark.parametrize(
+    "name", ["embedding_dropout", "input_dropout", "weight_drop", "word_dropout"]
+)
 @pytest.mark.parametrize("value", [-0.1, 1.0])
 def test_probabilities_outside_0_1_are_refused(name: str, value: float) -> None:
     with pytest.raises(ConfigError, match=rf"^--{name.replace('_', '-')} must be in \[0, 1\)"):
@@ -249,6 +283,7 @@ def test_probabilities_outside_0_1_are_refused(name: str, value: float) -> None:
     ("name", "value", "users"),
     [
         ("embedding_dropout", 0.1, "lm / classify / tag"),
+        ("word_dropout", 0.1, "classify / tag"),
         ("input_dropout", 0.1, "lm"),
         ("locked_dropout", True, "lm"),
         ("weight_drop", 0.1, "lm"),

@@ -1,7 +1,8 @@
 """The sequence encoder of ``classify`` and ``tag``: inputs -> recurrent layers, per step.
 
-Text: token embedding (``--embedding-dropout`` drops whole word types from each training batch,
-as in AWD-LSTM), plus, for taggers, a character encoding of each word, then dropout.
+Text: token embedding (in training, ``--word-dropout`` turns words into ``<unk>`` and
+``--embedding-dropout`` drops whole word types, as in AWD-LSTM), plus, for taggers, a
+character encoding of each word, then dropout.
 Feature sequences: standardised with the training split's statistics, kept as buffers
 (``feature_mean``, ``feature_std``) in the model, so raw features go in at prediction.
 Then ``num_layers`` recurrent layers of ``cell`` (optionally bidirectional) that get the real
@@ -20,6 +21,7 @@ from torch import Tensor, nn
 import rnnkit.layers as recurrent_layers
 from rnnkit.config import ModelConfig
 from rnnkit.data.embeddings import read_word_vectors
+from rnnkit.data.vocab import Vocab
 from rnnkit.errors import ConfigError
 from rnnkit.layers.dropout import Dropout
 from rnnkit.layers.regularisation import embedding_dropout
@@ -35,6 +37,16 @@ LAYER_CLASSES = {
     "minlstm": "MinLSTM",
 }
 MINIMAL_CELLS = ("mingru", "minlstm")
+
+
+def unknown_words(tokens: Tensor, p: float) -> Tensor:
+    """Word dropout to ``<unk>``: each real token (not padding) becomes ``<unk>`` with
+    probability ``p``, one draw per token (Lample et al. 2016 do this to words seen once).
+
+    Shapes: tokens (B, T) int64 -> (B, T) int64.
+    """
+    drop = (torch.rand(tokens.shape, device=tokens.device) < p) & (tokens != Vocab.pad_id)
+    return tokens.masked_fill(drop, Vocab.unk_id)  # (B, T)
 
 
 class SequenceEncoder(nn.Module):
@@ -71,8 +83,10 @@ class SequenceEncoder(nn.Module):
             self.embedding = nn.Embedding(vocab_size, config.embedding_size, padding_idx=0)
             input_size = config.embedding_size
         else:
-            if config.embedding_dropout:
-                raise ConfigError("--embedding-dropout drops word types: feature inputs have none")
+            for name in ("embedding_dropout", "word_dropout"):
+                if getattr(config, name):
+                    flag = "--" + name.replace("_", "-")
+                    raise ConfigError(f"{flag} drops words: feature inputs have none")
             self.embedding = None
             self.register_buffer("feature_mean", torch.zeros(feature_size))
             self.register_buffer("feature_std", torch.ones(feature_size))
@@ -102,6 +116,8 @@ class SequenceEncoder(nn.Module):
     ) -> Tensor:
         """Per-step outputs (B, T, num_directions · H); padded steps are zero."""
         if self.embedding is not None:
+            if self.training and self.config.word_dropout:
+                inputs = unknown_words(inputs, self.config.word_dropout)  # (B, T)
             x = self.embedding(inputs)  # (B, T, E)
             if self.training:
                 V, p = self.embedding.num_embeddings, self.config.embedding_dropout
