@@ -35,12 +35,12 @@ import dataclasses
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 from reference_tasks import DATA, _prepared, frames
+from seq2seq import train_for
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
@@ -124,24 +124,14 @@ def _predict(model: PlainTagger, examples: Examples) -> list[list[int]]:
 
 def _train(model: PlainTagger, task, data, run, seconds: float, each_epoch=None) -> int:
     """Adam (``LR``) on the task's batches for ``seconds``; ``each_epoch()`` after every epoch."""
+
+    def loss_of(batch: dict[str, Tensor]) -> Tensor:
+        scores = model(batch)  # (B, T, C)
+        return nn.functional.cross_entropy(scores.transpose(1, 2), batch["targets"])
+
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
     batches = task.batches(run, data)
-    steps, epoch, start = 0, 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        for index in range(len(batches)):
-            batch = batches.get(epoch, index)
-            scores = model(batch)  # (B, T, C)
-            loss = nn.functional.cross_entropy(scores.transpose(1, 2), batch["targets"])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            steps += 1
-            if time.perf_counter() - start >= seconds:
-                break
-        epoch += 1
-        if each_epoch is not None:
-            each_epoch()
-    return steps
+    return train_for(seconds, model, batches, loss_of, optimizer, each_epoch=each_epoch)
 
 
 def frames_anchor(seconds: float, folder: Path) -> dict[str, Any]:
@@ -237,20 +227,13 @@ def digits_anchor(seconds: float, folder: Path) -> dict[str, Any]:
     vocab = Vocab.from_dict(data.meta["vocab"])
     model = PlainCaptioner(train.conditions.shape[1], len(vocab))
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
-    batches = task.batches(run, data)
-    steps, epoch, start = 0, 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        for index in range(len(batches)):
-            v, inputs, targets = batches.get(epoch, index)
-            scores, _ = model((v - mean) / std, inputs)  # (B, T, V)
-            loss = nn.functional.cross_entropy(scores.transpose(1, 2), targets)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            steps += 1
-            if time.perf_counter() - start >= seconds:
-                break
-        epoch += 1
+
+    def loss_of(batch: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+        v, inputs, targets = batch
+        scores, _ = model((v - mean) / std, inputs)  # (B, T, V)
+        return nn.functional.cross_entropy(scores.transpose(1, 2), targets)
+
+    steps = train_for(seconds, model, task.batches(run, data), loss_of, optimizer)
     model.eval()
     longest = max(len(item) for item in test.items) + 1
     out = model.greedy((test.conditions - mean) / std, longest, Vocab.bos_id).tolist()

@@ -336,6 +336,36 @@ def print_speed(result: dict[str, Any]) -> None:
 # --- anchor -----------------------------------------------------------------------------------
 
 
+def train_for(
+    seconds: float,
+    model: nn.Module,
+    batches,
+    loss_of,
+    optimizer: torch.optim.Optimizer,
+    clip: float | None = None,
+    each_epoch=None,
+) -> int:
+    """A plain loop: ``loss_of(batch)``, backward, (clip the gradient norm), step, over
+    ``batches.get(epoch, index)`` epoch after epoch for ``seconds``; ``each_epoch()`` after
+    every epoch. Returns the steps taken."""
+    steps, epoch, start = 0, 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for index in range(len(batches)):
+            loss = loss_of(batches.get(epoch, index))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+            optimizer.step()
+            steps += 1
+            if time.perf_counter() - start >= seconds:
+                break
+        epoch += 1
+        if each_epoch is not None:
+            each_epoch()
+    return steps
+
+
 def anchor(
     path: Path, val: Path | None, seconds: float, reverse: bool, seed: int
 ) -> dict[str, Any]:
@@ -350,19 +380,12 @@ def anchor(
     model = PlainSeq2Seq(len(source_vocab), len(target_vocab), 256, ANCHOR_DROPOUT)
     optimizer = make_optimizer(model.parameters(), run.train)
     batches = get_task("seq2seq").batches(run, data)
-    steps, epoch, start = 0, 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        for index in range(len(batches)):
-            source, lengths, target_in, target_out, _ = batches.get(epoch, index)
-            loss = token_loss(model(source, lengths, target_in), target_out)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), run.train.grad_clip)
-            optimizer.step()
-            steps += 1
-            if time.perf_counter() - start >= seconds:
-                break
-        epoch += 1
+
+    def loss_of(batch) -> Tensor:
+        source, lengths, target_in, target_out, _ = batch
+        return token_loss(model(source, lengths, target_in), target_out)
+
+    steps = train_for(seconds, model, batches, loss_of, optimizer, run.train.grad_clip)
     model.eval()
     val = data.val
     outputs = []
