@@ -477,10 +477,12 @@ class RunConfig:
 # above stand): SST-2 (2,700 steps; the preset 0.791) --average ema --average-start 0 0.791;
 # --dropout 0.5 0.788; --min-freq 2 0.791; --weight-decay 0.3 0.796 at step 600, then 0.77;
 # --embedding-dropout 0.2 0.797, 0.5 0.792; --embedding-size 300 0.791 (stopped at 2,100);
-# --pooling attention 0.792; --cell gru 0.787.
+# --pooling attention 0.792; --cell gru 0.787; --word-dropout 0.2 0.796.
 # names/ (5,000 steps) the preset 0.849; --average ema --average-start 0.3 0.849 (3,400 steps);
 # --cell gru 0.847; --pooling mean 0.849; 2 layers run 2.5x slower per step (stopped).
-# WNUT-17 (2,204 steps; the preset 0.255) --embedding-dropout 0.2 0.240, 0.4 0.214.
+# WNUT-17 (2,204 steps; the preset 0.255, and 0.264 with --seed 1) --embedding-dropout 0.2
+# 0.240, 0.4 0.214; --word-dropout 0.1 0.271 (0.255 with --seed 1), 0.2 0.251, 0.4 0.238,
+# 0.3 with --min-freq 1 0.211.
 TASK_OPTIONS: dict[str, tuple[str, ...]] = {
     "lm": ("embedding_dropout", "input_dropout", "locked_dropout", "weight_drop", "val_tokens"),
     "classify": (
