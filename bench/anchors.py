@@ -4,11 +4,14 @@ reference runs' time: what a user's first script reaches, the bar for rnnkit's d
     python bench/anchors.py frames [--seconds 90]   # causal nn.LSTM 128, a speaker per frame
     python bench/anchors.py wnut17 [--seconds 240]  # word + char-BiLSTM tagger, softmax
     python bench/anchors.py digits [--seconds 60]   # conditional char-GRU 128, captions
+    python bench/anchors.py names [--seconds 120]   # char-BiGRU 256 + max-pool, 18 languages
+    python bench/anchors.py sst2 [--seconds 240]    # word BiLSTM 256 + max-pool, sentiment
 
 Each reads its data through rnnkit's task (the same words, characters, batches and features
-as ``rnnkit train --task tag`` or ``condgen``); the model, loss, optimizer and loop are plain
-PyTorch (``nn.Embedding``, ``nn.LSTM`` / ``nn.GRU`` on packed sequences, ``nn.Linear``, Adam
-1e-3 or ``--lr``, no schedule), and each runs for ``--seconds``, epoch after epoch.
+as ``rnnkit train --task tag``, ``condgen`` or ``classify``); the model, loss, optimizer and
+loop are plain PyTorch (``nn.Embedding``, ``nn.LSTM`` / ``nn.GRU`` on packed sequences,
+``nn.Linear``, Adam 1e-3 or ``--lr``, no schedule), and each runs for ``--seconds``, epoch
+after epoch.
 
 frames: japanese_vowels with the speaker as the label of every frame (bench/reference_tasks.py's
     frames files), ``nn.LSTM(12, 128)`` in one direction (each frame judged from the frames so
@@ -23,6 +26,11 @@ digits: 8x8 images -> the digit's English name, character by character (bench/se
     joins every step's input (the captioning pattern), ``nn.GRU`` 128, characters 32, batch 64,
     all 1,438 training images, the final weights; exact match of the greedy captions of the 359
     held-out images.
+names, sst2: characters (names, reference_tasks.py's stratified 75/10/15 split) or words
+    (SST-2's train / dev / test) embedded in 128 features -> dropout 0.3 -> a bidirectional
+    nn.GRU (names) or nn.LSTM (SST-2) of 256 -> max over the real steps -> dropout -> classes,
+    batch 32; the weights of the best dev accuracy (after every epoch); test accuracy and
+    macro-F1.
 
 Writes bench/results/anchors.json (each run with its provenance; runs not named are kept).
 """
@@ -38,8 +46,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-from reference_tasks import DATA, _prepared, frames
+from reference_tasks import DATA, _prepared, frames, names_split
 from seq2seq import train_for
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -49,10 +58,12 @@ from rnnkit.config import RunConfig, merge
 from rnnkit.data.examples import Examples, sorted_batches
 from rnnkit.data.vocab import Vocab
 from rnnkit.tasks import get_task
-from rnnkit.tasks.metrics import entity_metrics
+from rnnkit.tasks.metrics import classification_metrics, entity_metrics
 
 HERE = Path(__file__).resolve().parent
 LR = 1e-3
+RUNS = {"frames": 90.0, "wnut17": 240.0, "digits": 60.0, "names": 120.0, "sst2": 240.0}
+"""Each anchor and its budget in seconds (the issues' anchors' budgets)."""
 """Adam's learning rate (``--lr``): 1e-3, what a first script takes."""
 
 
@@ -244,6 +255,76 @@ def digits_anchor(seconds: float, folder: Path) -> dict[str, Any]:
     return {"seconds": seconds, "steps": steps, "test_exact_match": right / len(test.items)}
 
 
+class PlainClassifier(nn.Module):
+    """Tokens -> a bidirectional nn.GRU or nn.LSTM -> max over the real steps -> classes."""
+
+    def __init__(self, vocab: int, classes: int, cell: type[nn.Module]) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab, 128, padding_idx=0)
+        self.rnn = cell(128, 256, batch_first=True, bidirectional=True)
+        self.drop = nn.Dropout(0.3)
+        self.head = nn.Linear(512, classes)
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        """Class scores (B, C) of a batch of rnnkit's classify task."""
+        lengths = batch["lengths"]
+        x = self.drop(self.embedding(batch["inputs"]))  # (B, T, E)
+        out = _packed_lstm(self.rnn, x, lengths)  # (B, T, 2H), zeros at padding
+        real = torch.arange(out.shape[1])[None, :] < lengths[:, None]  # (B, T)
+        pooled = out.masked_fill(~real[..., None], float("-inf")).amax(1)  # (B, 2H)
+        return self.head(self.drop(pooled))  # (B, C)
+
+
+def classify_anchor(name: str, seconds: float, folder: Path) -> dict[str, Any]:
+    """The plain classifier of names/ or SST-2; test metrics of the best-dev weights."""
+    if name == "names":
+        train, dev, test = names_split(folder)
+    else:
+        train, dev, test = (DATA / "sst2" / f"{part}.tsv" for part in ("train", "dev", "test"))
+    task = get_task("classify")
+    run = merge(RunConfig(task="classify"), task.preset())
+    run = dataclasses.replace(
+        run, data=dataclasses.replace(run.data, path=str(train), val=str(dev))
+    )
+    data = task.load_data(run, None)
+    labels = data.meta["labels"]
+    cell = nn.GRU if name == "names" else nn.LSTM
+    model = PlainClassifier(len(data.meta["vocab"]["tokens"]), len(labels), cell)
+    best: dict[str, Any] = {"accuracy": -1.0}
+
+    @torch.no_grad()
+    def scores(examples: Examples) -> dict[str, float]:
+        model.eval()
+        predicted = np.zeros(len(examples), dtype=np.int64)
+        for index, batch in sorted_batches(examples, 256):
+            predicted[index] = model(batch).argmax(-1).numpy()
+        model.train()
+        metrics = classification_metrics(list(examples.y), predicted.tolist(), labels)
+        return {k: metrics[k] for k in ("accuracy", "macro_f1")}
+
+    def keep_best() -> None:
+        dev_scores = scores(data.val)
+        if dev_scores["accuracy"] > best["accuracy"]:
+            best.update(dev_scores, weights=copy.deepcopy(model.state_dict()))
+
+    def loss_of(batch: dict[str, Tensor]) -> Tensor:
+        return nn.functional.cross_entropy(model(batch), batch["targets"])
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+    batches = task.batches(run, data)
+    steps = train_for(seconds, model, batches, loss_of, optimizer, each_epoch=keep_best)
+    test_examples = _examples_of(task, run, test)
+    final = scores(test_examples)
+    model.load_state_dict(best.pop("weights"))
+    return {
+        "seconds": seconds,
+        "steps": steps,
+        "dev": best,
+        "test": scores(test_examples),
+        "test_final": final,
+    }
+
+
 def _examples_of(task, run: RunConfig, path: Path) -> Examples:
     """``path`` read as the validation split of ``run``'s data (the training vocabulary)."""
     run = dataclasses.replace(run, data=dataclasses.replace(run.data, val=str(path)))
@@ -261,8 +342,8 @@ def _standardised(forward, mean: Tensor, std: Tensor):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", choices=("frames", "wnut17", "digits"))
-    parser.add_argument("--seconds", type=float, help="the budget (default: 90 / 240 / 60)")
+    parser.add_argument("runs", nargs="+", choices=RUNS)
+    parser.add_argument("--seconds", type=float, help="the budget (default: the reference run's)")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate (1e-3)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "anchors.json")
     args = parser.parse_args()
@@ -274,12 +355,15 @@ def main() -> None:
     torch.manual_seed(0)
     for name in args.runs:
         with tempfile.TemporaryDirectory() as tmp:
+            seconds = args.seconds or RUNS[name]
             if name == "frames":
-                row = frames_anchor(args.seconds or 90.0, Path(tmp))
+                row = frames_anchor(seconds, Path(tmp))
             elif name == "digits":
-                row = digits_anchor(args.seconds or 60.0, Path(tmp))
+                row = digits_anchor(seconds, Path(tmp))
+            elif name == "wnut17":
+                row = wnut17_anchor(seconds)
             else:
-                row = wnut17_anchor(args.seconds or 240.0)
+                row = classify_anchor(name, seconds, Path(tmp))
         key = name if LR == 1e-3 else f"{name} lr {LR:g}"
         report[key] = {**row, "lr": LR, "provenance": provenance(HERE.parent)}
         print(name, json.dumps(row))

@@ -40,12 +40,15 @@ def test_greedy_captions_follow_the_teacher_forced_argmax(anchors) -> None:
 @pytest.mark.skipif(not DATA.is_dir(), reason=f"{DATA} is absent")
 def test_the_anchors_report_each_run(tmp_path) -> None:
     out = tmp_path / "anchors.json"
-    command = [sys.executable, str(BENCH / "anchors.py"), "frames", "digits", "wnut17"]
+    runs = ["frames", "digits", "wnut17", "names", "sst2"]
+    command = [sys.executable, str(BENCH / "anchors.py"), *runs]
     subprocess.run([*command, "--seconds", "1", "--out", str(out)], check=True, cwd=BENCH)
     report = json.loads(out.read_text())
-    assert set(report) == {"frames", "digits", "wnut17"}
+    assert set(report) == set(runs)
     assert 0 <= report["frames"]["test_frame_accuracy"] <= 1
     assert 0 <= report["digits"]["test_exact_match"] <= 1
     assert set(report["wnut17"]["test"]) == {"precision", "recall", "f1"}
+    for name in ("names", "sst2"):
+        assert 0 <= report[name]["test"]["accuracy"] <= 1 and "macro_f1" in report[name]["dev"]
     for row in report.values():
         assert row["steps"] > 0 and row["lr"] == 1e-3 and row["provenance"]["git_commit"]
