@@ -1,4 +1,4 @@
-"""Plain PyTorch anchors of the tagging and captioning goals, measured on this machine in the
+"""Plain PyTorch anchors of the classify, tag and captioning goals, measured on this machine in the
 reference runs' time: what a user's first script reaches, the bar for rnnkit's defaults.
 
     python bench/anchors.py frames [--seconds 90]   # causal nn.LSTM 128, a speaker per frame
@@ -62,15 +62,16 @@ from rnnkit.tasks.metrics import classification_metrics, entity_metrics
 
 HERE = Path(__file__).resolve().parent
 LR = 1e-3
+"""Adam's learning rate (``--lr``): 1e-3, what a first script takes."""
 RUNS = {"frames": 90.0, "wnut17": 240.0, "digits": 60.0, "names": 120.0, "sst2": 240.0}
 """Each anchor and its budget in seconds (the issues' anchors' budgets)."""
-"""Adam's learning rate (``--lr``): 1e-3, what a first script takes."""
 
 
-def _packed_lstm(lstm: nn.LSTM, x: Tensor, lengths: Tensor) -> Tensor:
-    """``lstm`` over the real steps of x (B, T, D) -> (B, T, dirs·H), zeros at padding."""
+def _packed_rnn(rnn: nn.Module, x: Tensor, lengths: Tensor) -> Tensor:
+    """An nn.LSTM or nn.GRU over the real steps of x (B, T, D) -> (B, T, dirs·H), zeros at
+    padding."""
     packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-    out, _ = pad_packed_sequence(lstm(packed)[0], batch_first=True, total_length=x.shape[1])
+    out, _ = pad_packed_sequence(rnn(packed)[0], batch_first=True, total_length=x.shape[1])
     return out
 
 
@@ -104,7 +105,7 @@ class PlainTagger(nn.Module):
             _, (h, _) = self.char_lstm(packed)  # (2, N, 25)
             spelled = x.new_zeros(B * T, 50).index_copy(0, real, torch.cat([h[0], h[1]], 1))
             x = torch.cat([x, spelled.reshape(B, T, 50)], -1)  # (B, T, 150)
-        out = _packed_lstm(self.lstm, self.drop(x), batch["lengths"])  # (B, T, dirs·H)
+        out = _packed_rnn(self.lstm, self.drop(x), batch["lengths"])  # (B, T, dirs·H)
         return self.head(self.drop(out))  # (B, T, C)
 
 
@@ -269,7 +270,7 @@ class PlainClassifier(nn.Module):
         """Class scores (B, C) of a batch of rnnkit's classify task."""
         lengths = batch["lengths"]
         x = self.drop(self.embedding(batch["inputs"]))  # (B, T, E)
-        out = _packed_lstm(self.rnn, x, lengths)  # (B, T, 2H), zeros at padding
+        out = _packed_rnn(self.rnn, x, lengths)  # (B, T, 2H), zeros at padding
         real = torch.arange(out.shape[1])[None, :] < lengths[:, None]  # (B, T)
         pooled = out.masked_fill(~real[..., None], float("-inf")).amax(1)  # (B, 2H)
         return self.head(self.drop(pooled))  # (B, C)
