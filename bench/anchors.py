@@ -109,13 +109,14 @@ class PlainTagger(nn.Module):
         return self.head(self.drop(out))  # (B, T, C)
 
 
-def _data(path: Path, **model: Any) -> tuple[Any, Any, RunConfig]:
-    """rnnkit's tag task data of ``path`` with every word kept (--min-freq 1)."""
+def _data(path: Path, val: Path, **model: Any) -> tuple[Any, Any, RunConfig]:
+    """rnnkit's tag task data of ``path`` (every word kept: --min-freq 1) with ``val`` as the
+    validation split."""
     task = get_task("tag")
     run = merge(RunConfig(task="tag"), task.preset(str(path)))
     run = dataclasses.replace(
         run,
-        data=dataclasses.replace(run.data, path=str(path), min_freq=1),
+        data=dataclasses.replace(run.data, path=str(path), val=str(val), min_freq=1),
         model=dataclasses.replace(run.model, **model),
     )
     return task, task.load_data(run, None), run
@@ -149,9 +150,8 @@ def _train(model: PlainTagger, task, data, run, seconds: float, each_epoch=None)
 def frames_anchor(seconds: float, folder: Path) -> dict[str, Any]:
     """The causal nn.LSTM 128 on every training utterance; test frame accuracy."""
     train, test = frames(folder)
-    task, _, run = _data(train, hidden_size=128, bidirectional=False)
-    run = dataclasses.replace(run, data=dataclasses.replace(run.data, val=str(test)))
-    data = task.load_data(run, None)  # every training utterance; the test split, read at the end
+    # every training utterance; the test split as validation, read at the end only
+    task, data, run = _data(train, test, hidden_size=128, bidirectional=False)
     mean, std = (torch.from_numpy(part).float() for part in data.setup["statistics"])
     model = PlainTagger(12, 9, 128, words=False, chars=None, drop=0.0)
     model.forward = _standardised(model.forward, mean, std)  # type: ignore[method-assign]
@@ -166,9 +166,7 @@ def frames_anchor(seconds: float, folder: Path) -> dict[str, Any]:
 def wnut17_anchor(seconds: float) -> dict[str, Any]:
     """The word + char-BiLSTM softmax tagger; test F1 of the best-dev and the final weights."""
     w = DATA / "wnut17"
-    task, data, run = _data(w / "train.txt", char_features=True, crf=False)
-    run = dataclasses.replace(run, data=dataclasses.replace(run.data, val=str(w / "dev.txt")))
-    data = task.load_data(run, None)
+    task, data, run = _data(w / "train.txt", w / "dev.txt", char_features=True, crf=False)
     tags = data.meta["tags"]
     model = PlainTagger(
         len(data.meta["vocab"]["tokens"]),
