@@ -14,6 +14,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from rnnkit.cells import GRUCell, LSTMCell, RNNCell
 from rnnkit.layers import GRU, LSTM, RNN
+from rnnkit.layers.packing import reversal_index, reverse_within, run_padded
 from tests.conftest import B, D, H, T
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -131,6 +132,95 @@ def test_packed_input_equals_lengths(variant):
         torch.testing.assert_close(got, expected, **F64)
 
 
+FUSED = ["rnn_relu", "gru", "lstm_proj", "lstm"]
+
+
+def make_fused(variant: str, **options) -> nn.Module:
+    if variant == "lstm":
+        return LSTM(D, H, **options, dtype=torch.float64)
+    return make(variant, **options)
+
+
+@pytest.mark.parametrize("batch_first", [False, True], ids=["tb", "bt"])
+@pytest.mark.parametrize("variant", FUSED)
+def test_lengths_without_packing_equal_packed_and_ignore_padding(variant, batch_first):
+    """On CPU, padded batches with lengths run torch's kernel unpacked (the reverse direction
+    reads each sequence reversed within its length): outputs, the state where one is returned,
+    and every gradient equal the packed run's, with NaN in the padding."""
+    layer = make_fused(variant, num_layers=2, bidirectional=True, batch_first=batch_first)
+    x = torch.randn((B, T, D) if batch_first else (T, B, D), dtype=torch.float64)
+    for b, length in enumerate(LENGTHS):
+        (x[b, length:] if batch_first else x[length:, b]).fill_(float("nan"))
+    state = tuple(torch.randn_like(s) for s in as_tuple(layer(x.nan_to_num())[1]))
+    state = state if len(state) == 2 else state[0]
+    weights = torch.randn(*x.shape[:2], 2 * out_size(layer), dtype=torch.float64)
+
+    def gradients(out: torch.Tensor, x: torch.Tensor) -> list[torch.Tensor]:
+        (out.nan_to_num() * weights).sum().backward()
+        grads = [x.grad.nan_to_num(), *(p.grad.clone() for p in layer.parameters())]
+        layer.zero_grad()
+        return grads
+
+    x_packed = x.clone().requires_grad_()
+    packed = pack_padded_sequence(x_packed, LENGTHS, batch_first, enforce_sorted=False)
+    packed_out, packed_final = layer(packed, state)
+    expected, _ = pad_packed_sequence(packed_out, batch_first, total_length=T)
+    expected_grads = gradients(expected, x_packed)
+    x_unpacked = x.clone().requires_grad_()
+    is_lstm = isinstance(layer, LSTM)
+    out, final = layer(x_unpacked, state, lengths=LENGTHS, final_state=not is_lstm)
+    torch.testing.assert_close(out, expected, **F64)
+    for got, wanted in zip(gradients(out, x_unpacked), expected_grads, strict=True):
+        assert not got.isnan().any()
+        torch.testing.assert_close(got, wanted, **F64)
+    if is_lstm:
+        assert final is None
+    else:
+        torch.testing.assert_close(final, packed_final, **F64)
+
+
+@pytest.mark.parametrize("variant", FUSED)
+def test_lengths_on_cpu_do_not_pack(variant, monkeypatch: pytest.MonkeyPatch):
+    """What runs: unpacked where the state asked for can be read from the outputs (h alone,
+    or none wanted); an LSTM asked for (h, c) packs."""
+    import rnnkit.layers.stack as stack
+
+    packs = []
+    monkeypatch.setattr(stack, "run_padded", lambda *args: packs.append(1) or run_padded(*args))
+    layer = make_fused(variant, bidirectional=True)
+    x = torch.randn(T, B, D, dtype=torch.float64)
+    layer(x, lengths=LENGTHS, final_state=False)[0].sum().backward()
+    assert not packs
+    layer(x, lengths=LENGTHS)
+    assert packs == ([1] if isinstance(layer, LSTM) else [])
+
+
+def test_final_state_false_returns_none_on_every_path():
+    x = torch.randn(T, B, D, dtype=torch.float64)
+    packed = pack_padded_sequence(x, LENGTHS, enforce_sorted=False)
+    for layer in (make("lstm_peephole"), make("gru"), make_fused("lstm")):
+        assert layer(x, final_state=False)[1] is None
+        assert layer(x, lengths=LENGTHS, final_state=False)[1] is None
+        assert layer(packed, final_state=False)[1] is None
+        out, state = layer(x[:, 0], final_state=False)  # unbatched
+        assert out.shape == (T, out_size(layer)) and state is None
+
+
+def test_reverse_within_is_its_own_inverse_and_its_gradient_is_exact():
+    lengths = torch.tensor(LENGTHS)
+    index = reversal_index(lengths, T, batch_first=True)  # (B, T)
+    x = torch.randn(B, T, D, dtype=torch.float64, requires_grad=True)
+    reversed_x = reverse_within(x, index, 1)
+    for b, length in enumerate(LENGTHS):
+        torch.testing.assert_close(reversed_x[b, :length], x[b, :length].flip(0), **F64)
+    torch.testing.assert_close(reverse_within(reversed_x, index, 1), x, rtol=0, atol=0)
+    assert torch.autograd.gradcheck(lambda x: reverse_within(x, index, 1), (x,))
+    time_major = x.detach().transpose(0, 1).requires_grad_()  # (T, B, D)
+    index = reversal_index(lengths, T, batch_first=False)  # (T, B)
+    torch.testing.assert_close(reverse_within(time_major, index, 0), reversed_x.transpose(0, 1))
+    assert torch.autograd.gradcheck(lambda x: reverse_within(x, index, 0), (time_major,))
+
+
 def test_empty_sequence_keeps_its_initial_state():
     layer = make("lstm_peephole", impl="loop")
     h0, c0 = torch.randn(1, B, H, dtype=torch.float64), torch.randn(1, B, H, dtype=torch.float64)
@@ -218,8 +308,8 @@ def test_auto_chooses_fused_where_torch_computes_it():
 
 
 def test_auto_trains_rnn_and_gru_on_cpu_with_the_loop(monkeypatch: pytest.MonkeyPatch):
-    """Faster there (bench/layers.py); batches with lengths keep torch's packed kernel, and
-    so do hidden sizes below LOOP_MIN_HIDDEN."""
+    """Faster there (bench/layers.py); batches with lengths keep torch's kernel (unpacked, see
+    :meth:`_run_fused_unpacked`), and so do hidden sizes below LOOP_MIN_HIDDEN."""
     wide = GRU.LOOP_MIN_HIDDEN
     assert RNN(D, wide).resolved_impl == GRU(D, wide).resolved_impl == "loop"
     assert LSTM(D, wide).resolved_impl == "fused"

@@ -45,3 +45,41 @@ def pack_like(padded: Tensor, like: PackedSequence) -> PackedSequence:
     lengths = (like.batch_sizes.unsqueeze(0) > batch.unsqueeze(1)).sum(1)  # (B,), longest first
     data = pack_padded_sequence(padded, lengths, batch_first=True).data  # (sum of lengths, F)
     return PackedSequence(data, like.batch_sizes, like.sorted_indices, like.unsorted_indices)
+
+
+class _Reorder(torch.autograd.Function):
+    """x gathered along ``dim`` by an index that is its own inverse: the gradient is gathered
+    by the same index (no zeroed buffer and scatter, as ``gather``'s own backward does)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, index: Tensor, dim: int) -> Tensor:
+        ctx.save_for_backward(index)
+        ctx.dim = dim
+        return x.gather(dim, index)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+        (index,) = ctx.saved_tensors
+        return grad.gather(ctx.dim, index), None, None
+
+
+def reversal_index(lengths: Tensor, steps: int, batch_first: bool) -> Tensor:
+    """Where each step of a padded batch goes when every sequence is reversed within its own
+    length: step t < n of a sequence of length n goes to n − 1 − t, and the padded steps
+    t >= n to T + n − 1 − t, so they stay after the real ones. The map is its own inverse.
+
+    Shapes: lengths (B,) in [1, T] -> (B, T) if ``batch_first`` else (T, B), int64.
+    """
+    index = (lengths[:, None] - 1 - torch.arange(steps)[None, :]) % steps  # (B, T)
+    return index if batch_first else index.t()
+
+
+def reverse_within(x: Tensor, index: Tensor, time_dim: int) -> Tensor:
+    """x with each sequence reversed within its length, by :func:`reversal_index`'s index for
+    the same layout; applied twice it gives x back.
+
+    Shapes: x (B, T, F) with time_dim 1 or (T, B, F) with time_dim 0, index (B, T) or (T, B)
+    -> like x.
+    """
+    expanded = index.unsqueeze(-1).expand(*index.shape, x.shape[-1])  # like x
+    return _Reorder.apply(x, expanded, time_dim)

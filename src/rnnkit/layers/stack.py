@@ -22,7 +22,13 @@ from rnnkit.cells import input_gates
 from rnnkit.layers import flat_weights
 from rnnkit.layers.dropout import dropout
 from rnnkit.layers.packed import PackedLinear, Weights, check_weights
-from rnnkit.layers.packing import pack_like, run_packed, run_padded
+from rnnkit.layers.packing import (
+    pack_like,
+    reversal_index,
+    reverse_within,
+    run_packed,
+    run_padded,
+)
 from rnnkit.layers.time_loop import (
     SequenceFn,
     State,
@@ -381,7 +387,8 @@ class RecurrentStack(nn.Module, ABC):
         hx: StackState | None = None,
         *,
         lengths: Tensor | Sequence[int] | None = None,
-    ) -> tuple[Tensor | PackedSequence, StackState]:
+        final_state: bool = True,
+    ) -> tuple[Tensor | PackedSequence, StackState | None]:
         """Run the stack over a sequence, as ``torch.nn.RNN / GRU / LSTM`` do.
 
         Args:
@@ -391,16 +398,20 @@ class RecurrentStack(nn.Module, ABC):
                 (h, c); unbatched input takes (L·num_directions, H). Zeros if None.
             lengths: (B,) real length of each padded sequence (not with a PackedSequence):
                 states freeze after each sequence's end and outputs there are zero.
+            final_state: False where the caller does not use h_n, which is then returned as
+                None. An LSTM given ``lengths`` on CPU then runs faster (see
+                :meth:`_run_fused_unpacked`); RNN and GRU do so anyway.
 
         Returns:
             (output, h_n): output (T, B, num_directions·H) in the input's layout (a
-            PackedSequence for packed input); h_n like hx. With ``proj_size`` P, H above is P
-            for the output and h.
+            PackedSequence for packed input); h_n like hx, or None if not ``final_state``.
+            With ``proj_size`` P, H above is P for the output and h.
         """
         if isinstance(input, PackedSequence):
             if lengths is not None:
                 raise ValueError("a PackedSequence carries its own lengths; do not pass lengths")
-            return self._forward_packed(input, hx)
+            out, state = self._forward_packed(input, hx)
+            return out, (state if final_state else None)
         if input.dim() not in (2, 3):
             raise ValueError(
                 f"{type(self).__name__} expects input of 3 dimensions (batched) or 2 "
@@ -415,12 +426,17 @@ class RecurrentStack(nn.Module, ABC):
         if lengths is not None:
             lengths = self._check_lengths(lengths, batch_size, num_steps)
         if self._uses_fused(variable_length=lengths is not None):
-            out, state = self._run_fused_padded(x, state, lengths)
+            if lengths is not None and self._runs_unpacked(x, len(state), final_state):
+                out, state = self._run_fused_unpacked(x, state, lengths)
+            else:
+                out, state = self._run_fused_padded(x, state, lengths)
         else:
             x_bt = x if self.batch_first else x.transpose(0, 1)  # (B, T, D)
             lengths = None if lengths is None else lengths.to(x.device)
             out, final, shares_buffer = self._run_loop(x_bt, state, lengths)  # (B, T, dirs·H)
             out, state = self._as_fused_returns(out, final, state, self.batch_first, shares_buffer)
+        if not final_state:
+            return (out if batched else out.squeeze(batch_dim)), None
         if not batched:
             out = out.squeeze(batch_dim)  # (T, dirs·H)
             state = tuple(part.squeeze(1) for part in state)  # (L·dirs, ·)
@@ -561,10 +577,13 @@ class RecurrentStack(nn.Module, ABC):
         weights: list[Tensor],
         num_layers: int,
         batch_sizes: Tensor | None,
+        bidirectional: bool | None = None,
     ) -> tuple[Tensor, tuple[Tensor, ...]]:
-        """One call of the kernel over ``num_layers`` layers whose ``weights`` are given."""
+        """One call of the kernel over ``num_layers`` layers whose ``weights`` are given (of
+        both directions, or of one if ``bidirectional`` is False)."""
         hx = state if len(state) > 1 else state[0]
-        options = (self.bias, num_layers, self.dropout, self.training, self.bidirectional)
+        both = self.bidirectional if bidirectional is None else bidirectional
+        options = (self.bias, num_layers, self.dropout, self.training, both)
         if batch_sizes is None:
             result = self._fused_kernel()(x, hx, weights, *options, self.batch_first)
         else:
@@ -576,12 +595,82 @@ class RecurrentStack(nn.Module, ABC):
     ) -> tuple[Tensor, tuple[Tensor, ...]]:
         if lengths is None:
             return self._run_fused(x, state)
+        self._check_not_empty(lengths)
+        return run_padded(self._run_fused, x, state, lengths, self.batch_first)
+
+    def _check_not_empty(self, lengths: Tensor) -> None:
         if lengths.min() == 0:
             raise ValueError(
                 f"{type(self).__name__}: impl='fused' packs the batch, which needs every length "
                 f"to be at least 1; got {lengths.tolist()}; use impl='loop' for empty sequences"
             )
-        return run_padded(self._run_fused, x, state, lengths, self.batch_first)
+
+    def _runs_unpacked(self, x: Tensor, state_parts: int, final_state: bool) -> bool:
+        """Whether a padded batch with lengths runs :meth:`_run_fused_unpacked`: on CPU,
+        outside autocast, where the final state either is not wanted or is h alone."""
+        return (
+            x.device.type == "cpu"
+            and not torch.is_autocast_enabled("cpu")
+            and (state_parts == 1 or not final_state)
+        )
+
+    def _run_fused_unpacked(
+        self, x: Tensor, state: tuple[Tensor, ...], lengths: Tensor
+    ) -> tuple[Tensor, tuple[Tensor, ...] | None]:
+        """PyTorch's kernel on a padded batch with lengths, without packing it; CPU only.
+
+        On a PackedSequence, torch's CPU kernel takes one time step at a time, and the backward
+        of each step's slice of the packed data zeroes a gradient as large as all of it: a
+        cost that grows with the square of the length. Here each direction of each layer runs
+        the kernel on the whole padded batch, as on full-length sequences (oneDNN's LSTM):
+
+        * padded steps come after each sequence's real ones, so the forward direction's
+          outputs at real steps do not depend on them;
+        * the reverse direction reads each sequence reversed within its own length
+          (:func:`rnnkit.layers.packing.reverse_within`), so it too reads the real steps
+          first, and its outputs are put back in order the same way;
+        * padded inputs are zeroed, so that what the kernel computes past the ends stays
+          finite and never turns a gradient into NaN; outputs there are zeroed.
+
+        The kernel's own final state has stepped through the padding and is not used: each
+        direction's h_n is its output at the sequence's last real step. An LSTM's c_n is not
+        an output, so the state is returned only where it is h alone (RNN, GRU), else None.
+
+        Shapes: x (B, T, D) or (T, B, D), as ``batch_first`` says; lengths (B,) -> output
+        like x with dirs·H features, and the state as a tuple of (L·dirs, B, H), or None.
+        """
+        self._check_not_empty(lengths)
+        time_dim = 1 if self.batch_first else 0
+        steps = x.shape[time_dim]
+        index = reversal_index(lengths, steps, self.batch_first).to(x.device)  # (B, T) / (T, B)
+        real = torch.arange(steps)[None, :] < lengths[:, None]  # (B, T)
+        real = (real if self.batch_first else real.t()).unsqueeze(-1).to(x.device)  # like x
+        x = x.masked_fill(~real, 0.0)  # like x
+        per_direction = len(self._fused_weight_names) // (self.num_layers * self.num_directions)
+        batch = torch.arange(lengths.shape[0], device=x.device)  # (B,)
+        last = lengths.to(x.device) - 1  # (B,)
+        finals = []
+        for layer in range(self.num_layers):
+            if layer > 0 and self.dropout > 0 and self.training:
+                x = dropout(x, self.dropout)  # like x
+            outputs = []
+            for direction in range(self.num_directions):
+                i = layer * self.num_directions + direction
+                names = self._fused_weight_names[i * per_direction : (i + 1) * per_direction]
+                weights = [getattr(self, name) for name in names]
+                initial = tuple(part[i : i + 1] for part in state)  # (1, B, ·) each
+                source = x if direction == 0 else reverse_within(x, index, time_dim)
+                out, _ = self._fused_call(source, initial, weights, 1, None, bidirectional=False)
+                if direction == 0:
+                    h = out[batch, last] if self.batch_first else out[last, batch]  # (B, H)
+                else:
+                    out = reverse_within(out, index, time_dim)  # back in order
+                    h = out.select(time_dim, 0)  # (B, H): the reverse reads position 0 last
+                outputs.append(out)
+                finals.append(h)
+            x = torch.cat(outputs, dim=-1) if self.num_directions == 2 else outputs[0]
+        out = x.masked_fill(~real, 0.0)  # like x, dirs·H features
+        return out, ((torch.stack(finals),) if len(state) == 1 else None)
 
     # --- one step, for sampling --------------------------------------------------------------
 

@@ -132,12 +132,11 @@ class SequenceEncoder(nn.Module):
         if self.chars is not None:
             x = torch.cat([x, self.chars(chars, word_lengths)], dim=-1)  # (B, T, E + C)
         x = self.input_dropout(x)
-        if self.config.cell in MINIMAL_CELLS:  # causal: padding at the end changes no real step
-            out, _ = self.rnn(x)  # (B, T, H)
-        else:
-            out, _ = self.rnn(x, lengths=lengths.cpu())  # (B, T, dirs·H)
+        if self.config.cell not in MINIMAL_CELLS:  # zero at padded steps
+            return self.rnn(x, lengths=lengths.cpu(), final_state=False)[0]  # (B, T, dirs·H)
+        out, _ = self.rnn(x)  # (B, T, H), causal: padding at the end changes no real step
         mask = torch.arange(out.shape[1], device=out.device) < lengths.to(out.device)[:, None]
-        return out * mask.unsqueeze(-1).to(out.dtype)  # (B, T, dirs·H)
+        return out * mask.unsqueeze(-1).to(out.dtype)  # (B, T, H)
 
     def set_feature_statistics(self, mean: np.ndarray, std: np.ndarray) -> None:
         """Standardise inputs with these (D,) statistics of the training split."""
