@@ -132,73 +132,63 @@ def test_packed_input_equals_lengths(variant):
         torch.testing.assert_close(got, expected, **F64)
 
 
-FUSED = ["rnn_relu", "gru", "lstm_proj", "lstm"]
-
-
-def make_fused(variant: str, **options) -> nn.Module:
-    if variant == "lstm":
-        return LSTM(D, H, **options, dtype=torch.float64)
-    return make(variant, **options)
-
-
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
 @pytest.mark.parametrize("batch_first", [False, True], ids=["tb", "bt"])
-@pytest.mark.parametrize("variant", FUSED)
-def test_lengths_without_packing_equal_packed_and_ignore_padding(variant, batch_first):
-    """On CPU, padded batches with lengths run torch's kernel unpacked (the reverse direction
-    reads each sequence reversed within its length): outputs, the state where one is returned,
-    and every gradient equal the packed run's, with NaN in the padding."""
-    layer = make_fused(variant, num_layers=2, bidirectional=True, batch_first=batch_first)
+def test_lstm_lengths_without_packing_equal_packed_and_ignore_padding(batch_first, bidirectional):
+    """On CPU, an LSTM asked for no final state runs padded batches with lengths unpacked (the
+    reverse direction reads each sequence reversed within its length): outputs and every
+    gradient equal the packed run's, with NaN in the padding."""
+    layer = LSTM(D, H, num_layers=2, bidirectional=bidirectional, batch_first=batch_first)
+    layer = layer.double()
     x = torch.randn((B, T, D) if batch_first else (T, B, D), dtype=torch.float64)
     for b, length in enumerate(LENGTHS):
         (x[b, length:] if batch_first else x[length:, b]).fill_(float("nan"))
-    state = tuple(torch.randn_like(s) for s in as_tuple(layer(x.nan_to_num())[1]))
-    state = state if len(state) == 2 else state[0]
-    weights = torch.randn(*x.shape[:2], 2 * out_size(layer), dtype=torch.float64)
+    state = tuple(torch.randn_like(part) for part in layer(x.nan_to_num())[1])
+    weights = torch.randn(*x.shape[:2], layer.num_directions * H, dtype=torch.float64)
 
     def gradients(out: torch.Tensor, x: torch.Tensor) -> list[torch.Tensor]:
-        (out.nan_to_num() * weights).sum().backward()
+        (out * weights).sum().backward()
         grads = [x.grad.nan_to_num(), *(p.grad.clone() for p in layer.parameters())]
         layer.zero_grad()
         return grads
 
     x_packed = x.clone().requires_grad_()
     packed = pack_padded_sequence(x_packed, LENGTHS, batch_first, enforce_sorted=False)
-    packed_out, packed_final = layer(packed, state)
-    expected, _ = pad_packed_sequence(packed_out, batch_first, total_length=T)
+    expected, _ = pad_packed_sequence(layer(packed, state)[0], batch_first, total_length=T)
     expected_grads = gradients(expected, x_packed)
     x_unpacked = x.clone().requires_grad_()
-    is_lstm = isinstance(layer, LSTM)
-    out, final = layer(x_unpacked, state, lengths=LENGTHS, final_state=not is_lstm)
+    out, final = layer(x_unpacked, state, lengths=LENGTHS, final_state=False)
+    assert final is None
     torch.testing.assert_close(out, expected, **F64)
     for got, wanted in zip(gradients(out, x_unpacked), expected_grads, strict=True):
         assert not got.isnan().any()
         torch.testing.assert_close(got, wanted, **F64)
-    if is_lstm:
-        assert final is None
-    else:
-        torch.testing.assert_close(final, packed_final, **F64)
 
 
-@pytest.mark.parametrize("variant", FUSED)
-def test_lengths_on_cpu_do_not_pack(variant, monkeypatch: pytest.MonkeyPatch):
-    """What runs: unpacked where the state asked for can be read from the outputs (h alone,
-    or none wanted); an LSTM asked for (h, c) packs."""
+def test_only_an_lstm_asked_for_no_state_runs_unpacked(monkeypatch: pytest.MonkeyPatch):
+    """Packing where the final state is wanted (c_n is no output), with a projection (not
+    oneDNN's kernel), for the RNN and GRU (no oneDNN kernel) and under autocast."""
     import rnnkit.layers.stack as stack
 
     packs = []
     monkeypatch.setattr(stack, "run_padded", lambda *args: packs.append(1) or run_padded(*args))
-    layer = make_fused(variant, bidirectional=True)
-    x = torch.randn(T, B, D, dtype=torch.float64)
-    layer(x, lengths=LENGTHS, final_state=False)[0].sum().backward()
+    x = torch.randn(T, B, D)
+    lstm = LSTM(D, H, bidirectional=True)
+    lstm(x, lengths=LENGTHS, final_state=False)[0].sum().backward()
     assert not packs
-    layer(x, lengths=LENGTHS)
-    assert packs == ([1] if isinstance(layer, LSTM) else [])
+    lstm(x, lengths=LENGTHS)
+    assert len(packs) == 1
+    for layer in (LSTM(D, H, proj_size=P), GRU(D, H), RNN(D, H)):
+        layer(x, lengths=LENGTHS, final_state=False)
+    assert len(packs) == 4
+    monkeypatch.setattr(torch, "is_autocast_enabled", lambda device=None: True)
+    assert not lstm._runs_unpacked(x, final_state=False)
 
 
 def test_final_state_false_returns_none_on_every_path():
     x = torch.randn(T, B, D, dtype=torch.float64)
     packed = pack_padded_sequence(x, LENGTHS, enforce_sorted=False)
-    for layer in (make("lstm_peephole"), make("gru"), make_fused("lstm")):
+    for layer in (make("lstm_peephole"), make("gru"), LSTM(D, H, dtype=torch.float64)):
         assert layer(x, final_state=False)[1] is None
         assert layer(x, lengths=LENGTHS, final_state=False)[1] is None
         assert layer(packed, final_state=False)[1] is None
@@ -308,8 +298,8 @@ def test_auto_chooses_fused_where_torch_computes_it():
 
 
 def test_auto_trains_rnn_and_gru_on_cpu_with_the_loop(monkeypatch: pytest.MonkeyPatch):
-    """Faster there (bench/layers.py); batches with lengths keep torch's kernel (unpacked, see
-    :meth:`_run_fused_unpacked`), and so do hidden sizes below LOOP_MIN_HIDDEN."""
+    """Faster there (bench/layers.py); batches with lengths keep torch's packed kernel, and
+    so do hidden sizes below LOOP_MIN_HIDDEN."""
     wide = GRU.LOOP_MIN_HIDDEN
     assert RNN(D, wide).resolved_impl == GRU(D, wide).resolved_impl == "loop"
     assert LSTM(D, wide).resolved_impl == "fused"

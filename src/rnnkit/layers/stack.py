@@ -399,8 +399,8 @@ class RecurrentStack(nn.Module, ABC):
             lengths: (B,) real length of each padded sequence (not with a PackedSequence):
                 states freeze after each sequence's end and outputs there are zero.
             final_state: False where the caller does not use h_n, which is then returned as
-                None. An LSTM given ``lengths`` on CPU then runs faster (see
-                :meth:`_run_fused_unpacked`); RNN and GRU do so anyway.
+                None; an LSTM given ``lengths`` on CPU then runs faster (see
+                :class:`rnnkit.layers.LSTM`).
 
         Returns:
             (output, h_n): output (T, B, num_directions·H) in the input's layout (a
@@ -426,8 +426,8 @@ class RecurrentStack(nn.Module, ABC):
         if lengths is not None:
             lengths = self._check_lengths(lengths, batch_size, num_steps)
         if self._uses_fused(variable_length=lengths is not None):
-            if lengths is not None and self._runs_unpacked(x, len(state), final_state):
-                out, state = self._run_fused_unpacked(x, state, lengths)
+            if lengths is not None and self._runs_unpacked(x, final_state):
+                out = self._run_fused_unpacked(x, state, lengths)
             else:
                 out, state = self._run_fused_padded(x, state, lengths)
         else:
@@ -605,24 +605,16 @@ class RecurrentStack(nn.Module, ABC):
                 f"to be at least 1; got {lengths.tolist()}; use impl='loop' for empty sequences"
             )
 
-    def _runs_unpacked(self, x: Tensor, state_parts: int, final_state: bool) -> bool:
-        """Whether a padded batch with lengths runs :meth:`_run_fused_unpacked`: on CPU,
-        outside autocast, where the final state either is not wanted or is h alone."""
-        return (
-            x.device.type == "cpu"
-            and not torch.is_autocast_enabled("cpu")
-            and (state_parts == 1 or not final_state)
-        )
+    def _runs_unpacked(self, x: Tensor, final_state: bool) -> bool:
+        """Whether a padded batch with lengths runs :meth:`_run_fused_unpacked`, where that is
+        faster than packing (:class:`rnnkit.layers.LSTM` says where)."""
+        return False
 
-    def _run_fused_unpacked(
-        self, x: Tensor, state: tuple[Tensor, ...], lengths: Tensor
-    ) -> tuple[Tensor, tuple[Tensor, ...] | None]:
-        """PyTorch's kernel on a padded batch with lengths, without packing it; CPU only.
+    def _run_fused_unpacked(self, x: Tensor, state: tuple[Tensor, ...], lengths: Tensor) -> Tensor:
+        """PyTorch's kernel on a padded batch with lengths, without packing it: the output only.
 
-        On a PackedSequence, torch's CPU kernel takes one time step at a time, and the backward
-        of each step's slice of the packed data zeroes a gradient as large as all of it: a
-        cost that grows with the square of the length. Here each direction of each layer runs
-        the kernel on the whole padded batch, as on full-length sequences (oneDNN's LSTM):
+        Each direction of each layer runs the kernel on the whole padded batch, as on
+        full-length sequences:
 
         * padded steps come after each sequence's real ones, so the forward direction's
           outputs at real steps do not depend on them;
@@ -632,12 +624,10 @@ class RecurrentStack(nn.Module, ABC):
         * padded inputs are zeroed, so that what the kernel computes past the ends stays
           finite and never turns a gradient into NaN; outputs there are zeroed.
 
-        The kernel's own final state has stepped through the padding and is not used: each
-        direction's h_n is its output at the sequence's last real step. An LSTM's c_n is not
-        an output, so the state is returned only where it is h alone (RNN, GRU), else None.
+        The kernel's final state has stepped through the padding, so none is returned.
 
-        Shapes: x (B, T, D) or (T, B, D), as ``batch_first`` says; lengths (B,) -> output
-        like x with dirs·H features, and the state as a tuple of (L·dirs, B, H), or None.
+        Shapes: x (B, T, D) or (T, B, D), as ``batch_first`` says; lengths (B,); state parts
+        (L·dirs, B, ·) -> output like x with dirs·H features.
         """
         self._check_not_empty(lengths)
         time_dim = 1 if self.batch_first else 0
@@ -647,9 +637,6 @@ class RecurrentStack(nn.Module, ABC):
         real = (real if self.batch_first else real.t()).unsqueeze(-1).to(x.device)  # like x
         x = x.masked_fill(~real, 0.0)  # like x
         per_direction = len(self._fused_weight_names) // (self.num_layers * self.num_directions)
-        batch = torch.arange(lengths.shape[0], device=x.device)  # (B,)
-        last = lengths.to(x.device) - 1  # (B,)
-        finals = []
         for layer in range(self.num_layers):
             if layer > 0 and self.dropout > 0 and self.training:
                 x = dropout(x, self.dropout)  # like x
@@ -661,16 +648,9 @@ class RecurrentStack(nn.Module, ABC):
                 initial = tuple(part[i : i + 1] for part in state)  # (1, B, ·) each
                 source = x if direction == 0 else reverse_within(x, index, time_dim)
                 out, _ = self._fused_call(source, initial, weights, 1, None, bidirectional=False)
-                if direction == 0:
-                    h = out[batch, last] if self.batch_first else out[last, batch]  # (B, H)
-                else:
-                    out = reverse_within(out, index, time_dim)  # back in order
-                    h = out.select(time_dim, 0)  # (B, H): the reverse reads position 0 last
-                outputs.append(out)
-                finals.append(h)
+                outputs.append(out if direction == 0 else reverse_within(out, index, time_dim))
             x = torch.cat(outputs, dim=-1) if self.num_directions == 2 else outputs[0]
-        out = x.masked_fill(~real, 0.0)  # like x, dirs·H features
-        return out, ((torch.stack(finals),) if len(state) == 1 else None)
+        return x.masked_fill(~real, 0.0)  # like x, dirs·H features
 
     # --- one step, for sampling --------------------------------------------------------------
 
