@@ -269,6 +269,11 @@ class LSTM(RecurrentStack):
         input (T, B, D) [or (B, T, D), (T, D), PackedSequence],
         (h_0 (L·num_directions, B, P), c_0 (L·num_directions, B, H))
         ->  output (T, B, num_directions·P), (h_n, c_n) like (h_0, c_0)
+
+    Padded batches: ``lstm(x, lengths=lengths, final_state=False)`` returns ``(output, None)``
+    and, on CPU, runs faster than packing (see the module docstring)::
+
+        out, _ = lstm(x, lengths=torch.tensor([5, 2, 4]), final_state=False)  # zero padding
     """
 
     def __init__(
