@@ -185,6 +185,25 @@ def test_only_an_lstm_asked_for_no_state_runs_unpacked(monkeypatch: pytest.Monke
     assert not lstm._runs_unpacked(x, final_state=False)
 
 
+@pytest.mark.parametrize("variant", ["gru", "lstm_peephole", "lstm_proj"])
+def test_lengths_that_are_all_full_run_as_no_lengths(variant, monkeypatch: pytest.MonkeyPatch):
+    """A batch without padding takes the full-length path (no packing, no time loop that
+    freezes states): the same outputs and state as without lengths."""
+    import rnnkit.layers.stack as stack
+
+    layer = make(variant, bidirectional=True, batch_first=True)
+    x = torch.randn(B, T, D, dtype=torch.float64)
+    expected_out, expected_state = layer(x)
+    monkeypatch.setattr(stack, "run_padded", lambda *args: pytest.fail("packed"))
+    monkeypatch.setattr(stack, "reversal_index", lambda *args: pytest.fail("unpacked"))
+    out, state = layer(x, lengths=[T] * B)
+    torch.testing.assert_close(out, expected_out, rtol=0, atol=0)
+    for got, wanted in zip(as_tuple(state), as_tuple(expected_state), strict=True):
+        torch.testing.assert_close(got, wanted, rtol=0, atol=0)
+    lstm = LSTM(D, H)
+    assert lstm(x.float().transpose(0, 1), lengths=[T] * B, final_state=False)[1] is None
+
+
 def test_final_state_false_returns_none_on_every_path():
     x = torch.randn(T, B, D, dtype=torch.float64)
     packed = pack_padded_sequence(x, LENGTHS, enforce_sorted=False)

@@ -425,6 +425,8 @@ class RecurrentStack(nn.Module, ABC):
         state = self._initial_state(hx, batch_size, batched, x)
         if lengths is not None:
             lengths = self._check_lengths(lengths, batch_size, num_steps)
+            if bool((lengths == num_steps).all()):
+                lengths = None  # no padding: the full-length paths compute the same
         if self._uses_fused(variable_length=lengths is not None):
             if lengths is not None and self._runs_unpacked(x, final_state):
                 out = self._run_fused_unpacked(x, state, lengths)
