@@ -26,7 +26,8 @@ speed: (a) training pairs/s (forward + backward + AdamW step, same batches, same
     loop. The model is the seq2seq preset (GRU, H = E = 256, bidirectional encoder, additive
     attention; the plain model a bidirectional nn.GRU with its directions summed), with the
     tutorial subset's vocabulary sizes and sentence lengths (random tokens, untrained weights;
-    every sentence is decoded to MAX_LENGTH tokens).
+    every sentence is decoded to MAX_LENGTH tokens). What is compared takes turns, round by
+    round, and each figure is the median of 5 rounds of at least 1 s.
 anchor: trains the plain PyTorch model of (a), unidirectional, H = E = 256, dropout 0.1 (the
     issue's "GRU 256 + additive attention"), on a pairs file for ``--seconds`` (rnnkit's random
     90/10 split and vocabularies, the seq2seq preset's batch size, AdamW, learning rate and
@@ -231,17 +232,22 @@ def _random_batches(
     return batches
 
 
-def _timed(fn: Any, repeats: int, min_seconds: float) -> float:
-    """Median seconds per call of ``fn`` over ``repeats`` rounds of at least ``min_seconds``."""
-    fn()  # warm up
-    times = []
-    for _ in range(repeats):
-        calls, start = 0, time.perf_counter()
-        while (elapsed := time.perf_counter() - start) < min_seconds or calls == 0:
-            fn()
-            calls += 1
-        times.append(elapsed / calls)
-    return statistics.median(times)
+def _timed(fns: dict[str, Any], repeats: int, min_seconds: float) -> dict[str, float]:
+    """Median seconds per call of each of ``fns`` over ``repeats`` rounds of at least
+    ``min_seconds`` each, the functions taking turns round by round (each round starting one
+    later), so that a burst of load from elsewhere touches them alike."""
+    for fn in fns.values():
+        fn()  # warm up
+    names = list(fns)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for round_ in range(repeats):
+        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+            calls, start = 0, time.perf_counter()
+            while (elapsed := time.perf_counter() - start) < min_seconds or calls == 0:
+                fns[name]()
+                calls += 1
+            times[name].append(elapsed / calls)
+    return {name: statistics.median(seconds) for name, seconds in times.items()}
 
 
 def speed(quick: bool) -> dict[str, Any]:
@@ -276,8 +282,8 @@ def speed(quick: bool) -> dict[str, Any]:
 
     result: dict[str, Any] = {"threads": torch.get_num_threads(), "hidden_size": size}
     ours.train(), plain.train()
-    ours_s = _timed(trainer(ours), repeats, seconds)
-    plain_s = _timed(trainer(plain), repeats, seconds)
+    timed = _timed({"ours": trainer(ours), "plain": trainer(plain)}, repeats, seconds)
+    ours_s, plain_s = timed["ours"], timed["plain"]
     result["training"] = {
         "batch_size": batch_size,
         "pairs_per_s": batch_size / ours_s,
@@ -302,17 +308,13 @@ def _decoding_row(
 ) -> dict[str, Any]:
     """Sentences/s of greedy and beam-5 decoding, and of the plain greedy loop, at ``batch``."""
     source, lengths, _, _ = _random_batches(1, batch, sizes, (4, 11), seed=batch)[0]
-    row: dict[str, Any] = {"batch_size": batch}
-    for beam, name in ((1, "greedy"), (5, "beam5")):
-        s = _timed(
-            lambda b=beam: ours.decode(source, lengths, beam_size=b, max_length=MAX_LENGTH),
-            repeats,
-            seconds,
-        )
-        row[name] = batch / s
-    s = _timed(lambda: plain.greedy(source, lengths, MAX_LENGTH), repeats, seconds)
-    row["plain_greedy"] = batch / s
-    return row
+    fns = {
+        "greedy": lambda: ours.decode(source, lengths, beam_size=1, max_length=MAX_LENGTH),
+        "beam5": lambda: ours.decode(source, lengths, beam_size=5, max_length=MAX_LENGTH),
+        "plain_greedy": lambda: plain.greedy(source, lengths, MAX_LENGTH),
+    }
+    timed = _timed(fns, repeats, seconds)
+    return {"batch_size": batch} | {name: batch / s for name, s in timed.items()}
 
 
 def print_speed(result: dict[str, Any]) -> None:
