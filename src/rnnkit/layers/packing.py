@@ -1,5 +1,6 @@
 """PackedSequence plumbing: a packed-order kernel called with the caller's batch order, padded
-input with lengths run through such a kernel, and outputs packed exactly like an input."""
+input with lengths run through such a kernel, and outputs packed exactly like an input; and,
+for the runs that do not pack, each padded sequence reversed within its own length."""
 
 from collections.abc import Callable
 
