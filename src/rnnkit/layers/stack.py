@@ -638,15 +638,14 @@ class RecurrentStack(nn.Module, ABC):
         real = torch.arange(steps)[None, :] < lengths[:, None]  # (B, T)
         real = (real if self.batch_first else real.t()).unsqueeze(-1).to(x.device)  # like x
         x = x.masked_fill(~real, 0.0)  # like x
-        per_direction = len(self._fused_weight_names) // (self.num_layers * self.num_directions)
+        per_direction = self.all_weights  # the kernel's weights of each layer and direction
         for layer in range(self.num_layers):
             if layer > 0 and self.dropout > 0 and self.training:
                 x = dropout(x, self.dropout)  # like x
             outputs = []
             for direction in range(self.num_directions):
                 i = layer * self.num_directions + direction
-                names = self._fused_weight_names[i * per_direction : (i + 1) * per_direction]
-                weights = [getattr(self, name) for name in names]
+                weights = per_direction[i]
                 initial = tuple(part[i : i + 1] for part in state)  # (1, B, ·) each
                 source = x if direction == 0 else reverse_within(x, index, time_dim)
                 out, _ = self._fused_call(source, initial, weights, 1, None, bidirectional=False)
