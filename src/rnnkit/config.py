@@ -201,6 +201,11 @@ class DataConfig:
         "tokens are characters or words; auto (classify): words unless items are single words",
     )
     min_freq: int = _opt(1, "rarer tokens become <unk>")
+    lowercase: bool = _opt(
+        False,
+        "classify, tag: look tokens up in lower case, so that 'Paris' and 'paris' share a "
+        "vector (tag's --char-features still see the case)",
+    )
     val_frac: float = _opt(0.1, "fraction at the end of the text held out for validation")
     val: str | None = _opt(None, "validation data (file or folder) instead of --val-frac")
     encoding: str = _opt("utf-8", "text encoding of the data files")
@@ -500,6 +505,7 @@ class RunConfig:
 TASK_OPTIONS: dict[str, tuple[str, ...]] = {
     "lm": ("embedding_dropout", "input_dropout", "locked_dropout", "weight_drop", "val_tokens"),
     "classify": (
+        "lowercase",
         "pooling",
         "class_weights",
         "embeddings",
@@ -508,6 +514,7 @@ TASK_OPTIONS: dict[str, tuple[str, ...]] = {
         "word_dropout",
     ),
     "tag": (
+        "lowercase",
         "crf",
         "char_features",
         "embeddings",
@@ -527,6 +534,7 @@ TASK_OPTIONS_USED = (
     ("model", "locked_dropout"),
     ("model", "weight_drop"),
     ("data", "val_tokens"),
+    ("data", "lowercase"),
     ("model", "pooling"),
     ("model", "crf"),
     ("model", "char_features"),

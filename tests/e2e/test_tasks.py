@@ -520,6 +520,46 @@ def test_embeddings_are_loaded_frozen_and_ragged_ones_refused(tmp_path, capsys) 
     _bad([*argv, "--embeddings", str(vectors), "--force"], capsys, "--embedding-size 3")
 
 
+def test_lowercase_looks_words_up_in_lower_case(tmp_path, capsys) -> None:
+    """tag's text preset looks words up in lower case (its characters keep the case);
+    --no-lowercase and classify's default keep the case."""
+    data = _tag_text(tmp_path)
+    out = tmp_path / "tag"
+    argv = ["train", str(data), "--task", "tag", *TINY, "--max-steps", "3"]
+    assert main([*argv, "--out", str(out), "--char-features"]) == 0
+    assert json.loads((out / "config.json").read_text())["data"]["lowercase"] is True
+    meta = json.loads((out / "vocab.json").read_text())
+    assert "paris" in meta["vocab"]["tokens"] and "Paris" not in meta["vocab"]["tokens"]
+    assert {"A", "P"} <= set(meta["chars"])  # the character encoder sees the case
+    model = rnnkit.load(out)
+    paris = model.vocab.index["paris"]
+    assert model.encode_sentences([["PARIS", "Paris"]]).ids == [[paris, paris]]
+    assert model.char_ids(["Paris"]) != model.char_ids(["paris"])
+    words_only = tmp_path / "words"
+    assert main([*argv, "--out", str(words_only)]) == 0
+    source = tmp_path / "in.txt"
+    source.write_text("Ann saw paris\nANN SAW PARIS\n", encoding="utf-8")
+    assert main(["predict", str(words_only), str(source), "--json"]) == 0
+    first, second = (json.loads(x) for x in capsys.readouterr().out.splitlines())
+    assert (first["tags"], first["probabilities"]) == (second["tags"], second["probabilities"])
+    cased = tmp_path / "cased"
+    assert main([*argv, "--out", str(cased), "--no-lowercase", "--char-features"]) == 0
+    model = rnnkit.load(cased)
+    assert model.word_ids(["Paris", "PARIS"]) == [model.vocab.index["Paris"], model.vocab.unk_id]
+
+    data = tmp_path / "items.tsv"
+    data.write_text("pos\tGood film\nneg\tbad FILM\n" * 10, encoding="utf-8")
+    argv = ["train", str(data), "--task", "classify", *TINY, "--level", "word", "--max-steps", "3"]
+    assert main([*argv, "--out", str(tmp_path / "cls"), "--lowercase"]) == 0
+    model = rnnkit.load(tmp_path / "cls")
+    assert {w for w in model.vocab.index if not w.startswith("<")} == {"bad", "film", "good"}
+    probs = model.predict_proba(["GOOD Film", "good film", "bad film"])
+    assert torch.equal(probs[0], probs[1]) and not torch.equal(probs[1], probs[2])
+    assert main([*argv, "--out", str(tmp_path / "kept")]) == 0
+    assert "Good" in rnnkit.load(tmp_path / "kept").vocab.index
+    _bad(["train", str(data), "--out", str(tmp_path / "lm"), "--lowercase"], capsys, "classify")
+
+
 def test_task_options_belong_to_their_task(tmp_path, capsys) -> None:
     data = _classify_text(tmp_path)
     out = tmp_path / "m"

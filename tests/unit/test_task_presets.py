@@ -17,6 +17,7 @@ def test_tag_on_feature_sequences_takes_the_features_preset(tmp_path, capsys) ->
     assert (frames["model"]["hidden_size"], frames["train"]["lr"]) == (128, 1e-3)
     assert (text["model"]["hidden_size"], text["train"]["lr"]) == (256, 5e-3)
     assert frames["model"]["dropout"] == text["model"]["dropout"] == 0.5
+    assert (frames["data"]["lowercase"], text["data"]["lowercase"]) == (False, True)
 
 
 def test_flags_and_the_config_file_win_over_the_features_preset(tmp_path, capsys) -> None:

@@ -43,8 +43,11 @@ from rnnkit.tasks.sequence_data import (
 )
 
 
-def text_tokens(text: str, level: str) -> list[str]:
-    """The tokens of one item: its characters, or its whitespace-separated words."""
+def text_tokens(text: str, level: str, lowercase: bool = False) -> list[str]:
+    """The tokens of one item: its characters, or its whitespace-separated words (in lower
+    case with ``lowercase``)."""
+    if lowercase:
+        text = text.lower()
     return list(text) if level == "char" else text.split()
 
 
@@ -63,6 +66,7 @@ class Classifier(nn.Module):
         labels: the C label names, in id order.
         vocab: the token vocabulary (text), or None (feature sequences).
         level: ``"char"`` or ``"word"``, how text is cut into tokens.
+        lowercase: whether text is looked up in lower case (``--lowercase``).
         feature_size: D for feature sequences, or None (text).
 
     Shapes:
@@ -76,10 +80,12 @@ class Classifier(nn.Module):
         *,
         vocab: Vocab | None = None,
         level: str = "word",
+        lowercase: bool = False,
         feature_size: int | None = None,
     ) -> None:
         super().__init__()
         self.config, self.labels, self.vocab, self.level = config, labels, vocab, level
+        self.lowercase = lowercase
         self.encoder = SequenceEncoder(
             config, vocab_size=None if vocab is None else len(vocab), feature_size=feature_size
         )
@@ -96,7 +102,7 @@ class Classifier(nn.Module):
 
     def encode_texts(self, texts: list[str]) -> Examples:
         """Examples of raw texts (unknown tokens become ``<unk>``)."""
-        ids = [self.vocab.encode(text_tokens(t, self.level)) for t in texts]
+        ids = [self.vocab.encode(text_tokens(t, self.level, self.lowercase)) for t in texts]
         return Examples(lengths=np.array([len(i) for i in ids], dtype=np.int64), ids=ids)
 
     @torch.no_grad()
@@ -157,7 +163,8 @@ class Classification(Task):
         else:
             level, labels = meta["level"], meta["labels"]
         index = {label: i for i, label in enumerate(labels)}
-        tokens = [text_tokens(t, level) for t in items.texts]
+        lowercase = run.data.lowercase
+        tokens = [text_tokens(t, level, lowercase) for t in items.texts]
         examples = Examples(
             lengths=np.array([len(t) for t in tokens], dtype=np.int64),
             y=[index[label] for label in items.labels],
@@ -166,7 +173,7 @@ class Classification(Task):
         def read_val(val_path: str) -> Examples:
             val = _read_texts(val_path, run.data.encoding)
             _check_labels(val.labels, index, val_path, count_unknown=False)
-            val_tokens = [text_tokens(t, level) for t in val.texts]
+            val_tokens = [text_tokens(t, level, lowercase) for t in val.texts]
             return Examples(
                 lengths=np.array([len(t) for t in val_tokens], dtype=np.int64),
                 y=[index[label] for label in val.labels],
@@ -224,7 +231,8 @@ class Classification(Task):
         if meta.get("kind") == "features":
             return Classifier(run.model, meta["labels"], feature_size=int(meta["feature_size"]))
         vocab = Vocab.from_dict(meta["vocab"])
-        return Classifier(run.model, list(meta["labels"]), vocab=vocab, level=meta["level"])
+        labels, level, lowercase = list(meta["labels"]), meta["level"], run.data.lowercase
+        return Classifier(run.model, labels, vocab=vocab, level=level, lowercase=lowercase)
 
     def init_model(self, model: nn.Module, data: TaskData) -> None:
         init_encoder(model.encoder, data, model.vocab)

@@ -68,6 +68,8 @@ class Tagger(nn.Module):
         vocab: the word vocabulary (text), or None (feature sequences).
         chars: the known characters for ``--char-features`` (ids from 2 on), or None.
         feature_size: D for feature sequences, or None (text).
+        lowercase: whether words are looked up in lower case (``--lowercase``; the
+            characters keep their case).
 
     Shapes:
         forward: inputs (B, T) int64 or (B, T, D) float, lengths (B,), chars (B, T, W),
@@ -82,9 +84,11 @@ class Tagger(nn.Module):
         vocab: Vocab | None = None,
         chars: list[str] | None = None,
         feature_size: int | None = None,
+        lowercase: bool = False,
     ) -> None:
         super().__init__()
         self.config, self.tags, self.vocab, self.chars = config, tags, vocab, chars
+        self.lowercase = lowercase
         self.char_index = {c: i + 2 for i, c in enumerate(chars or [])}
         self.encoder = SequenceEncoder(
             config,
@@ -153,9 +157,13 @@ class Tagger(nn.Module):
         """Examples of token lists (unknown words become ``<unk>``)."""
         return Examples(
             lengths=np.array([len(s) for s in sentences], dtype=np.int64),
-            ids=[self.vocab.encode(s) for s in sentences],
+            ids=[self.word_ids(s) for s in sentences],
             chars=None if self.chars is None else [self.char_ids(s) for s in sentences],
         )
+
+    def word_ids(self, words: list[str]) -> list[int]:
+        """Each word's vocabulary id (looked up in lower case with ``lowercase``)."""
+        return self.vocab.encode([w.lower() for w in words] if self.lowercase else words)
 
     def char_ids(self, words: list[str]) -> list[list[int]]:
         """Each word's character ids (cut to MAX_WORD_CHARS characters)."""
@@ -206,7 +214,8 @@ class Tagging(Task):
     best_metric = "f1"
     higher_is_better = True
 
-    # The preset for 2 CPU cores; min_freq and lr chosen on WNUT-17's dev split (config.py).
+    # The preset for 2 CPU cores; min_freq, lowercase and lr chosen on WNUT-17's dev split
+    # (config.py).
     PRESET: ClassVar[dict[str, dict[str, Any]]] = {
         "model": {
             "cell": "lstm",
@@ -216,7 +225,7 @@ class Tagging(Task):
             "dropout": 0.5,
             "bidirectional": True,
         },
-        "data": {"level": "word", "min_freq": 2},
+        "data": {"level": "word", "min_freq": 3, "lowercase": True},
         "train": {"batch_size": 16, "lr": 5e-3, "weight_decay": 0.01, "eval_every": 100},
     }
 
@@ -224,7 +233,7 @@ class Tagging(Task):
     # dev split of japanese_vowels' frames (config.py).
     FEATURES_PRESET: ClassVar[dict[str, dict[str, Any]]] = {
         "model": {**PRESET["model"], "hidden_size": 128},
-        "data": PRESET["data"],
+        "data": {"level": "word", "min_freq": 2},
         "train": {**PRESET["train"], "lr": 1e-3},
     }
 
@@ -263,16 +272,18 @@ class Tagging(Task):
             )
 
         train, val = split(run, examples, None, read_val)
+        lowercase = run.data.lowercase
         if meta:
             vocab, chars = Vocab.from_dict(meta["vocab"]), meta.get("chars")
         else:
-            vocab = build_vocab(train.ids, run.data.min_freq)
+            lookup = [[w.lower() for w in s] for s in train.ids] if lowercase else train.ids
+            vocab = build_vocab(lookup, run.data.min_freq)
             known = sorted({c for s in train.ids for w in s for c in w})
             chars = known if run.model.char_features else None
-        char_model = Tagger(run.model, tags, vocab=vocab, chars=chars)
+        model = Tagger(run.model, tags, vocab=vocab, chars=chars, lowercase=lowercase)
         for part in (train, val):
-            part.chars = None if chars is None else [char_model.char_ids(s) for s in part.ids]
-            part.ids = [vocab.encode(s) for s in part.ids]
+            part.chars = None if chars is None else [model.char_ids(s) for s in part.ids]
+            part.ids = [model.word_ids(s) for s in part.ids]
         meta = {"kind": "text", "tags": tags, "vocab": vocab.to_dict(), "chars": chars}
         setup = {}
         if run.data.embeddings is not None:
@@ -323,7 +334,8 @@ class Tagging(Task):
         if meta.get("kind") == "features":
             return Tagger(run.model, list(meta["tags"]), feature_size=int(meta["feature_size"]))
         vocab = Vocab.from_dict(meta["vocab"])
-        return Tagger(run.model, list(meta["tags"]), vocab=vocab, chars=meta.get("chars"))
+        tags, chars, lowercase = list(meta["tags"]), meta.get("chars"), run.data.lowercase
+        return Tagger(run.model, tags, vocab=vocab, chars=chars, lowercase=lowercase)
 
     def init_model(self, model: nn.Module, data: TaskData) -> None:
         init_encoder(model.encoder, data, model.vocab)
