@@ -110,13 +110,15 @@ class PlainTagger(nn.Module):
 
 
 def _data(path: Path, val: Path, **model: Any) -> tuple[Any, Any, RunConfig]:
-    """rnnkit's tag task data of ``path`` (every word kept: --min-freq 1) with ``val`` as the
-    validation split."""
+    """rnnkit's tag task data of ``path`` (every word kept as written: --min-freq 1,
+    --no-lowercase) with ``val`` as the validation split."""
     task = get_task("tag")
     run = merge(RunConfig(task="tag"), task.preset(str(path)))
     run = dataclasses.replace(
         run,
-        data=dataclasses.replace(run.data, path=str(path), val=str(val), min_freq=1),
+        data=dataclasses.replace(
+            run.data, path=str(path), val=str(val), min_freq=1, lowercase=False
+        ),
         model=dataclasses.replace(run.model, **model),
     )
     return task, task.load_data(run, None), run

@@ -36,6 +36,16 @@ def test_greedy_captions_follow_the_teacher_forced_argmax(anchors) -> None:
     assert torch.equal(scores.argmax(-1), out)
 
 
+def test_the_tagger_anchor_reads_every_word_as_written(anchors, tmp_path) -> None:
+    """The plain tagger's words are not those of rnnkit's preset (lower case, --min-freq 3)."""
+    conll = tmp_path / "ner.conll"
+    conll.write_text("Paris\tB-loc\nrain\tO\n\nparis\tB-loc\nsun\tO\n", encoding="utf-8")
+    _, data, run = anchors._data(conll, conll)
+    tokens = data.meta["vocab"]["tokens"]
+    assert {"Paris", "paris", "rain", "sun"} <= set(tokens)
+    assert (run.data.min_freq, run.data.lowercase) == (1, False)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not DATA.is_dir(), reason=f"{DATA} is absent")
 def test_the_anchors_report_each_run(tmp_path) -> None:
