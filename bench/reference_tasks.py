@@ -18,9 +18,11 @@ split, or (vowels, frames, eng-fra, digits) --val-frac 0.1 of the training split
 is read once, by `rnnkit eval`, after training.
 
     python bench/reference_tasks.py [--only names sst2 ...] [--scale 0.1 (shorter budgets)]
+        [--seed S (rnnkit train --seed S: another draw of the same runs)]
 
-Writes bench/results/reference_tasks.json, each row with its own provenance; rows of runs not
-named by --only are kept from the file as they were. Needs ../shared/data; run on an idle
+Writes bench/results/reference_tasks.json (with --seed S: reference_tasks_seed<S>.json), each
+row with its own provenance; rows of runs not named by --only are kept from the file as they
+were. Needs ../shared/data; run on an idle
 machine.
 """
 
@@ -87,12 +89,20 @@ def _evaluate(out: Path, test: Path, *flags: str) -> dict:
 
 
 def run(
-    name: str, train: list[str], test: Path, seconds: float, folder: Path, beam: int = 1
+    name: str,
+    train: list[str],
+    test: Path,
+    seconds: float,
+    folder: Path,
+    beam: int = 1,
+    seed: int | None = None,
 ) -> dict:
-    """Train for ``seconds``, evaluate the kept model on ``test`` (and with ``--beam-size
-    beam`` too where beam > 1, as ``test_beam``)."""
+    """Train for ``seconds`` (with ``--seed seed`` where given), evaluate the kept model on
+    ``test`` (and with ``--beam-size beam`` too where beam > 1, as ``test_beam``)."""
     out = folder / name
     command = [*RNNKIT, "train", *train, "--out", str(out), "--max-time", f"{seconds:g}"]
+    if seed is not None:
+        command += ["--seed", str(seed)]
     print("$", " ".join(command[2:]), flush=True)
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     keep = _evaluate(out, test)
@@ -112,8 +122,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", default=list(RUNS), choices=RUNS)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every time budget")
-    parser.add_argument("--out", type=Path, default=HERE / "results" / "reference_tasks.json")
+    parser.add_argument("--seed", type=int, help="rnnkit train --seed (default: its own, 0)")
+    parser.add_argument("--out", type=Path, help="default: results/reference_tasks.json")
     args = parser.parse_args()
+    if args.out is None:
+        suffix = "" if args.seed is None else f"_seed{args.seed}"
+        args.out = HERE / "results" / f"reference_tasks{suffix}.json"
     if not DATA.is_dir():
         sys.exit(f"skipped: {DATA} is absent")
     rows = []
@@ -123,7 +137,7 @@ def main() -> None:
             if name == "names":
                 train, dev, test = names_split(folder)
                 flags = [str(train), "--task", "classify", "--val", str(dev)]
-                rows.append(run(name, flags, test, 120 * args.scale, folder))
+                rows.append(run(name, flags, test, 120 * args.scale, folder, seed=args.seed))
             elif name == "sst2":
                 sst = DATA / "sst2"
                 flags = [
@@ -133,31 +147,48 @@ def main() -> None:
                     "--val",
                     str(sst / "dev.tsv"),
                 ]
-                rows.append(run(name, flags, sst / "test.tsv", 240 * args.scale, folder))
+                rows.append(
+                    run(name, flags, sst / "test.tsv", 240 * args.scale, folder, seed=args.seed)
+                )
             elif name == "wnut17":
                 w = DATA / "wnut17"
                 flags = [str(w / "train.txt"), "--task", "tag", "--val", str(w / "dev.txt")]
                 flags += ["--crf", "--char-features"]
-                rows.append(run(name, flags, w / "test.txt", 300 * args.scale, folder))
+                rows.append(
+                    run(name, flags, w / "test.txt", 300 * args.scale, folder, seed=args.seed)
+                )
             elif name == "vowels":
                 jv = DATA / "japanese_vowels"
                 flags = [str(jv / "train.npz"), "--task", "classify"]
-                rows.append(run(name, flags, jv / "test.npz", 60 * args.scale, folder))
+                rows.append(
+                    run(name, flags, jv / "test.npz", 60 * args.scale, folder, seed=args.seed)
+                )
             elif name == "frames":
                 train, test = frames(folder)
                 flags = [str(train), "--task", "tag", "--no-bidirectional"]
-                rows.append(run(name, flags, test, 90 * args.scale, folder))
+                rows.append(run(name, flags, test, 90 * args.scale, folder, seed=args.seed))
             elif name == "eng-fra":
                 _prepared(folder)
                 flags = [str(folder / "eng-fra-train.tsv"), "--val-frac", "0.1"]
                 flags += ["--task", "seq2seq", "--reverse"]
                 test = folder / "eng-fra-val.tsv"
-                rows.append(run(name, flags, test, 300 * args.scale, folder, beam=5))
+                rows.append(
+                    run(name, flags, test, 300 * args.scale, folder, beam=5, seed=args.seed)
+                )
             else:  # digits
                 _prepared(folder)
                 flags = [str(folder / "digits-train.npz"), "--val-frac", "0.1"]
                 flags += ["--task", "condgen"]
-                rows.append(run(name, flags, folder / "digits-val.npz", 60 * args.scale, folder))
+                rows.append(
+                    run(
+                        name,
+                        flags,
+                        folder / "digits-val.npz",
+                        60 * args.scale,
+                        folder,
+                        seed=args.seed,
+                    )
+                )
     write_rows(args.out, rows, provenance(HERE.parent))
     print(f"wrote {args.out}")
 
