@@ -546,6 +546,10 @@ def test_lowercase_looks_words_up_in_lower_case(tmp_path, capsys) -> None:
     assert main([*argv, "--out", str(cased), "--no-lowercase", "--char-features"]) == 0
     model = rnnkit.load(cased)
     assert model.word_ids(["Paris", "PARIS"]) == [model.vocab.index["Paris"], model.vocab.unk_id]
+    config = json.loads((cased / "config.json").read_text())
+    del config["data"]["lowercase"]  # a folder written before the option existed
+    (cased / "config.json").write_text(json.dumps(config))
+    assert rnnkit.load(cased).word_ids(["Paris"]) == [model.vocab.index["Paris"]]
 
     data = tmp_path / "items.tsv"
     data.write_text("pos\tGood film\nneg\tbad FILM\n" * 10, encoding="utf-8")
