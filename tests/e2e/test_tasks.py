@@ -574,6 +574,9 @@ def test_task_options_belong_to_their_task(tmp_path, capsys) -> None:
         "tag",
     )
     _bad(["train", str(data), "--out", str(out), "--pooling", "mean"], capsys, "--pooling", "lm")
+    smoothed = ["train", str(data), "--out", str(out), "--label-smoothing", "0.1"]
+    _bad([*smoothed, "--task", "tag", "--crf"], capsys, "--label-smoothing", "--crf")
+    _bad(smoothed, capsys, "--label-smoothing", "classify / tag")
     assert not out.exists()
 
 

@@ -31,3 +31,4 @@ def test_flags_and_the_config_file_win_over_the_features_preset(tmp_path, capsys
 def test_seq2seq_preset_is_the_one_chosen_on_dev(tmp_path, capsys) -> None:
     run = _printed(capsys, str(tmp_path / "pairs.tsv"), "--task", "seq2seq")
     assert run["model"]["bidirectional"] is True and run["model"]["label_smoothing"] == 0.3
+    assert (run["train"]["lr"], run["train"]["batch_size"]) == (2e-3, 32)

@@ -245,7 +245,10 @@ class Classification(Task):
     def loss(self, model: nn.Module, batch: Any, state: Any, device: torch.device) -> StepLoss:
         logits = model(batch["inputs"].to(device), batch["lengths"])  # (B, C)
         targets = batch["targets"].to(device)  # (B,)
-        loss = F.cross_entropy(logits.float(), targets, weight=model.class_weight)
+        smoothing = model.config.label_smoothing  # training only: evaluation has its own loss
+        loss = F.cross_entropy(
+            logits.float(), targets, weight=model.class_weight, label_smoothing=smoothing
+        )
         units = float(model.class_weight[targets].sum())  # the weighted mean's denominator
         return StepLoss(loss, int(batch["lengths"].sum()), units=units)
 

@@ -428,7 +428,7 @@ class SequenceToSequence(Task):
                 "label_smoothing": 0.3,
             },
             "data": {"level": "word"},
-            "train": {"batch_size": 32, "lr": 5e-3, "weight_decay": 0.01, "eval_every": 300},
+            "train": {"batch_size": 32, "lr": 2e-3, "weight_decay": 0.01, "eval_every": 300},
         }
 
     def load_data(self, run: RunConfig, meta: dict[str, Any] | None) -> TaskData:

@@ -125,12 +125,16 @@ class Tagger(nn.Module):
         )  # (B, T, C)
 
     def loss(self, batch: dict[str, Tensor]) -> Tensor:
-        """Mean negative log likelihood per real step (softmax, or the CRF's per token)."""
+        """Mean negative log likelihood per real step (softmax, or the CRF's per token); in
+        train mode the softmax's targets are smoothed by ``config.label_smoothing``."""
         emissions = self.scores(batch).float()  # (B, T, C)
         targets = batch["targets"].to(emissions.device)  # (B, T)
         if self.crf is not None:
             return self.crf.nll(emissions, targets, batch["lengths"].to(emissions.device))
-        return F.cross_entropy(emissions.transpose(1, 2), targets, ignore_index=IGNORE_INDEX)
+        smoothing = self.config.label_smoothing if self.training else 0.0
+        return F.cross_entropy(
+            emissions.transpose(1, 2), targets, ignore_index=IGNORE_INDEX, label_smoothing=smoothing
+        )
 
     def decode(self, batch: dict[str, Tensor]) -> tuple[list[list[int]], list[list[float]]]:
         """The tag ids of each sequence and each tag's probability (the CRF's marginal)."""
