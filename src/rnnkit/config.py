@@ -460,7 +460,8 @@ class RunConfig:
 # split): lr 5e-3 (the preset then) 58.5 / 57.4 / 57.9 (mean 57.9); 3e-3 59.5 / 58.7 (seeds 0 /
 # 1); 2e-3 60.4 / 59.5 / 60.9 (mean 60.3); 1e-3 59.9 / 57.5 (seeds 0 / 1); --batch-size 16 54.6
 # and --attention general 51.8 (seed 0). Chosen: lr 2e-3 (ahead of 5e-3 on every draw, by 1.9
-# to 2.9).
+# to 2.9). The reference run with it (300 s, 2 idle threads): test greedy 57.2, beam 5 58.8
+# (54.2 / 56.8 at 5e-3); the plain anchor at the same constant 2e-3 53.9 (43.1 at 5e-3).
 #
 # The presets of --task classify and --task tag (Task.preset() in tasks/classify.py and
 # tasks/tag.py) are first choices from common practice, NOT yet chosen by timed runs:
