@@ -32,3 +32,4 @@ def test_seq2seq_preset_is_the_one_chosen_on_dev(tmp_path, capsys) -> None:
     run = _printed(capsys, str(tmp_path / "pairs.tsv"), "--task", "seq2seq")
     assert run["model"]["bidirectional"] is True and run["model"]["label_smoothing"] == 0.3
     assert (run["train"]["lr"], run["train"]["batch_size"]) == (2e-3, 32)
+    assert (run["model"]["hidden_size"], run["model"]["embedding_size"]) == (384, 256)

@@ -421,7 +421,7 @@ class SequenceToSequence(Task):
             "model": {
                 "cell": "gru",
                 "num_layers": 1,
-                "hidden_size": 256,
+                "hidden_size": 384,
                 "embedding_size": 256,
                 "dropout": 0.1,
                 "bidirectional": True,
