@@ -289,7 +289,9 @@ class TrainConfig:
     log_every: int = _opt(20, "log the training loss every this many steps")
     seed: int = _opt(0, "random seed for initialisation and dropout")
     precision: Literal["auto", "fp32", "bf16"] = _opt(
-        "auto", "bf16 runs under torch.autocast; auto: bf16 where the CPU/GPU has it natively"
+        "auto",
+        "bf16 runs under torch.autocast; auto: bf16 on a GPU that has it, and on a CPU with "
+        "native bf16 for --task lm (the other tasks train faster in fp32 there)",
     )
     device: Literal["auto", "cpu", "cuda"] = _opt(
         "auto", "auto: cuda when available; on cuda, --task lm starts from the GPU preset"

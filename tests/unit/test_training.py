@@ -169,6 +169,40 @@ def test_precision_auto_follows_the_hardware() -> None:
     flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else []
     native = bool({"avx512_bf16", "amx_bf16"} & set(flags))
     assert pick_precision("auto", cpu) == ("bf16" if native else "fp32")
+    assert pick_precision("auto", cpu, cpu_bf16=False) == "fp32"
+    assert pick_precision("bf16", cpu, cpu_bf16=False) == "bf16"  # asked for: kept
+
+
+@pytest.mark.parametrize(("task", "expected"), [("lm", "bf16"), ("classify", "fp32")])
+def test_auto_precision_on_a_bf16_cpu_is_bf16_only_for_the_lm(
+    tmp_path, monkeypatch, caplog, task: str, expected: str
+) -> None:
+    """On a CPU with native bf16 the LM trains in bf16, the tasks whose small layers are slower
+    in it (classify here) in fp32; the run's log line says which."""
+    from rnnkit.config import DataConfig
+    from rnnkit.training import control
+    from rnnkit.training.loop import train
+
+    monkeypatch.setattr(control, "native_cpu_bf16", lambda: True)
+    if task == "lm":
+        path = tmp_path / "text.txt"
+        path.write_text("the cat sat on the mat. " * 40)
+        data = DataConfig(path=str(path), val_frac=0.1)
+    else:
+        path = tmp_path / "labelled.tsv"
+        path.write_text("".join(f"{'ab'[i % 2]}\t{'xy'[i % 2] * (2 + i % 3)}\n" for i in range(40)))
+        data = DataConfig(path=str(path), level="char", val_frac=0.2)
+    run = RunConfig(
+        task=task,
+        out=str(tmp_path / "run"),
+        model=ModelConfig(cell="gru", num_layers=1, hidden_size=8, embedding_size=8),
+        data=data,
+        train=TrainConfig(batch_size=4, seq_len=8, max_steps=2, eval_every=2),
+    )
+    with caplog.at_level("INFO", logger="rnnkit"):
+        train(run)
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("training ")]
+    assert line.endswith(f"cpu, {expected}")
 
 
 def test_epoch_default_applies_only_when_no_limit_is_set() -> None:

@@ -270,7 +270,7 @@ def measure_tokens_per_s(
             task.init_model(model, data)
             model = model.to(device).train()
             optimizer = make_optimizer((p for p in model.parameters() if p.requires_grad), cfg)
-            precision = pick_precision(cfg.precision, device)
+            precision = pick_precision(cfg.precision, device, cpu_bf16=task.cpu_bf16)
             autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
             batches = task.batches(run, data)
             state, tokens, start = None, 0, 0.0

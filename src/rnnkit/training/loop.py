@@ -116,7 +116,7 @@ def _train(
     metric, _ = task.selection(run)
     optimizer = make_optimizer((p for p in model.parameters() if p.requires_grad), cfg)
     average = WeightAverage(model, cfg)  # does nothing with --average none
-    precision = pick_precision(cfg.precision, device)
+    precision = pick_precision(cfg.precision, device, cpu_bf16=task.cpu_bf16)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
     if resume:
