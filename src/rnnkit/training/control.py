@@ -68,7 +68,7 @@ def pick_precision(name: str, device: torch.device, *, cpu_bf16: bool = True) ->
     Natively means CUDA with bf16 support, or a CPU with AVX512-BF16 or AMX-BF16 instructions
     (read from /proc/cpuinfo; elsewhere, e.g. macOS, auto keeps fp32). On such CPUs bf16
     autocast trains the default language model 1.4-2.3x faster at the same validation loss;
-    the other tasks' small batches and layers run 1.1-2.7x slower in it (measured on an Intel
+    the other tasks' presets train as fast or up to 2.7x faster in fp32 (measured on an Intel
     Xeon with AMX), so a task passes ``cpu_bf16=False`` (:attr:`Task.cpu_bf16`) to keep fp32
     on a CPU under ``auto``.
     """
