@@ -23,7 +23,7 @@ speed: (a) training pairs/s (forward + backward + AdamW step, same batches, same
     training (rnnkit: ``model(..., targets=...)``, the head at the real target steps only; the
     plain model: logits at every padded step and ``ignore_index``); (b) decoding sentences/s of
     ``Seq2Seq.decode``, greedy and beam 5, at batch 1 and 64, beside a plain PyTorch greedy
-    loop. The model is the seq2seq preset (GRU, H = E = 256, bidirectional encoder, additive
+    loop. The model is the seq2seq preset at H = E = 256 (GRU, bidirectional encoder, additive
     attention; the plain model a bidirectional nn.GRU with its directions summed), with the
     tutorial subset's vocabulary sizes and sentence lengths (random tokens, untrained weights;
     every sentence is decoded to MAX_LENGTH tokens). What is compared takes turns, round by

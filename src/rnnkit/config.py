@@ -468,7 +468,8 @@ class RunConfig:
 # 384 60.9 / 60.0 (2,500-2,700 steps, still rising), --batch-size 64 --lr 3e-3 60.6 / 58.6;
 # --label-smoothing 0.2 60.3 and 0.4 60.1 (seed 0). Within a draw's noise; the preset stands.
 # The hidden size again (2026-12-05, later; the same timed runs, 300 s at 1 thread, two side by
-# side, on a quieter machine: the preset now reaches ~5,900 steps): --seed 0 / 1 / 2, H 256 (the
+# side, on another machine, a 2-core Intel Xeon with AMX, in bf16, where the preset reaches
+# ~5,900 steps): --seed 0 / 1 / 2, H 256 (the
 # preset then) 60.2 / 59.8 / 60.9 (mean 60.3); --hidden-size 384 62.1 / 60.4 / 61.4 (mean 61.3,
 # ~4,200 steps), ahead on every draw here and in the earlier pair above; --hidden-size 512
 # 61.3 / 60.7 (seeds 0 / 1, ~3,100 steps). Chosen: H 384, embeddings still 256.
