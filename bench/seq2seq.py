@@ -438,7 +438,7 @@ def main() -> int:
             **anchor(args.data, args.val, args.seconds, not args.no_reverse, args.seed),
         }
         print(
-            f"plain PyTorch GRU {_preset().model.hidden_size} + additive attention, "
+            "plain PyTorch GRU 256 + additive attention, "
             f"{result['seconds']:g} s, {result['steps']} steps: greedy BLEU "
             f"{result['bleu']:.2f} on {result['val_pairs']} held-out pairs"
         )

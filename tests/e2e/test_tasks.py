@@ -590,3 +590,50 @@ def test_class_weights_balance_a_skewed_training_set(tmp_path) -> None:
     # the stratified split keeps 22 of the 30 'a' and 7 of the 10 'b' (halves round up into
     # validation): N / (C · count) over the 29 training items
     assert weights == pytest.approx([29 / (2 * 22), 29 / (2 * 7)])
+
+
+@pytest.mark.parametrize("task", ["classify", "tag"])
+def test_an_ensemble_trains_resumes_exactly_and_predicts(task, tmp_path, monkeypatch, capsys):
+    """--ensemble 2: one folder with both members, resumed exactly after an interruption; eval
+    and predict read the ensemble (classify: its mean probability; tag: its CRF decoding)."""
+    if task == "classify":
+        data, flags = _classify_text(tmp_path), ["--level", "word"]
+    else:
+        data, flags = _tag_text(tmp_path), ["--crf", "--char-features"]
+    argv = ["train", str(data), "--task", task, *TINY, *flags, "--ensemble", "2"]
+    argv += ["--dropout", "0.3", "--max-steps", "16"]
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    assert main([*argv, "--out", str(whole)]) == 0
+    _interrupted_then_resumed(argv, split, 9, monkeypatch)
+    _same_run(whole, split)
+    weights = load_file(whole / "model.safetensors")
+    assert any(k.startswith("others.0.encoder.") for k in weights)
+    assert not any(k.startswith("others.1.") for k in weights)
+    model = rnnkit.load(whole).eval()
+    assert len(model.members()) == 2
+    assert main(["eval", str(whole), str(data), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    source = tmp_path / "in.txt"
+    if task == "classify":
+        source.write_text("a great film\nawful dull plot\n", encoding="utf-8")
+        assert main(["predict", str(whole), str(source), "--json"]) == 0
+        records = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+        with torch.no_grad():
+            probs = torch.stack(
+                [m._logits(*_encoded(m, ["a great film"])).softmax(-1) for m in model.members()]
+            ).mean(0)[0]  # the members' mean probability
+        assert records[0]["probability"] == pytest.approx(float(probs.max()), abs=1e-6)
+        assert records[0]["label"] == model.labels[int(probs.argmax())]
+        assert 0 <= metrics["accuracy"] <= 1
+    else:
+        source.write_text("Ann Smith saw Paris\n", encoding="utf-8")
+        assert main(["predict", str(whole), str(source)]) == 0
+        tags = [row.split("\t")[1] for row in capsys.readouterr().out.split("\n") if row]
+        assert [tags] == model.tag_sentences([["Ann", "Smith", "saw", "Paris"]])
+        assert {"f1", "precision", "recall"} <= set(metrics)
+
+
+def _encoded(model, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A classifier's (inputs (B, T), lengths (B,)) of raw texts, unpadded (one text)."""
+    (ids,) = model.encode_texts(texts).ids
+    return torch.tensor([ids]), torch.tensor([len(ids)])

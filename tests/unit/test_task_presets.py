@@ -33,3 +33,24 @@ def test_seq2seq_preset_is_the_one_chosen_on_dev(tmp_path, capsys) -> None:
     assert run["model"]["bidirectional"] is True and run["model"]["label_smoothing"] == 0.3
     assert (run["train"]["lr"], run["train"]["batch_size"]) == (2e-3, 32)
     assert (run["model"]["hidden_size"], run["model"]["embedding_size"]) == (384, 256)
+
+
+def test_classify_on_word_level_text_takes_an_ensemble(tmp_path, capsys) -> None:
+    """Items of two or more words (a TSV or a folder): 8 networks; single words (names),
+    features and a path that cannot be read keep one; --ensemble still wins."""
+    reviews = tmp_path / "reviews.tsv"
+    reviews.write_text("pos\ta fine film\nneg\tdull and long\n", encoding="utf-8")
+    names = tmp_path / "names.tsv"
+    names.write_text("Irish\tMurphy\nItalian\tRossi\nGreek\tPapadopoulos\n", encoding="utf-8")
+    folder = tmp_path / "by_label"
+    folder.mkdir()
+    (folder / "pos.txt").write_text("a fine film\nwarm and funny\n", encoding="utf-8")
+    (folder / "neg.txt").write_text("dull\n", encoding="latin-1")
+
+    def ensemble(*args: str) -> int:
+        return _printed(capsys, *args, "--task", "classify")["model"]["ensemble"]
+
+    assert ensemble(str(reviews)) == ensemble(str(folder)) == 8
+    assert ensemble(str(names)) == ensemble(str(tmp_path / "x.npz")) == 1
+    assert ensemble(str(tmp_path / "missing.tsv")) == 1
+    assert ensemble(str(reviews), "--ensemble", "2") == 2

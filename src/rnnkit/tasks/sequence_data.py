@@ -95,12 +95,14 @@ def build_vocab(token_lists: list[list[str]], min_freq: int) -> Vocab:
     return Vocab.build((t for tokens in token_lists for t in tokens), min_freq=min_freq)
 
 
-def init_encoder(encoder: Any, data: Any, vocab: Vocab | None) -> None:
+def init_encoder(encoder: Any, data: Any, vocab: Vocab | None, *, log: bool = True) -> None:
     """Set up a new model's :class:`~rnnkit.tasks.encoder.SequenceEncoder` from
-    ``data.setup``: the training features' statistics; pretrained word vectors."""
+    ``data.setup``: the training features' statistics; pretrained word vectors (``log``: say
+    how many words had one; once per model, not per member of an ensemble)."""
     if "statistics" in data.setup:
         encoder.set_feature_statistics(*data.setup["statistics"])
     if "embeddings" in data.setup:
         path, freeze = data.setup["embeddings"]
         found = encoder.load_word_vectors(path, vocab.tokens, freeze=freeze)
-        logger.info("%s: vectors for %d of %d vocabulary words", path, found, len(vocab))
+        if log:
+            logger.info("%s: vectors for %d of %d vocabulary words", path, found, len(vocab))

@@ -11,6 +11,8 @@ The kept model is the one of best validation entity F1 (text) or per-step accura
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -101,6 +103,24 @@ class Tagger(nn.Module):
         self.crf = LinearChainCRF(len(tags)) if config.crf else None
         if self.crf is not None and vocab is not None and is_bio(tags):
             self.crf.constrain_bio(tags)
+        # --ensemble K: this network is the first member; the other K - 1, of the same shape
+        # (each with its own CRF), are initialised after it and live in ``others``.
+        member = dataclasses.replace(config, ensemble=1)
+        self.others = nn.ModuleList(
+            Tagger(
+                member,
+                tags,
+                vocab=vocab,
+                chars=chars,
+                feature_size=feature_size,
+                lowercase=lowercase,
+            )
+            for _ in range(config.ensemble - 1)
+        )
+
+    def members(self) -> list[Tagger]:
+        """The K networks of an ensemble (``[self]`` for one network)."""
+        return [self, *self.others]
 
     def forward(
         self,
@@ -109,25 +129,64 @@ class Tagger(nn.Module):
         chars: Tensor | None = None,
         word_lengths: Tensor | None = None,
     ) -> Tensor:
-        """Tag scores (B, T, C) of a padded batch (emissions of the CRF)."""
+        """Tag scores (B, T, C) of a padded batch (emissions of the CRF). An ensemble's are,
+        with a CRF, the mean of its members' emissions (read by :meth:`combined_crf`); with a
+        softmax, the log of its members' mean probability, log (1/K) Σ_k softmax(s_k)."""
+        if not self.others:
+            return self._scores(inputs, lengths, chars, word_lengths)
+        scores = torch.stack(
+            [m._scores(inputs, lengths, chars, word_lengths) for m in self.members()]
+        ).float()  # (K, B, T, C)
+        if self.crf is not None:
+            return scores.mean(0)
+        return scores.log_softmax(-1).logsumexp(0) - math.log(len(scores))
+
+    def _scores(
+        self, inputs: Tensor, lengths: Tensor, chars: Tensor | None, word_lengths: Tensor | None
+    ) -> Tensor:
+        """This network's tag scores (B, T, C), without the other members."""
         out = self.encoder(inputs, lengths, chars, word_lengths)  # (B, T, dirs·H)
         return self.head(self.dropout(out))  # (B, T, C)
 
+    def combined_crf(self) -> LinearChainCRF | None:
+        """The CRF that decodes :meth:`forward`'s scores: this network's, or for an ensemble
+        one whose transition, start and end scores are the members' means (with the mean
+        emissions, the normalised geometric mean of the members' path distributions)."""
+        if self.crf is None or not self.others:
+            return self.crf
+        crf = LinearChainCRF(self.crf.num_tags).to(self.crf.transitions.device)
+        crfs = [m.crf for m in self.members()]
+        with torch.no_grad():
+            for name, value in crf.named_parameters():
+                value.copy_(torch.stack([getattr(c, name) for c in crfs]).mean(0))
+            for name, value in crf.named_buffers():  # the BIO constraints
+                value.copy_(getattr(self.crf, name))
+        return crf
+
     def scores(self, batch: dict[str, Tensor]) -> Tensor:
         """``forward`` on a batch dict (see :mod:`rnnkit.data.examples`), on the model's device."""
+        return self._call(self, batch)  # (B, T, C)
+
+    def _call(self, fn: Any, batch: dict[str, Tensor]) -> Tensor:
+        """``fn(inputs, lengths, chars, word_lengths)`` of a batch dict, on the model's device."""
         device = self.head.weight.device
         chars = batch.get("chars")
-        return self(
+        return fn(
             batch["inputs"].to(device),
             batch["lengths"],
             None if chars is None else chars.to(device),
             None if chars is None else batch["word_lengths"].to(device),
-        )  # (B, T, C)
+        )
 
     def loss(self, batch: dict[str, Tensor]) -> Tensor:
         """Mean negative log likelihood per real step (softmax, or the CRF's per token); in
-        train mode the softmax's targets are smoothed by ``config.label_smoothing``."""
-        emissions = self.scores(batch).float()  # (B, T, C)
+        train mode the softmax's targets are smoothed by ``config.label_smoothing``. An
+        ensemble's is the mean of its members' losses: each member learns on its own."""
+        return torch.stack([m._loss(batch) for m in self.members()]).mean()
+
+    def _loss(self, batch: dict[str, Tensor]) -> Tensor:
+        """This network's loss of :meth:`loss`, without the other members."""
+        emissions = self._call(self._scores, batch).float()  # (B, T, C)
         targets = batch["targets"].to(emissions.device)  # (B, T)
         if self.crf is not None:
             return self.crf.nll(emissions, targets, batch["lengths"].to(emissions.device))
@@ -141,16 +200,17 @@ class Tagger(nn.Module):
         lengths = batch["lengths"]
         with torch.no_grad():
             emissions = self.scores(batch).float()  # (B, T, C)
-        if self.crf is None:
+        crf = self.combined_crf()
+        if crf is None:
             probs = emissions.softmax(-1)  # (B, T, C)
             best = probs.argmax(-1)  # (B, T)
             paths = [best[b, : int(n)].tolist() for b, n in enumerate(lengths)]
         else:
             lengths = lengths.to(emissions.device)
-            paths = self.crf.decode(emissions, lengths)
+            paths = crf.decode(emissions, lengths)
             with torch.enable_grad():  # marginals: ∂ log Z / ∂ emissions
                 emissions.requires_grad_(True)
-                self.crf.log_partition(emissions, lengths).sum().backward(inputs=[emissions])
+                crf.log_partition(emissions, lengths).sum().backward(inputs=[emissions])
             probs = emissions.grad  # (B, T, C)
         chosen = [
             [float(probs[b, t, tag]) for t, tag in enumerate(path)] for b, path in enumerate(paths)
@@ -342,7 +402,8 @@ class Tagging(Task):
         return Tagger(run.model, tags, vocab=vocab, chars=chars, lowercase=lowercase)
 
     def init_model(self, model: nn.Module, data: TaskData) -> None:
-        init_encoder(model.encoder, data, model.vocab)
+        for i, member in enumerate(model.members()):
+            init_encoder(member.encoder, data, model.vocab, log=i == 0)
 
     def batches(self, run: RunConfig, data: TaskData) -> EpochBatches:
         return EpochBatches(data.train, run.train.batch_size, run.train.seed)
