@@ -1,12 +1,14 @@
 """Training speed of the sequence tasks beside a plain PyTorch loop, prediction speed, memory.
 
 (a) Training examples/s (forward + backward + AdamW step) of ``classify`` on names/ (char) and
-    SST-2 (word) and of ``tag`` on WNUT-17, each with rnnkit's preset model, beside a plain
-    PyTorch model of the same shape (nn.Embedding -> nn.LSTM over packed sequences -> the same
-    head) trained on the very same batches in the same process, rounds interleaved; the ratio
+    SST-2 (word) and of ``tag`` on WNUT-17, each with one network of rnnkit's preset (SST-2's
+    preset, ``--ensemble 8``, trains eight such networks per step), beside a plain PyTorch
+    model of the same shape (nn.Embedding -> nn.LSTM over packed sequences -> the same head)
+    trained on the very same batches in the same process, rounds interleaved; the ratio
     rnnkit / plain is the figure (issue goal: at least 1.0x).
 (b) ``predict`` / evaluation names/s of the names classifier at batch 64 (goal: 2,000/s).
-(c) Peak resident memory of `rnnkit train` on SST-2 (goal: under 2 GB), in a subprocess.
+(c) Peak resident memory of `rnnkit train` on SST-2 with its preset (eight networks; goal:
+    under 2 GB), in a subprocess.
 (d) ``seq2seq``: training pairs/s beside a plain PyTorch encoder-decoder with the same attention
     (goal: at least 1.0x), and decoding sentences/s, greedy and beam 5, at batch 1 and 64
     (``speed`` of bench/seq2seq.py, which says how).
