@@ -9,8 +9,6 @@ accuracy (ties: lower loss).
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +28,7 @@ from rnnkit.errors import DataError
 from rnnkit.layers.dropout import Dropout
 from rnnkit.tasks.base import StepLoss, Task, TaskData
 from rnnkit.tasks.encoder import SequenceEncoder
+from rnnkit.tasks.ensemble import log_mean_probability, other_members
 from rnnkit.tasks.metrics import classification_metrics, plot_confusion
 from rnnkit.tasks.pooling import Pooling
 from rnnkit.tasks.sequence_data import (
@@ -95,20 +94,9 @@ class Classifier(nn.Module):
         self.dropout = Dropout(config.dropout)
         self.head = nn.Linear(self.pooling.output_size, len(labels))
         self.register_buffer("class_weight", torch.ones(len(labels)))
-        # --ensemble K: this network is the first member; the other K - 1, of the same shape,
-        # are initialised after it (so apart from it) and live in ``others``.
-        member = dataclasses.replace(config, ensemble=1)
-        self.others = nn.ModuleList(
-            Classifier(
-                member,
-                labels,
-                vocab=vocab,
-                level=level,
-                lowercase=lowercase,
-                feature_size=feature_size,
-            )
-            for _ in range(config.ensemble - 1)
-        )
+        # --ensemble K: this network is the first member (rnnkit.tasks.ensemble).
+        shape = dict(vocab=vocab, level=level, lowercase=lowercase, feature_size=feature_size)
+        self.others = other_members(config, lambda member: Classifier(member, labels, **shape))
 
     def members(self) -> list[Classifier]:
         """The K networks of an ensemble (``[self]`` for one network)."""
@@ -119,8 +107,7 @@ class Classifier(nn.Module):
         mean probability, log (1/K) Σ_k softmax(z_k), whose softmax is that mean."""
         if not self.others:
             return self._logits(inputs, lengths)
-        logits = self.member_logits(inputs, lengths).float()  # (K, B, C)
-        return logits.log_softmax(-1).logsumexp(0) - math.log(len(logits))  # (B, C)
+        return log_mean_probability(self.member_logits(inputs, lengths))  # (B, C)
 
     def member_logits(self, inputs: Tensor, lengths: Tensor) -> Tensor:
         """Each member's class logits: (B, T[, D]), (B,) -> (K, B, C)."""

@@ -11,8 +11,6 @@ The kept model is the one of best validation entity F1 (text) or per-step accura
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -39,6 +37,7 @@ from rnnkit.layers.dropout import Dropout
 from rnnkit.tasks.base import StepLoss, Task, TaskData
 from rnnkit.tasks.crf import LinearChainCRF
 from rnnkit.tasks.encoder import SequenceEncoder
+from rnnkit.tasks.ensemble import log_mean_probability, other_members
 from rnnkit.tasks.metrics import entity_metrics
 from rnnkit.tasks.sequence_data import (
     build_vocab,
@@ -103,20 +102,10 @@ class Tagger(nn.Module):
         self.crf = LinearChainCRF(len(tags)) if config.crf else None
         if self.crf is not None and vocab is not None and is_bio(tags):
             self.crf.constrain_bio(tags)
-        # --ensemble K: this network is the first member; the other K - 1, of the same shape
-        # (each with its own CRF), are initialised after it and live in ``others``.
-        member = dataclasses.replace(config, ensemble=1)
-        self.others = nn.ModuleList(
-            Tagger(
-                member,
-                tags,
-                vocab=vocab,
-                chars=chars,
-                feature_size=feature_size,
-                lowercase=lowercase,
-            )
-            for _ in range(config.ensemble - 1)
-        )
+        # --ensemble K: this network is the first member (rnnkit.tasks.ensemble); each member
+        # has its own CRF.
+        shape = dict(vocab=vocab, chars=chars, feature_size=feature_size, lowercase=lowercase)
+        self.others = other_members(config, lambda member: Tagger(member, tags, **shape))
 
     def members(self) -> list[Tagger]:
         """The K networks of an ensemble (``[self]`` for one network)."""
@@ -139,7 +128,7 @@ class Tagger(nn.Module):
         ).float()  # (K, B, T, C)
         if self.crf is not None:
             return scores.mean(0)
-        return scores.log_softmax(-1).logsumexp(0) - math.log(len(scores))
+        return log_mean_probability(scores)  # (B, T, C)
 
     def _scores(
         self, inputs: Tensor, lengths: Tensor, chars: Tensor | None, word_lengths: Tensor | None
