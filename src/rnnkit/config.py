@@ -602,8 +602,8 @@ class RunConfig:
 # frames 90 s (--val-frac 0.3) K 1 0.957, K 8 0.952. Chosen: --ensemble 8 for classify on
 # word-level text (Classification.WORDS_PRESET); names/ (its dev gain, 0.005, is within a
 # draw's noise, and 8 networks would predict ~1,100 names/s on the AMD machine, under the
-# issue's 2,000), tag and features keep one network. names/ in its 120 s at 1 thread: K 1 0.851 / macro-F1 0.562
-# (8,548 steps), K 3 0.852 / 0.565 (3,004 steps): no gain.
+# issue's 2,000), tag and features keep one network. names/ in its 120 s at 1 thread: K 1
+# 0.851 / macro-F1 0.562 (8,548 steps), K 3 0.852 / 0.565 (3,004 steps): no gain.
 TASK_OPTIONS: dict[str, tuple[str, ...]] = {
     "lm": ("embedding_dropout", "input_dropout", "locked_dropout", "weight_drop", "val_tokens"),
     "classify": (
