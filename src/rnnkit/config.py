@@ -155,6 +155,12 @@ class ModelConfig:
         "classify, tag: K networks of this shape, initialised apart and trained side by side "
         "on the same batches, each on its own loss; predictions average their probabilities",
     )
+    feature_noise: float = _opt(
+        0.0,
+        "classify, tag, condgen on .npz features: in training, add Gaussian noise of this "
+        "standard deviation to the standardised features or condition vector (Keras's "
+        "GaussianNoise), 0 or more",
+    )
     label_smoothing: float = _opt(
         0.0,
         "seq2seq/condgen/classify/tag: train against (1 - eps) one-hot + eps / V (Szegedy et al. "
@@ -174,6 +180,12 @@ class ModelConfig:
         _check(self.hidden_size >= 1, "hidden_size", "at least 1", self.hidden_size)
         _check(self.embedding_size >= 0, "embedding_size", "0 or more", self.embedding_size)
         _check(self.ensemble >= 1, "ensemble", "at least 1", self.ensemble)
+        _check(
+            math.isfinite(self.feature_noise) and self.feature_noise >= 0,
+            "feature_noise",
+            "0 or more",
+            self.feature_noise,
+        )
         regularisers = (
             "dropout",
             "embedding_dropout",
@@ -616,6 +628,7 @@ TASK_OPTIONS: dict[str, tuple[str, ...]] = {
         "embedding_dropout",
         "word_dropout",
         "ensemble",
+        "feature_noise",
     ),
     "tag": (
         "lowercase",
@@ -627,9 +640,10 @@ TASK_OPTIONS: dict[str, tuple[str, ...]] = {
         "embedding_dropout",
         "word_dropout",
         "ensemble",
+        "feature_noise",
     ),
     "seq2seq": ("attention", "teacher_forcing", "max_length", "reverse", "label_smoothing"),
-    "condgen": ("condition_mode", "label_smoothing"),
+    "condgen": ("condition_mode", "label_smoothing", "feature_noise"),
 }
 """The options that only some tasks have, by task."""
 
@@ -651,6 +665,7 @@ TASK_OPTIONS_USED = (
     ("model", "condition_mode"),
     ("model", "label_smoothing"),
     ("model", "ensemble"),
+    ("model", "feature_noise"),
     ("data", "reverse"),
     ("data", "max_length"),
     ("train", "teacher_forcing"),

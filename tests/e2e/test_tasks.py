@@ -95,7 +95,7 @@ KINDS = {
     "classify-text": ("classify", _classify_text, ["--level", "word"]),
     "classify-npz": ("classify", _classify_npz, []),
     "tag-text": ("tag", _tag_text, ["--crf", "--char-features"]),
-    "tag-npz": ("tag", _tag_npz, ["--no-bidirectional"]),
+    "tag-npz": ("tag", _tag_npz, ["--no-bidirectional", "--feature-noise", "0.2"]),
 }
 METRIC = {"classify": "accuracy", "tag-text": "f1", "tag-npz": "accuracy"}
 

@@ -255,3 +255,30 @@ def test_decoding_under_a_bf16_autocast_runs_in_fp32() -> None:
         autocast = model.decode(labels, beam_size=2, max_length=5)
     assert [h.tokens for h in autocast] == [h.tokens for h in plain]
     assert [h.score for h in autocast] == [h.score for h in plain]
+
+
+def test_feature_noise_perturbs_the_condition_vector_in_training_only() -> None:
+    """Vector conditions: v = (x - mean) / std + sigma * N(0, 1) in training, plain in eval
+    (decoding, evaluation); the same v enters the initial state and every step."""
+    config = ModelConfig(
+        cell="gru", num_layers=1, hidden_size=H, embedding_size=E, dropout=0.0, feature_noise=0.3
+    )
+    model = ConditionalGenerator(config, V, vector_size=D)
+    model.attach(Vocab(list("abcde")), "char", 4, standardise=([1.0] * D, [2.0] * D))
+    x = torch.randn(4000, D) * 2 + 1  # (N, D)
+    model.train()
+    torch.manual_seed(1)
+    state = model.start(x)
+    noise = state.context - (x - 1) / 2  # (N, D)
+    assert abs(float(noise.mean())) < 0.01 and abs(float(noise.std()) - 0.3) < 0.01
+    torch.manual_seed(1)
+    expected_h0 = torch.tanh(model.init((x - 1) / 2 + 0.3 * torch.randn(4000, D)))  # (N, H)
+    torch.testing.assert_close(state.rnn, expected_h0[None])  # (1, N, H)
+    model.eval()
+    torch.testing.assert_close(model.start(x).context, (x - 1) / 2)
+
+
+def test_feature_noise_with_label_conditions_is_refused() -> None:
+    config = ModelConfig(hidden_size=H, embedding_size=E, feature_noise=0.3)
+    with pytest.raises(ConfigError, match="label conditions have none"):
+        ConditionalGenerator(config, V, num_labels=C)

@@ -4,6 +4,7 @@ and the same random draws, and off by default with today's numbers."""
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -267,6 +268,35 @@ def test_word_regularisers_on_feature_inputs_are_refused(name: str) -> None:
         SequenceEncoder(_config(**{name: 0.5}), feature_size=3)
 
 
+# --- --feature-noise ------------------------------------------------------------------------
+
+
+def test_feature_noise_perturbs_the_standardised_features_in_training_only() -> None:
+    """classify and tag on .npz: the recurrent layers read (x - mean) / std + sigma * N(0, 1)
+    in training, the plain standardised features in eval."""
+    sigma, D = 0.5, 40
+    encoder = SequenceEncoder(_config(num_layers=1, feature_noise=sigma), feature_size=D)
+    encoder.set_feature_statistics(np.full(D, 2.0, np.float32), np.full(D, 4.0, np.float32))
+    seen = {}
+    encoder.rnn.register_forward_hook(lambda module, args, out: seen.update(x=args[0]))
+    inputs, lengths = torch.randn(64, T, D) * 4 + 2, torch.full((64,), T)  # (B, T, D)
+    standardised = (inputs - 2) / 4
+    torch.manual_seed(0)
+    encoder(inputs, lengths)
+    noise = seen["x"] - standardised  # (B, T, D)
+    assert abs(float(noise.mean())) < 0.01 and abs(float(noise.std()) - sigma) < 0.01
+    torch.manual_seed(0)
+    torch.testing.assert_close(noise, sigma * torch.randn_like(noise))  # the run's RNG: resumable
+    encoder.eval()
+    encoder(inputs, lengths)
+    torch.testing.assert_close(seen["x"], standardised)
+
+
+def test_feature_noise_on_text_inputs_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"--feature-noise perturbs \.npz features: text inputs"):
+        SequenceEncoder(_config(feature_noise=0.5), vocab_size=V)
+
+
 # --- configuration --------------------------------------------------------------------------
 
 
@@ -307,3 +337,17 @@ def test_a_config_json_without_the_new_fields_loads_with_them_off() -> None:
         del values["train"][name]
     run = run_from_dict(values, "old/config.json")
     assert run.model == ModelConfig() and run.train == TrainConfig()
+
+
+@pytest.mark.parametrize("value", [-0.1, float("nan"), float("inf")])
+def test_feature_noise_must_be_a_finite_deviation(value: float) -> None:
+    with pytest.raises(ConfigError, match=r"^--feature-noise must be 0 or more"):
+        _config(feature_noise=value)
+
+
+@pytest.mark.parametrize("task", ["lm", "seq2seq"])
+def test_feature_noise_is_refused_outside_the_feature_tasks(task: str) -> None:
+    with pytest.raises(ConfigError, match="--feature-noise is an option of --task classify"):
+        RunConfig(task=task, model=_config(feature_noise=0.1))
+    for task in ("classify", "tag", "condgen"):
+        assert RunConfig(task=task, model=_config(feature_noise=0.1)).model.feature_noise == 0.1

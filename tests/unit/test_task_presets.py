@@ -54,3 +54,14 @@ def test_classify_on_word_level_text_takes_an_ensemble(tmp_path, capsys) -> None
     assert ensemble(str(names)) == ensemble(str(tmp_path / "x.npz")) == 1
     assert ensemble(str(tmp_path / "missing.tsv")) == 1
     assert ensemble(str(reviews), "--ensemble", "2") == 2
+
+
+def test_condgen_on_vectors_takes_feature_noise(tmp_path, capsys) -> None:
+    """Vector conditions (.npz) get --feature-noise 0.5, chosen on digits' dev split; label
+    conditions keep none (they have no vector to perturb); the flag still wins."""
+    vectors = _printed(capsys, str(tmp_path / "digits.npz"), "--task", "condgen")
+    labels = _printed(capsys, str(tmp_path / "names.tsv"), "--task", "condgen")
+    assert (vectors["model"]["feature_noise"], labels["model"]["feature_noise"]) == (0.5, 0.0)
+    assert vectors["model"]["hidden_size"] == labels["model"]["hidden_size"] == 256
+    given = _printed(capsys, str(tmp_path / "d.npz"), "--task", "condgen", "--feature-noise", "0")
+    assert given["model"]["feature_noise"] == 0.0

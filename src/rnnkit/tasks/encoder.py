@@ -4,7 +4,8 @@ Text: token embedding (in training, ``--word-dropout`` turns words into ``<unk>`
 ``--embedding-dropout`` drops whole word types, as in AWD-LSTM), plus, for taggers, a
 character encoding of each word, then dropout.
 Feature sequences: standardised with the training split's statistics, kept as buffers
-(``feature_mean``, ``feature_std``) in the model, so raw features go in at prediction.
+(``feature_mean``, ``feature_std``) in the model, so raw features go in at prediction; in
+training, ``--feature-noise`` adds Gaussian noise to them.
 Then ``num_layers`` recurrent layers of ``cell`` (optionally bidirectional) that get the real
 ``lengths``: padded steps change nothing, and the reverse direction reads each sequence from
 its own end.
@@ -82,6 +83,8 @@ class SequenceEncoder(nn.Module):
                 raise ConfigError("text tasks other than lm need --embedding-size of at least 1")
             self.embedding = nn.Embedding(vocab_size, config.embedding_size, padding_idx=0)
             input_size = config.embedding_size
+            if config.feature_noise:
+                raise ConfigError("--feature-noise perturbs .npz features: text inputs have none")
         else:
             for name in ("embedding_dropout", "word_dropout"):
                 if getattr(config, name):
@@ -129,6 +132,8 @@ class SequenceEncoder(nn.Module):
                     f"{inputs.shape[-1]} (inputs.shape={tuple(inputs.shape)})"
                 )
             x = (inputs.float() - self.feature_mean) / self.feature_std  # (B, T, D)
+            if self.training and self.config.feature_noise:
+                x = x + self.config.feature_noise * torch.randn_like(x)  # (B, T, D)
         if self.chars is not None:
             x = torch.cat([x, self.chars(chars, word_lengths)], dim=-1)  # (B, T, E + C)
         x = self.input_dropout(x)
