@@ -622,8 +622,8 @@ class RunConfig:
 # wrong on the same 7 dev images; four such networks averaged (scoring the ten names) 0.976,
 # no better; 3-nearest neighbours on the raw pixels 0.997, so the network, not the images, is
 # the limit. Gaussian noise on the standardised vector in training: sigma 0.3 0.983 (seed 0),
-# 0.5 0.986 / 0.986 / 0.986, 1.0 0.986 / 0.986 / 0.990 (the kept models' dev loss higher at
-# 1.0: 0.013-0.015 against 0.011-0.017). Chosen: 0.5 (ConditionalGeneration.VECTORS_PRESET).
+# 0.5 0.986 / 0.986 / 0.986, 1.0 0.986 / 0.986 / 0.990 (its later evaluations swing more:
+# 0.979-0.990 against 0.983-0.986 at 0.5). Chosen: 0.5 (ConditionalGeneration.VECTORS_PRESET).
 # The reference run (60 s, 2 idle threads, seeds 0 / 1 / 2): test 0.981 / 0.983 / 0.981,
 # against 0.972 on each draw without it. The tag and classify presets for .npz keep 0: noise
 # on frames (above) changed nothing.
