@@ -45,6 +45,7 @@ import json
 import math
 import re
 import statistics
+import sys
 import time
 import unicodedata
 from pathlib import Path
@@ -93,7 +94,15 @@ def tutorial_normalise(text: str) -> str:
 
 
 def prepare(folder: Path) -> None:
-    """Write the reference runs' data files into ``folder`` (see the module docstring)."""
+    """Write the reference runs' data files into ``folder`` (see the module docstring).
+
+    Raises:
+        SystemExit: a source file under ../shared/data is absent (one line naming it; nothing
+            is written).
+    """
+    for path in (DATA / "eng-fra" / "eng-fra.txt", DATA / "digits" / "digits.npz", DATA / "names"):
+        if not path.exists():
+            sys.exit(f"bench/seq2seq.py prepare: error: {path} is absent (see ../shared/data)")
     folder.mkdir(parents=True, exist_ok=True)
     lines = (DATA / "eng-fra" / "eng-fra.txt").read_text(encoding="utf-8").strip().split("\n")
     kept = []

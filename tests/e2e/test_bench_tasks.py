@@ -48,3 +48,13 @@ def test_timed_takes_turns_and_gives_each_its_own_median(monkeypatch) -> None:
     )
     assert calls == list("abc") + list("abc") + list("bca") + list("cab")  # warm-up, rounds
     assert set(timed) == {"a", "b", "c"} and all(s >= 0 for s in timed.values())
+
+
+def test_prepare_without_the_shared_data_names_the_missing_file(tmp_path, monkeypatch) -> None:
+    monkeypatch.syspath_prepend(str(BENCH))
+    import seq2seq
+
+    monkeypatch.setattr(seq2seq, "DATA", tmp_path / "data")
+    with pytest.raises(SystemExit, match=r"error: .*data/eng-fra/eng-fra\.txt is absent"):
+        seq2seq.prepare(tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # nothing written
