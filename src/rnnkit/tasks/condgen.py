@@ -61,6 +61,7 @@ from rnnkit.tasks.decoder import (
     recurrent_layer,
     token_step_loss,
 )
+from rnnkit.tasks.sequence_data import is_features
 
 LENGTH_ALPHA = 1.0
 """Beam scores are log-probabilities divided by length ** LENGTH_ALPHA (the mean per token)."""
@@ -448,12 +449,12 @@ class ConditionalGeneration(Task):
     }
 
     def preset(self, data_path: str | None = None) -> dict[str, dict[str, Any]]:
-        if data_path is not None and Path(data_path).suffix == ".npz":
+        if is_features(data_path):
             return self.VECTORS_PRESET
         return self.PRESET
 
     def selection(self, run: RunConfig) -> tuple[str, bool]:
-        if run.data.path is not None and Path(run.data.path).suffix == ".npz":
+        if is_features(run.data.path):
             return "exact_match", True
         return "loss", False
 
