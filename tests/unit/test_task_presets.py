@@ -18,6 +18,7 @@ def test_tag_on_feature_sequences_takes_the_features_preset(tmp_path, capsys) ->
     assert (text["model"]["hidden_size"], text["train"]["lr"]) == (256, 5e-3)
     assert frames["model"]["dropout"] == text["model"]["dropout"] == 0.5
     assert (frames["data"]["lowercase"], text["data"]["lowercase"]) == (False, True)
+    assert (frames["model"]["outside_bias"], text["model"]["outside_bias"]) == (0.0, 1.0)
 
 
 def test_flags_and_the_config_file_win_over_the_features_preset(tmp_path, capsys) -> None:

@@ -32,7 +32,7 @@ from rnnkit.data.fields import strings
 from rnnkit.data.labelled import TaggedSentences, parse_tag_input, read_conll
 from rnnkit.data.text import IGNORE_INDEX
 from rnnkit.data.vocab import Vocab
-from rnnkit.errors import DataError
+from rnnkit.errors import ConfigError, DataError
 from rnnkit.layers.dropout import Dropout
 from rnnkit.tasks.base import StepLoss, Task, TaskData
 from rnnkit.tasks.crf import LinearChainCRF
@@ -102,6 +102,9 @@ class Tagger(nn.Module):
         self.crf = LinearChainCRF(len(tags)) if config.crf else None
         if self.crf is not None and vocab is not None and is_bio(tags):
             self.crf.constrain_bio(tags)
+        if config.outside_bias and vocab is None:
+            raise ConfigError("--outside-bias lowers the O tag of text tags: .npz labels have none")
+        self.outside_bias = config.outside_bias  # eval/predict may set another
         # --ensemble K: this network is the first member (rnnkit.tasks.ensemble); each member
         # has its own CRF.
         shape = dict(vocab=vocab, chars=chars, feature_size=feature_size, lowercase=lowercase)
@@ -185,10 +188,13 @@ class Tagger(nn.Module):
         )
 
     def decode(self, batch: dict[str, Tensor]) -> tuple[list[list[int]], list[list[float]]]:
-        """The tag ids of each sequence and each tag's probability (the CRF's marginal)."""
+        """The tag ids of each sequence and each tag's probability (the CRF's marginal), from
+        the tag scores with ``outside_bias`` taken off the O tag's."""
         lengths = batch["lengths"]
         with torch.no_grad():
             emissions = self.scores(batch).float()  # (B, T, C)
+            if self.outside_bias and "O" in self.tags:  # tags without O decode plainly
+                emissions[..., self.tags.index("O")] -= self.outside_bias
         crf = self.combined_crf()
         if crf is None:
             probs = emissions.softmax(-1)  # (B, T, C)
@@ -267,8 +273,8 @@ class Tagging(Task):
     best_metric = "f1"
     higher_is_better = True
 
-    # The preset for 2 CPU cores; min_freq, lowercase and lr chosen on WNUT-17's dev split
-    # (config.py).
+    # The preset for 2 CPU cores; min_freq, lowercase, lr and outside_bias chosen on WNUT-17's
+    # dev split (config.py).
     PRESET: ClassVar[dict[str, dict[str, Any]]] = {
         "model": {
             "cell": "lstm",
@@ -277,6 +283,7 @@ class Tagging(Task):
             "embedding_size": 100,
             "dropout": 0.5,
             "bidirectional": True,
+            "outside_bias": 1.0,
         },
         "data": {"level": "word", "min_freq": 3, "lowercase": True},
         "train": {"batch_size": 16, "lr": 5e-3, "weight_decay": 0.01, "eval_every": 100},
@@ -285,7 +292,7 @@ class Tagging(Task):
     # Feature sequences (.npz, a label per frame): a smaller, slower-learning model, chosen on a
     # dev split of japanese_vowels' frames (config.py).
     FEATURES_PRESET: ClassVar[dict[str, dict[str, Any]]] = {
-        "model": {**PRESET["model"], "hidden_size": 128},
+        "model": {**PRESET["model"], "hidden_size": 128, "outside_bias": 0.0},
         "data": {"level": "word", "min_freq": 2},
         "train": {**PRESET["train"], "lr": 1e-3},
     }
@@ -411,6 +418,7 @@ class Tagging(Task):
     def evaluate_file(
         self, model: nn.Module, path: str | Path, cfg: EvalConfig, device: torch.device
     ) -> dict[str, Any]:
+        _set_outside_bias(model, cfg.outside_bias)
         tags = list(model.tags)
         if model.vocab is None:
             features = read_feature_file(path, "step")
@@ -450,6 +458,7 @@ class Tagging(Task):
         sentence per line (whitespace-separated tokens) or CoNLL (first column)."""
         if model.vocab is None:
             raise DataError(f"this model reads .npz feature sequences; {source} is text")
+        _set_outside_bias(model, cfg.outside_bias)
         sentences, _ = parse_tag_input(text, source)
         if not sentences:
             raise DataError(f"{source} has no tokens to tag")
@@ -465,12 +474,23 @@ class Tagging(Task):
         """One line of space-separated labels per sequence of an ``.npz``."""
         if model.vocab is not None:
             raise DataError(f"this model reads text; {path} is an .npz of feature sequences")
+        _set_outside_bias(model, cfg.outside_bias)
         features = read_feature_file(path, "none")
         check_feature_size(features, model.encoder.feature_size)
         paths, probs = decode_all(model, feature_examples(features), cfg.batch_size)
         for i, (path_ids, p) in enumerate(zip(paths, probs, strict=True)):
             labels = [model.tags[t] for t in path_ids]
             yield " ".join(labels) + "\n", {"index": i, "tags": labels, "probabilities": p}
+
+
+def _set_outside_bias(model: Tagger, bias: float | None) -> None:
+    """Decode with ``bias`` off the O tag's score (eval/predict ``--outside-bias``); None keeps
+    the model's own."""
+    if bias is None:
+        return
+    if model.vocab is None and bias:
+        raise ConfigError("--outside-bias lowers the O tag of text tags: .npz labels have none")
+    model.outside_bias = bias
 
 
 def _read_conll(path: str | Path, encoding: str) -> TaggedSentences:
