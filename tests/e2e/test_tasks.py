@@ -437,6 +437,35 @@ def _bad(argv: list[str], capsys, *expected: str) -> None:
         assert text in lines[0], lines[0]
 
 
+def test_outside_bias_at_eval_and_predict(kind, trained, tmp_path, capsys) -> None:
+    """A larger --outside-bias tags fewer words O; models without BIO text tags refuse it."""
+    name, data, _ = kind
+    argv = ["eval", str(trained), str(data), "--json"]
+    if name != "tag-text":
+        why = "tag models" if name.startswith("classify") else ".npz labels have none"
+        _bad([*argv, "--outside-bias", "1"], capsys, "--outside-bias", why)
+        _bad(["predict", str(trained), str(data), "--outside-bias", "1"], capsys, why)
+        return
+    assert json.loads((trained / "config.json").read_text())["model"]["outside_bias"] == 1.0
+    source = tmp_path / "in.txt"
+    source.write_text("Ann Smith saw Rome\nBob went to Oslo and Paris\n", encoding="utf-8")
+    outside, recall, accuracy = [], [], []
+    for bias in ("-5", "1", "30"):
+        capsys.readouterr()
+        assert main([*argv, "--outside-bias", bias]) == 0
+        metrics = json.loads(capsys.readouterr().out)
+        recall.append(metrics["recall"])
+        accuracy.append(metrics["accuracy"])
+        assert main(["predict", str(trained), str(source), "--outside-bias", bias]) == 0
+        outside.append(capsys.readouterr().out.count("\tO\n"))
+    assert outside[0] >= outside[1] >= outside[2] == 0  # at 30, every word gets an entity tag
+    assert outside[0] > 0  # at -5, some are O
+    assert recall[0] <= recall[1] <= recall[2]
+    assert accuracy[2] < accuracy[0]  # at 30 the O words are all wrong
+    assert main([*argv[:3], "--json"]) == 0  # no flag: the model's own 1.0
+    assert json.loads(capsys.readouterr().out)["recall"] == recall[1]
+
+
 def test_bad_text_data(tmp_path, capsys) -> None:
     out = tmp_path / "never"
     train = ["train", "--out", str(out), "--task"]

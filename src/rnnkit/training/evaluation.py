@@ -13,7 +13,7 @@ from typing import Any
 
 from rnnkit.config import EvalConfig, PredictConfig
 from rnnkit.data.text import read_text
-from rnnkit.errors import DataError
+from rnnkit.errors import ConfigError, DataError
 from rnnkit.tasks import get_task
 from rnnkit.training.checkpoint import load, read_run_config
 from rnnkit.training.control import pick_device
@@ -30,8 +30,15 @@ def evaluate_folder(folder: str | Path, data: str | Path, cfg: EvalConfig) -> di
     """
     device = pick_device(cfg.device)
     task = get_task(read_run_config(folder).task)
+    _check_options(task.name, cfg)
     model = load(folder, device=device)
     return task.evaluate_file(model, data, cfg, device)
+
+
+def _check_options(task: str, cfg: EvalConfig | PredictConfig) -> None:
+    """Refuse an option the folder's task does not read."""
+    if cfg.outside_bias is not None and task != "tag":
+        raise ConfigError(f"--outside-bias is an option of tag models; this is a {task} model")
 
 
 def predict_folder(
@@ -46,6 +53,7 @@ def predict_folder(
     """
     device = pick_device(cfg.device)
     task = get_task(read_run_config(folder).task)
+    _check_options(task.name, cfg)
     model = load(folder, device=device)
     if str(source) == "-":
         return task.predict(model, sys.stdin.read(), "<stdin>", cfg, device)
