@@ -55,6 +55,10 @@ CHAR_PAD, CHAR_UNK = 0, 1
 """Character ids: padding and unknown characters; the known ones start at 2."""
 
 
+NO_OUTSIDE_TAG = "--outside-bias lowers the O tag of text tags: .npz labels have none"
+"""The refusal of ``--outside-bias`` for a model of ``.npz`` labels (train, eval, predict)."""
+
+
 def is_bio(tags: list[str]) -> bool:
     """Whether every tag is ``O``, ``B-X`` or ``I-X``."""
     return all(t == "O" or (t[:2] in ("B-", "I-") and len(t) > 2) for t in tags)
@@ -103,7 +107,7 @@ class Tagger(nn.Module):
         if self.crf is not None and vocab is not None and is_bio(tags):
             self.crf.constrain_bio(tags)
         if config.outside_bias and vocab is None:
-            raise ConfigError("--outside-bias lowers the O tag of text tags: .npz labels have none")
+            raise ConfigError(NO_OUTSIDE_TAG)
         self.outside_bias = config.outside_bias  # eval/predict may set another
         # --ensemble K: this network is the first member (rnnkit.tasks.ensemble); each member
         # has its own CRF.
@@ -489,7 +493,7 @@ def _set_outside_bias(model: Tagger, bias: float | None) -> None:
     if bias is None:
         return
     if model.vocab is None and bias:
-        raise ConfigError("--outside-bias lowers the O tag of text tags: .npz labels have none")
+        raise ConfigError(NO_OUTSIDE_TAG)
     model.outside_bias = bias
 
 
