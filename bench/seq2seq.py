@@ -383,7 +383,8 @@ def anchor(
     """Train PlainSeq2Seq on ``path`` for ``seconds``; greedy BLEU of the held-out pairs
     (``val``, or rnnkit's random 10% of ``path``)."""
     data_cfg = {"path": str(path), "reverse": reverse, "val": None if val is None else str(val)}
-    run = merge(_preset(), {"data": data_cfg, "train": {"seed": seed}})
+    # The plain model has a row per word: the vocabulary of --no-char-features.
+    run = merge(_preset(char_features=False), {"data": data_cfg, "train": {"seed": seed}})
     torch.manual_seed(seed)
     data = get_task("seq2seq").load_data(run, None)
     source_vocab = Vocab.from_dict(data.meta["source"])

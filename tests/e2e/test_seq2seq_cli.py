@@ -16,7 +16,9 @@ from safetensors.torch import load_file
 
 import rnnkit
 from rnnkit.cli import main
-from rnnkit.tasks.seq2seq import Seq2Seq
+from rnnkit.config import EvalConfig
+from rnnkit.tasks.decoder import corpus_bleu
+from rnnkit.tasks.seq2seq import TASK, Seq2Seq
 
 WORDS = ["red", "green", "blue", "cat", "dog", "sun"]
 TINY = [
@@ -209,3 +211,57 @@ def test_plot_attention_needs_attention(pairs, tmp_path, capsys) -> None:
         capsys, "predict"
     )
     assert not png.exists()
+
+
+# --- --char-features: rare and unseen source words read from their spelling -------------------
+
+
+def test_char_features_spell_unseen_source_words(pairs, tmp_path, capsys) -> None:
+    common = ["train", str(pairs), *TINY, "--max-steps", "10", "--warmup-steps", "0"]
+    spelled, plain = tmp_path / "spelled", tmp_path / "plain"
+    assert main([*common, "--out", str(spelled), "--char-features"]) == 0
+    assert main([*common, "--out", str(plain), "--no-char-features"]) == 0
+    vocab = json.loads((spelled / "vocab.json").read_text())
+    assert vocab["source_frequent"] == 4 + len(WORDS)  # every word seen twice or more
+    assert vocab["source_chars"] == sorted(set("".join(WORDS)))
+    assert "source_frequent" not in json.loads((plain / "vocab.json").read_text())
+    model, unspelled = rnnkit.load(spelled), rnnkit.load(plain)
+    assert unspelled.encode_source("red cats") == unspelled.encode_source("red dogs")
+    assert model.encode_source("red cats") != model.encode_source("red dogs")
+    source = tmp_path / "in.txt"
+    source.write_text("red cats\nsun\n", encoding="utf-8")
+    assert main(["predict", str(spelled), str(source), "--json", "--beam-size", "2"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["source"] for r in records] == ["red cats", "sun"]
+    png = tmp_path / "attention.png"
+    assert main(["predict", str(spelled), str(source), "--plot-attention", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    capsys.readouterr()
+    unseen = tmp_path / "unseen.tsv"
+    unseen.write_text("red cats\tcats red\nblue dogs sun\tsun dogs blue\n", encoding="utf-8")
+    assert main(["eval", str(spelled), str(unseen), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["examples"] == 2
+    fresh = rnnkit.load(spelled)
+    metrics = TASK.evaluate_file(fresh, unseen, EvalConfig(), torch.device("cpu"))
+    assert fresh.source_embedding.words[-2:] == ["cats", "dogs"]  # eval spelled them
+    outputs = fresh.translate(["red cats", "blue dogs sun"])
+    assert metrics["bleu"] == corpus_bleu(outputs, ["cats red", "sun dogs blue"], "word")
+    # at --level char the tokens are characters already: nothing is spelled
+    chars = tmp_path / "chars"
+    assert main([*common, "--out", str(chars), "--level", "char", "--char-features"]) == 0
+    assert "source_frequent" not in json.loads((chars / "vocab.json").read_text())
+
+
+def test_char_features_must_match_the_vocabulary(pairs, tmp_path, capsys) -> None:
+    out = tmp_path / "spelled"
+    args = ["train", str(pairs), "--out", str(out), *TINY, "--max-steps", "2"]
+    assert main([*args, "--char-features"]) == 0
+    capsys.readouterr()
+    config = json.loads((out / "config.json").read_text())
+    config["model"]["char_features"] = False
+    (out / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    source = tmp_path / "in.txt"
+    source.write_text("red cat\n", encoding="utf-8")
+    assert main(["predict", str(out), str(source)]) == 2
+    line = _one_line_error(capsys, "predict")
+    assert "vocab.json is corrupted: source_frequent is present" in line, line

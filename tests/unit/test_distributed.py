@@ -180,9 +180,11 @@ EXTRA = {
     "classify": {"train": {"class_weights": "balanced"}},
     "tag": {"model": {"crf": True}},
     # Teacher forcing 1 (the default, said here): below 1, each rank draws which steps read
-    # the model's own tokens from its own random stream, as it draws its dropout masks.
+    # the model's own tokens from its own random stream, as it draws its dropout masks; so
+    # does --char-features (the preset's), which frequent words it reads from their spelling.
+    # The runs of RESUMED keep both.
     "seq2seq": {
-        "model": {"attention": "general", "bidirectional": True},
+        "model": {"attention": "general", "bidirectional": True, "char_features": False},
         "train": {"teacher_forcing": 1.0},
     },
     "condgen": {"model": {"condition_mode": "both"}},

@@ -1,23 +1,32 @@
-r"""Character-level word features for tagging: a vector per word built from its spelling.
+r"""Character-level word features: a vector per word built from its spelling.
 
 A word the vocabulary has never seen (or saw rarely) still has characters, prefixes and
-suffixes the tagger can use (Lample et al. 2016 use a BiLSTM, Ma & Hovy 2016 a CNN).
-``char_ids`` turns sentences of words into padded character ids; ``CharEncoder`` encodes them.
+suffixes a model can use (Lample et al. 2016 use a BiLSTM, Ma & Hovy 2016 a CNN).
+``char_ids`` turns sentences of words into padded character ids; ``CharEncoder`` encodes them
+(the tagger's ``--char-features``, beside each word's embedding). ``SpelledEmbedding`` is the
+back-off of ``seq2seq``'s ``--char-features``: rare and unseen source words are read from
+their spelling instead of an embedding row (Luong & Manning 2016).
 Character id 0 is padding; a word of length 0 is a padded word and encodes to zeros.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal, get_args
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from rnnkit.data.examples import MAX_WORD_CHARS
+
 CharEncoderKind = Literal["lstm", "cnn"]
 
 PAD_ID = 0
 """The character id of padding (after the end of a word, and in padded words)."""
+
+UNK_ID = 1
+"""The character id of characters the encoder never saw (``SpelledEmbedding``)."""
 
 
 def char_ids(
@@ -134,3 +143,101 @@ class CharEncoder(nn.Module):
             features = features.masked_fill(~in_word[:, None, :], float("-inf"))  # (N, H, W)
             encoded = features.amax(dim=2)  # (N, H)
         return out.index_copy(0, real, encoded).reshape(B, T, self.output_size)
+
+
+class SpelledEmbedding(nn.Module):
+    r"""Token ids -> vectors: the frequent tokens have their own vector, every other token is
+    read from its spelling (the back-off of Luong & Manning 2016 for rare and unseen words):
+
+        e(w) = E[w]                          w < frequent (the specials and frequent words)
+        e(w) = tanh(W_s c(w) + b_s)          otherwise; c(w) = CharEncoder(w's characters)
+
+    In training, a frequent word is also read from its spelling with probability
+    ``spell_rate`` (drawn from torch's generator), so that the character path learns from
+    common words as well as rare ones (and no word is read as ``<unk>``).
+
+    The embedding knows its tokens as strings (``words``): the vocabulary's first, then any
+    word met later by :meth:`ids`, which gets the next free id (not saved: such words have no
+    row, only a spelling).
+
+    Args:
+        num_tokens: V, the vocabulary's size (specials included).
+        frequent: F, ids below F have a row of E; F <= V.
+        embedding_size: E.
+        chars: the characters the encoder knows (ids 2, 3, ...; 0 is padding, 1 unknown).
+        spell_rate: the probability of reading a frequent word from its spelling in training.
+        specials: S, the ids below S (``<pad>``, ``<unk>``, ...) are never spelled.
+
+    Attributes:
+        num_tokens, output_size (E): as :class:`rnnkit.tasks.decoder.TokenEmbedding`'s.
+        embedding: ``nn.Embedding(F, E)``; chars: a :class:`CharEncoder` (a CNN of 64 filters);
+        project: W_s, b_s (E, 64).
+
+    Shapes:
+        tokens (...) int64 -> (..., E)
+    """
+
+    def __init__(
+        self,
+        num_tokens: int,
+        frequent: int,
+        embedding_size: int,
+        chars: Sequence[str],
+        *,
+        spell_rate: float = 0.0,
+        specials: int = 4,
+    ) -> None:
+        super().__init__()
+        if not specials <= frequent <= num_tokens:
+            raise ValueError(f"need {specials} <= frequent <= num_tokens, got {frequent}")
+        self.num_tokens, self.frequent, self.specials = num_tokens, frequent, specials
+        self.spell_rate = spell_rate
+        self.embedding = nn.Embedding(frequent, embedding_size)
+        self.char_index = {c: i + 2 for i, c in enumerate(chars)}
+        self.chars = CharEncoder(len(chars) + 2, 32, 64, "cnn")
+        self.project = nn.Linear(self.chars.output_size, embedding_size)
+        self.output_size = embedding_size
+        self.words: list[str] = []
+        self.index: dict[str, int] = {}
+
+    def extra_repr(self) -> str:
+        return f"{self.num_tokens}, frequent={self.frequent}, spell_rate={self.spell_rate}"
+
+    def set_words(self, words: Sequence[str]) -> None:
+        """Give the embedding its vocabulary's V tokens, in id order."""
+        if len(words) != self.num_tokens:
+            raise ValueError(f"{len(words)} words for an embedding of {self.num_tokens} tokens")
+        self.words = list(words)
+        self.index = {w: i for i, w in enumerate(self.words)}
+
+    def ids(self, tokens: Sequence[str]) -> list[int]:
+        """The ids of ``tokens``: a word the vocabulary lacks gets the next free id, whose
+        vector is read from its spelling."""
+        found = []
+        for token in tokens:
+            i = self.index.get(token)
+            if i is None:
+                i = self.index[token] = len(self.words)
+                self.words.append(token)
+            found.append(i)
+        return found
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        spelled = tokens >= self.frequent  # (...)
+        if self.training and self.spell_rate > 0:
+            draw = torch.rand(tokens.shape, device=tokens.device) < self.spell_rate
+            spelled = spelled | (draw & (tokens >= self.specials))
+        out = self.embedding(tokens.masked_fill(spelled, 0))  # (..., E)
+        if not bool(spelled.any()):
+            return out
+        unique, inverse = tokens[spelled].unique(return_inverse=True)  # (U,), (N,)
+        if int(unique[-1]) >= len(self.words):
+            raise ValueError(
+                f"token id {int(unique[-1])} has no spelling: the embedding knows "
+                f"{len(self.words)} words (set_words gives it the vocabulary's)"
+            )
+        spellings = [self.words[i] for i in unique.tolist()]
+        chars, lengths = char_ids([spellings], self.char_index, UNK_ID, MAX_WORD_CHARS)
+        encoded = self.chars(chars.to(tokens.device), lengths.to(tokens.device))[0]  # (U, 64)
+        vectors = torch.tanh(self.project(encoded))[inverse]  # (N, E)
+        return out.masked_scatter(spelled[..., None], vectors.to(out.dtype))

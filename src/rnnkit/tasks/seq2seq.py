@@ -8,6 +8,11 @@ decoder writes the target while attending to the encoder's states (translation).
     \tilde h_t = tanh(W_c [c_t; h_t] + b_c)           (Luong et al. 2015, without input feeding)
     p(y_t | y_<t, x) = softmax(W_o dropout(\tilde h_t) + b_o)
 
+With ``--char-features`` (at word level) the source embedding backs off to characters: the
+words seen fewer than :data:`SPELL_BELOW` times in training, and words it never saw, are read
+from their spelling by a character CNN (:class:`rnnkit.tasks.char_encoder.SpelledEmbedding`,
+Luong & Manning 2016), so that an unseen inflection ("reposee") lands near a known one.
+
 With ``--attention none`` the head reads ``h_t`` itself. A bidirectional encoder's two
 directions are summed, in its outputs ``o_s`` and, layer by layer, in its final state, so the
 decoder (unidirectional, as deep and wide as the encoder) starts from it unchanged. The
@@ -20,6 +25,7 @@ each example, the model's own previous greedy token instead of the true one with
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit.config import EvalConfig, ModelConfig, PredictConfig, RunConfig
-from rnnkit.data.fields import MAX_SIZE, integer, obj
+from rnnkit.data.fields import MAX_SIZE, integer, obj, strings
 from rnnkit.data.generation import (
     PairBatches,
     PairData,
@@ -49,6 +55,7 @@ from rnnkit.layers.dropout import Dropout
 from rnnkit.sampling import Hypothesis, beam_search_batch
 from rnnkit.tasks.attention import Attention, Memory
 from rnnkit.tasks.base import StepLoss, Task, TaskData
+from rnnkit.tasks.char_encoder import SpelledEmbedding
 from rnnkit.tasks.decoder import (
     DecoderState,
     State,
@@ -65,6 +72,14 @@ logger = logging.getLogger(__name__)
 
 LENGTH_ALPHA = 1.0
 """Beam scores are log-probabilities divided by length ** LENGTH_ALPHA (the mean per token)."""
+
+SPELL_BELOW = 2
+"""With ``--char-features``, source words seen fewer times than this in training (and words
+never seen) are read from their spelling; chosen on eng-fra's dev split (config.py)."""
+
+SPELL_RATE = 0.1
+"""With ``--char-features``, the probability that training reads a frequent source word from
+its spelling too (:class:`SpelledEmbedding`)."""
 
 DECODE_BATCH = 64
 """Evaluation reads and decodes at least this many pairs at a time: a decoding step costs about
@@ -83,6 +98,10 @@ class Seq2Seq(nn.Module):
         config: the architecture (``cell``, sizes, ``bidirectional`` encoder, ``attention``).
         source_size: V_source, tokens of the source vocabulary.
         target_size: V_target, tokens of the target vocabulary.
+        spelling: for ``--char-features``, ``(frequent, chars)``: the source ids below
+            ``frequent`` have an embedding row, the others are read from their spelling in
+            the characters ``chars`` (:class:`SpelledEmbedding`); None: every source token
+            has a row.
 
     Attributes:
         source_vocab, target_vocab: attached by :meth:`attach`; decoding text needs them.
@@ -95,7 +114,13 @@ class Seq2Seq(nn.Module):
         step: tokens (N,), DecoderState -> logits (N, V_target), DecoderState
     """
 
-    def __init__(self, config: ModelConfig, source_size: int, target_size: int) -> None:
+    def __init__(
+        self,
+        config: ModelConfig,
+        source_size: int,
+        target_size: int,
+        spelling: tuple[int, Sequence[str]] | None = None,
+    ) -> None:
         super().__init__()
         if config.cell in ("mingru", "minlstm"):
             raise ConfigError(
@@ -104,7 +129,14 @@ class Seq2Seq(nn.Module):
             )
         self.config = config
         hidden_size = config.hidden_size
-        self.source_embedding = TokenEmbedding(source_size, config.embedding_size)
+        self.source_embedding: TokenEmbedding | SpelledEmbedding
+        if spelling is None:
+            self.source_embedding = TokenEmbedding(source_size, config.embedding_size)
+        else:
+            frequent, chars = spelling
+            self.source_embedding = SpelledEmbedding(
+                source_size, frequent, config.embedding_size, chars, spell_rate=SPELL_RATE
+            )
         self.target_embedding = TokenEmbedding(target_size, config.embedding_size)
         self.encoder = recurrent_layer(
             config, self.source_embedding.output_size, bidirectional=config.bidirectional
@@ -137,6 +169,8 @@ class Seq2Seq(nn.Module):
             )
         self.source_vocab, self.target_vocab = source_vocab, target_vocab
         self.level, self.reverse, self.longest_target = level, reverse, longest
+        if isinstance(self.source_embedding, SpelledEmbedding):
+            self.source_embedding.set_words(source_vocab.tokens)
 
     def encode(self, source: Tensor, lengths: Tensor) -> DecoderState:
         """The decoder's first state: the encoder's final state (directions summed), with the
@@ -290,7 +324,21 @@ class Seq2Seq(nn.Module):
         tokens = text_tokens(text, self.level)
         if not tokens:
             raise ValueError(f"source text {text!r} has no {self.level} tokens")
+        return self.source_ids(tokens)
+
+    def source_ids(self, tokens: Sequence[str]) -> list[int]:
+        """Ids of source tokens: ``<unk>``'s for unknown ones, or with ``--char-features`` a
+        new id whose vector is read from the token's spelling."""
+        if isinstance(self.source_embedding, SpelledEmbedding):
+            self._vocabs()  # the error of a model without vocabularies
+            return self.source_embedding.ids(tokens)
         return self._vocabs()[0].encode(tokens)
+
+    def source_tokens(self, ids: Sequence[int]) -> list[str]:
+        """The source tokens of ids from :meth:`source_ids`."""
+        if isinstance(self.source_embedding, SpelledEmbedding):
+            return [self.source_embedding.words[i] for i in ids]
+        return self._vocabs()[0].decode(ids)
 
     def output_text(self, hypothesis: Hypothesis) -> str:
         """The text of a decoded hypothesis."""
@@ -300,6 +348,31 @@ class Seq2Seq(nn.Module):
         if self.source_vocab is None or self.target_vocab is None:
             raise ValueError("this model has no vocabularies; load it with rnnkit.load(folder)")
         return self.source_vocab, self.target_vocab
+
+
+def spells(run: RunConfig) -> bool:
+    """Whether the source embedding backs off to spellings: ``--char-features`` on words (at
+    ``--level char`` the tokens are characters already, and the option does nothing)."""
+    return run.model.char_features and run.data.level == "word"
+
+
+def spelled_vocab(
+    train: Sequence[Sequence[str]], val: Sequence[Sequence[str]], min_freq: int
+) -> tuple[Vocab, tuple[int, list[str]]]:
+    """The source vocabulary of ``--char-features``, and ``(frequent, chars)`` for
+    :class:`Seq2Seq`: the training words seen at least ``max(min_freq, SPELL_BELOW)`` times
+    first (most frequent first; these get a vector), then the other training words, then the
+    validation words training lacks, in order of first appearance (spelled, so a validation
+    word is read as a test word would be); the characters of the training words, sorted."""
+    counts = Counter(t for s in train for t in s)
+    keep = max(min_freq, SPELL_BELOW)
+    order = sorted(counts, key=lambda t: (-counts[t], t))
+    frequent = [t for t in order if counts[t] >= keep]
+    rest = [t for t in order if counts[t] < keep]
+    unseen = list(dict.fromkeys(t for s in val for t in s if t not in counts))
+    vocab = Vocab([*frequent, *rest, *unseen])
+    chars = sorted({c for t in counts for c in t})
+    return vocab, (len(Vocab(frequent)), chars)
 
 
 def _sum_directions(state: State) -> State:
@@ -426,6 +499,7 @@ class SequenceToSequence(Task):
                 "dropout": 0.1,
                 "bidirectional": True,
                 "label_smoothing": 0.3,
+                "char_features": True,
             },
             "data": {"level": "word"},
             "train": {"batch_size": 32, "lr": 2e-3, "weight_decay": 0.01, "eval_every": 300},
@@ -447,14 +521,17 @@ class SequenceToSequence(Task):
                 [pairs.sources[i] for i in val_rows], [pairs.targets[i] for i in val_rows], ""
             )
         if meta is None:
-            source_vocab = Vocab.build((t for s in train.sources for t in s), min_freq=cfg.min_freq)
             target_vocab = Vocab.build((t for s in train.targets for t in s), min_freq=cfg.min_freq)
+            meta = {"target": target_vocab.to_dict()}
+            if spells(run):
+                source_vocab, spelling = spelled_vocab(train.sources, val.sources, cfg.min_freq)
+                meta["source_frequent"], meta["source_chars"] = spelling
+            else:
+                source_vocab = Vocab.build(
+                    (t for s in train.sources for t in s), min_freq=cfg.min_freq
+                )
             longest = max(len(t) for t in train.targets)
-            meta = {
-                "source": source_vocab.to_dict(),
-                "target": target_vocab.to_dict(),
-                "longest_target": longest,
-            }
+            meta = {"source": source_vocab.to_dict(), **meta, "longest_target": longest}
         else:
             source_vocab, target_vocab = (
                 Vocab.from_dict(meta["source"]),
@@ -464,6 +541,9 @@ class SequenceToSequence(Task):
             f"{len(train.sources)} train / {len(val.sources)} val pairs, {cfg.level} "
             f"vocabularies {len(source_vocab)} -> {len(target_vocab)}"
         )
+        if "source_frequent" in meta:
+            rows = meta["source_frequent"] - len(Vocab([]))
+            summary += f" ({rows} source words with a vector, the others spelled)"
         return TaskData(
             meta,
             encode_pairs(train, source_vocab, target_vocab, cfg.level),
@@ -473,17 +553,31 @@ class SequenceToSequence(Task):
         )
 
     def check_meta(self, run: RunConfig, meta: dict[str, Any]) -> None:
-        obj(meta, "", ("source", "target", "longest_target"))
-        Vocab.from_dict(meta["source"], "source")
+        obj(meta, "", ("source", "target", "longest_target"), ("source_frequent", "source_chars"))
+        source = Vocab.from_dict(meta["source"], "source")
         Vocab.from_dict(meta["target"], "target")
         integer(meta["longest_target"], "longest_target", 1, MAX_SIZE)
+        if ("source_frequent" in meta) != ("source_chars" in meta):
+            raise ValueError("source_frequent and source_chars come together (--char-features)")
+        if "source_frequent" in meta:
+            integer(meta["source_frequent"], "source_frequent", len(Vocab([])), len(source))
+            strings(meta["source_chars"], "source_chars", single=True)
+        if ("source_frequent" in meta) != spells(run):
+            raise ValueError(
+                f"source_frequent is {'present' if 'source_frequent' in meta else 'absent'}, "
+                f"but config.json has char_features {str(run.model.char_features).lower()} "
+                f"at level {run.data.level}"
+            )
 
     def build_model(self, run: RunConfig, meta: dict[str, Any]) -> Seq2Seq:
         source_vocab, target_vocab = (
             Vocab.from_dict(meta["source"]),
             Vocab.from_dict(meta["target"]),
         )
-        model = Seq2Seq(run.model, len(source_vocab), len(target_vocab))
+        spelling = None
+        if "source_frequent" in meta:
+            spelling = (meta["source_frequent"], meta["source_chars"])
+        model = Seq2Seq(run.model, len(source_vocab), len(target_vocab), spelling)
         longest = meta["longest_target"]
         model.attach(source_vocab, target_vocab, run.data.level, run.data.reverse, longest)
         return model
@@ -517,6 +611,9 @@ class SequenceToSequence(Task):
             str(path),
         )
         data = encode_pairs(tokens, model.source_vocab, model.target_vocab, model.level)
+        data = PairData(
+            [model.source_ids(s) for s in tokens.sources], data.targets, data.references
+        )
         return evaluate_pairs(model, data, max(cfg.batch_size, DECODE_BATCH), cfg.beam_size)
 
     def predict(
@@ -579,7 +676,7 @@ def _plot_attention(model: Seq2Seq, source: list[int], found: Hypothesis, path: 
         weights = model.read_target(state, target_in)[1]  # (1, T, S)
     figure = attention_figure(
         weights[0].float().cpu().numpy(),
-        model.source_vocab.decode(source),
+        model.source_tokens(source),
         model.target_vocab.decode(output),
     )
     figure.savefig(path, dpi=100)
