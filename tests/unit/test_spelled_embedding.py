@@ -84,6 +84,14 @@ def test_gradients_reach_the_character_path_and_the_rows() -> None:
     assert embedding.embedding.weight.grad[6:].abs().sum() == 0  # no row beyond frequent
     assert embedding.project.weight.grad.abs().sum() > 0
     assert all(p.grad is not None for p in embedding.chars.parameters())
+    # a batch with nothing to spell still gives the character path a (zero) gradient, as
+    # DistributedDataParallel needs of every parameter, and changes no vector
+    embedding.zero_grad(set_to_none=True)
+    out = embedding(torch.tensor([[4, 5]]))
+    assert torch.equal(out[0], embedding.embedding.weight[[4, 5]])
+    out.sum().backward()
+    spelling = [*embedding.chars.parameters(), *embedding.project.parameters()]
+    assert all(p.grad is not None and not p.grad.any() for p in spelling)
 
 
 def test_an_id_without_a_spelling_is_an_error() -> None:

@@ -229,6 +229,9 @@ class SpelledEmbedding(nn.Module):
             spelled = spelled | (draw & (tokens >= self.specials))
         out = self.embedding(tokens.masked_fill(spelled, 0))  # (..., E)
         if not bool(spelled.any()):
+            if self.training:  # every parameter gets a gradient, as DistributedDataParallel needs
+                spelling = (*self.chars.parameters(), *self.project.parameters())
+                out = out + 0.0 * sum(p.sum() for p in spelling)
             return out
         unique, inverse = tokens[spelled].unique(return_inverse=True)  # (U,), (N,)
         if int(unique[-1]) >= len(self.words):
