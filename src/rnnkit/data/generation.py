@@ -10,7 +10,7 @@ epoch) and a resumed run sees the same ones.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -142,11 +142,16 @@ def read_token_pairs(path: str | Path, cfg: DataConfig) -> TokenPairs:
 
 
 def encode_pairs(
-    pairs: TokenPairs, source_vocab: Vocab, target_vocab: Vocab, level: Level
+    pairs: TokenPairs,
+    encode_source: Callable[[list[str]], list[int]],
+    target_vocab: Vocab,
+    level: Level,
 ) -> PairData:
-    """Token ids of both sides (unknown tokens as ``<unk>``), and the target texts."""
+    """Token ids of both sides, and the target texts: the sources by ``encode_source`` (a
+    vocabulary's ``encode``, or a model's ``source_ids``), the targets with unknown tokens as
+    ``<unk>``."""
     return PairData(
-        [source_vocab.encode(s) for s in pairs.sources],
+        [encode_source(s) for s in pairs.sources],
         [target_vocab.encode(t) for t in pairs.targets],
         [tokens_text(t, level) for t in pairs.targets],
     )

@@ -546,8 +546,8 @@ class SequenceToSequence(Task):
             summary += f" ({rows} source words with a vector, the others spelled)"
         return TaskData(
             meta,
-            encode_pairs(train, source_vocab, target_vocab, cfg.level),
-            encode_pairs(val, source_vocab, target_vocab, cfg.level),
+            encode_pairs(train, source_vocab.encode, target_vocab, cfg.level),
+            encode_pairs(val, source_vocab.encode, target_vocab, cfg.level),
             pairs.source,
             summary,
         )
@@ -610,10 +610,8 @@ class SequenceToSequence(Task):
             [text_tokens(t, model.level) for t in pairs.targets],
             str(path),
         )
-        data = encode_pairs(tokens, model.source_vocab, model.target_vocab, model.level)
-        data = PairData(
-            [model.source_ids(s) for s in tokens.sources], data.targets, data.references
-        )
+        # sources by the model: with --char-features an unseen word is spelled, not <unk>
+        data = encode_pairs(tokens, model.source_ids, model.target_vocab, model.level)
         return evaluate_pairs(model, data, max(cfg.batch_size, DECODE_BATCH), cfg.beam_size)
 
     def predict(
