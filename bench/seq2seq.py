@@ -383,6 +383,7 @@ def anchor(
     """Train PlainSeq2Seq on ``path`` for ``seconds``; greedy BLEU of the held-out pairs
     (``val``, or rnnkit's random 10% of ``path``)."""
     data_cfg = {"path": str(path), "reverse": reverse, "val": None if val is None else str(val)}
+    data_cfg["val_frac"] = 0.1  # without --val: rnnkit's 10% split (the preset holds out none)
     # The plain model has a row per word: the vocabulary of --no-char-features.
     run = merge(_preset(char_features=False), {"data": data_cfg, "train": {"seed": seed}})
     torch.manual_seed(seed)

@@ -47,6 +47,7 @@ def pairs(tmp_path_factory) -> Path:
 def trained(pairs, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "s2s"
     args = ["train", str(pairs), "--out", str(out), *TINY, "--max-steps", "40", "--lr", "2e-2"]
+    args += ["--val-frac", "0.2"]  # the preset has none
     assert main([*args, "--attention", "dot", "--bidirectional", "--warmup-steps", "0"]) == 0
     return out
 
@@ -114,6 +115,28 @@ def test_predict_one_line_per_input_line(trained, tmp_path, capsys) -> None:
     ]
 
 
+def test_the_preset_trains_on_every_pair_and_keeps_the_final_weights(pairs, tmp_path, caplog):
+    """No validation split by default: every pair trains, no evaluation runs, and
+    model.safetensors holds the weights of the last step, also after a resume."""
+    common = ["train", str(pairs), *TINY, "--dropout", "0.2", "--eval-every", "8"]
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    with caplog.at_level("INFO", logger="rnnkit"):
+        assert main([*common, "--out", str(whole), "--max-steps", "20"]) == 0
+    assert "120 train / 0 val pairs" in caplog.text
+    assert "keeps the weights of step 20" in caplog.text
+    records = _records(whole)
+    assert records and not any(k.startswith("val_") for r in records for k in r)
+    kept = load_file(whole / "model.safetensors")
+    final = load_file(whole / "state" / "weights.safetensors")
+    assert kept.keys() == final.keys() and all(torch.equal(kept[k], final[k]) for k in kept)
+    assert main([*common, "--out", str(split), "--max-steps", "11"]) == 0
+    assert main(["train", "--out", str(split), "--resume", "--max-steps", "20"]) == 0
+    again = load_file(split / "model.safetensors")
+    assert all(torch.equal(kept[k], again[k]) for k in kept)
+    logged = [(r["step"], r["loss"], r["lr"]) for r in records]
+    assert [(r["step"], r["loss"], r["lr"]) for r in _records(split)] == logged
+
+
 # --- exact resume and kill -9 -------------------------------------------------------------------
 
 
@@ -121,6 +144,7 @@ def test_resume_is_exact_with_dropout_and_teacher_forcing(pairs, tmp_path) -> No
     common = [
         *("train", str(pairs), *TINY, "--num-layers", "2", "--dropout", "0.3"),
         *("--teacher-forcing", "0.5", "--attention", "additive", "--eval-every", "8"),
+        *("--val-frac", "0.2"),
     ]
     whole, split = tmp_path / "whole", tmp_path / "split"
     assert main([*common, "--out", str(whole), "--max-steps", "20"]) == 0

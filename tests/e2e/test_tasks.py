@@ -666,3 +666,51 @@ def _encoded(model, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """A classifier's (inputs (B, T), lengths (B,)) of raw texts, unpadded (one text)."""
     (ids,) = model.encode_texts(texts).ids
     return torch.tensor([ids]), torch.tensor([len(ids)])
+
+
+# --- no validation data (--val-frac 0) ---------------------------------------------------------
+
+
+def _same(a: Path, b: Path) -> bool:
+    x, y = load_file(a), load_file(b)
+    return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
+def test_no_validation_trains_on_everything_and_keeps_the_final_weights(
+    kind, tmp_path, caplog, capsys
+) -> None:
+    _, data, flags = kind
+    out = tmp_path / "all"
+    with caplog.at_level("INFO", logger="rnnkit"):
+        args = ["train", str(data), "--out", str(out), *flags, "--val-frac", "0"]
+        assert main([*args, "--max-steps", "12"]) == 0
+    assert re.search(r"\d+ train / 0 val", caplog.text)
+    assert "no validation data, so" in caplog.text and "weights of step 12" in caplog.text
+    assert not any(k.startswith("val_") for r in _records(out) for k in r)
+    assert _same(out / "model.safetensors", out / "state" / "weights.safetensors")
+    trainer = json.loads((out / "state" / "trainer.json").read_text())["trainer"]
+    assert trainer["best_step"] == 12 and trainer["best_val_loss"] is None
+    # a NaN keeps the last checkpoint's weights (step 10: --eval-every 5)
+    shutil.copytree(out, tmp_path / "copy")
+    assert main(["train", "--out", str(out), "--resume", "--max-steps", "13"]) == 0
+    assert not _same(out / "model.safetensors", tmp_path / "copy" / "model.safetensors")
+    kept = (out / "model.safetensors").read_bytes()
+    args = ["train", "--out", str(out), "--resume", "--max-steps", "40", "--lr", "1e30"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "model.safetensors keeps the model of step 13" in err, err
+    assert (out / "model.safetensors").read_bytes() == kept
+
+
+def test_no_validation_with_an_average_keeps_the_averaged_weights(tmp_path) -> None:
+    data = _classify_npz(tmp_path)
+    out = tmp_path / "avg"
+    args = ["train", str(data), "--out", str(out), "--task", "classify", *TINY, "--val-frac", "0"]
+    assert main([*args, "--average", "ema", "--average-start", "0", "--max-steps", "10"]) == 0
+    kept = load_file(out / "model.safetensors")
+    raw = load_file(out / "state" / "weights.safetensors")
+    average = load_file(out / "state" / "average.safetensors")
+    assert any(not torch.equal(kept[k], raw[k]) for k in kept)
+    averaged = [k for k in kept if f"average.{k}" in average]
+    assert len(averaged) >= 6  # the recurrent layer's and the head's parameters
+    assert all(torch.equal(kept[k], average[f"average.{k}"]) for k in averaged)

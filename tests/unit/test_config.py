@@ -81,7 +81,18 @@ def test_weight_decay_default_is_decoupled_only(optimizer: str, decay: float) ->
         (lambda: ModelConfig(cell="mingru", impl="fused"), "--impl must be one of auto, scan"),
         (lambda: ModelConfig(embedding_size=-1), "--embedding-size must be 0 or more, got -1"),
         (lambda: ModelConfig(tie_weights=True), "--tie-weights needs .* got 64 and 512"),
-        (lambda: DataConfig(val_frac=1.0), r"--val-frac must be in \(0, 1\), got 1.0"),
+        (lambda: DataConfig(val_frac=1.0), r"--val-frac must be in \[0, 1\), got 1.0"),
+        (lambda: DataConfig(val_frac=-0.1), r"--val-frac must be in \[0, 1\), got -0.1"),
+        (
+            lambda: RunConfig(data=DataConfig(val_frac=0.0)),
+            "--val-frac 0 \\(no validation\\) is not for --task lm",
+        ),
+        (
+            lambda: RunConfig(
+                task="classify", data=DataConfig(val_frac=0.0), train=TrainConfig(patience=2)
+            ),
+            "--patience counts evaluations without a better model, and --val-frac 0",
+        ),
         (lambda: DataConfig(encoding="klingon"), "--encoding must be a known .*'klingon'"),
         (lambda: TrainConfig(lr=-1.0), "--lr must be positive, got -1.0"),
         (lambda: TrainConfig(batch_size=0), "--batch-size must be at least 1, got 0"),

@@ -182,9 +182,11 @@ EXTRA = {
     # Teacher forcing 1 (the default, said here): below 1, each rank draws which steps read
     # the model's own tokens from its own random stream, as it draws its dropout masks; so
     # does --char-features (the preset's), which frequent words it reads from their spelling.
-    # The runs of RESUMED keep both.
+    # The runs of RESUMED keep both. The preset holds out no validation pairs; rank 0's
+    # evaluation is part of what is checked, so 10% are held out here.
     "seq2seq": {
         "model": {"attention": "general", "bidirectional": True, "char_features": False},
+        "data": {"val_frac": 0.1},
         "train": {"teacher_forcing": 1.0},
     },
     "condgen": {"model": {"condition_mode": "both"}},

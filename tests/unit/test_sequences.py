@@ -27,6 +27,13 @@ def test_split_rounds_halves_up_and_keeps_one_for_training() -> None:
     assert len(split_indices(2, 0.9, seed=0)[1]) == 1  # 1.8 -> 2, but one stays for training
 
 
+def test_split_of_zero_holds_out_nothing() -> None:
+    for labels in (None, ["a", "b", "a", "a", "b"]):
+        train, val = split_indices(5, 0.0, seed=0, labels=labels)
+        assert train.dtype == val.dtype == np.int64
+        assert list(train) == [0, 1, 2, 3, 4] and len(val) == 0
+
+
 def test_stratified_split_per_label_counts() -> None:
     labels = ["a"] * 10 + ["b"] * 4 + ["c"] * 1 + ["d"] * 2 + ["e"] * 3
     rng = np.random.default_rng(0)
@@ -52,7 +59,7 @@ def test_split_errors() -> None:
         split_indices(10, 0.01, seed=0)
     with pytest.raises(DataError, match=r"1 example\(s\) cannot be split"):
         split_indices(1, 0.5, seed=0)
-    with pytest.raises(ConfigError, match=r"val_frac must be in \(0, 1\), got 1.0"):
+    with pytest.raises(ConfigError, match=r"val_frac must be in \[0, 1\), got 1.0"):
         split_indices(10, 1.0, seed=0)
     with pytest.raises(ValueError, match="2 labels for n=3"):
         split_indices(3, 0.5, seed=0, labels=["a", "b"])

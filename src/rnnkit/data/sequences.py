@@ -39,19 +39,23 @@ def split_indices(
     Without labels, ``round(val_frac * n)`` examples go to validation. With labels, the split is
     stratified: each label keeps ``round(val_frac * count)`` of its examples in validation but
     at least one in training, so a label seen once stays in training. Halves round up. The
-    training part always keeps at least one example.
+    training part always keeps at least one example. ``val_frac`` 0 holds out nothing (a run
+    without validation).
 
     Returns:
         train (N_train,) and val (N_val,) int64 example indices, each sorted.
 
     Raises:
-        ConfigError: ``val_frac`` is not in (0, 1).
-        DataError: the split would leave the validation or the training part empty.
+        ConfigError: ``val_frac`` is not in [0, 1).
+        DataError: the split would leave the training part empty, or (``val_frac`` above 0)
+            the validation part.
     """
-    if not 0.0 < val_frac < 1.0:
-        raise ConfigError(f"val_frac must be in (0, 1), got {val_frac}")
+    if not 0.0 <= val_frac < 1.0:
+        raise ConfigError(f"val_frac must be in [0, 1), got {val_frac}")
     if labels is not None and len(labels) != n:
         raise ValueError(f"split_indices got {len(labels)} labels for n={n} examples")
+    if val_frac == 0.0 and n >= 1:
+        return np.arange(n, dtype=np.int64), np.zeros(0, dtype=np.int64)
     if n < 2:
         raise DataError(
             f"{n} example(s) cannot be split into training and validation; give at least 2, "

@@ -167,7 +167,8 @@ def finish_run(
     out: Path, st: checkpoint.TrainerState, stopped_by: StopReason, metric: str = "loss"
 ) -> TrainResult:
     """Log why and where the run stopped and what it kept (its validation loss, and the metric
-    that chose it where that is not the loss); the result of ``train``."""
+    that chose it where that is not the loss; or, without validation data, its step); the
+    result of ``train``."""
     import logging
 
     reason = stopped_by
@@ -177,14 +178,24 @@ def finish_run(
     value = (st.best_metrics or {}).get(metric)
     if metric != "loss" and isinstance(value, int | float):
         kept = f"{kept}, {metric} {value:.4g}"
-    logging.getLogger("rnnkit.training").info(
-        "stopped by %s at step %d; best val loss %s (step %s) in %s",
-        reason,
-        st.step,
-        kept,
-        st.best_step,
-        out / checkpoint.WEIGHTS_FILE,
-    )
+    log = logging.getLogger("rnnkit.training")
+    if st.best_val_loss is None and st.best_step is not None:  # --val-frac 0
+        log.info(
+            "stopped by %s at step %d; no validation data, so %s keeps the weights of step %s",
+            reason,
+            st.step,
+            out / checkpoint.WEIGHTS_FILE,
+            st.best_step,
+        )
+    else:
+        log.info(
+            "stopped by %s at step %d; best val loss %s (step %s) in %s",
+            reason,
+            st.step,
+            kept,
+            st.best_step,
+            out / checkpoint.WEIGHTS_FILE,
+        )
     return TrainResult(
         out=out,
         steps=st.step,

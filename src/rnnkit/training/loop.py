@@ -4,7 +4,9 @@ Read top to bottom: seed -> data -> model -> optimizer, weight average -> (resum
 {batch, forward, loss, backward, clip, step, average, detach state, log every N, evaluate +
 checkpoint every M} -> final evaluation and checkpoint. With ``--average`` the evaluations (and
 so the kept model) use the averaged weights (:mod:`rnnkit.training.averaging`); with
-``--patience`` the run stops after that many evaluations without a better model. What differs
+``--patience`` the run stops after that many evaluations without a better model. Without
+validation data (``--val-frac 0``) every checkpoint keeps the weights of its step, so the run
+ends with its final weights. What differs
 between sequence shapes (data, model, batches, loss, metrics) comes from the task object
 (:mod:`rnnkit.tasks.base`), looked up by the name in the run's config; this module imports no
 task.
@@ -158,6 +160,11 @@ def _train(
         device,
         precision,
     )
+    if not run.data.validates:
+        logger.info(
+            "no validation data (--val-frac 0): every example trains, and each checkpoint "
+            "keeps the weights of its step"
+        )
 
     def save_checkpoint(*, with_eval: bool) -> dict[str, Any]:
         """Evaluate (if asked) the averaged weights, or the raw ones before averaging begins;
@@ -167,7 +174,12 @@ def _train(
         """
         record: dict[str, Any] = {}
         hidden, rng_states = world.gather_state(state), world.gather_rng()
-        if with_eval and world.is_main:
+        if with_eval and world.is_main and not run.data.validates:  # --val-frac 0: the latest
+            with average.applied():
+                checkpoint.write_weights(model, out / checkpoint.WEIGHTS_FILE)
+            model.train()
+            st.last_eval_step = st.best_step = st.step
+        elif with_eval and world.is_main:
             with average.applied():  # the averaged weights, once averaging has begun
                 with autocast, world.evaluation():
                     metrics = task.evaluate(model, data.val, run, device)
@@ -254,7 +266,7 @@ def _train(
         needs_model = stopped_by != "interrupt" or st.best_step is None
         if st.last_eval_step != st.step and st.step > 0 and needs_model:
             record = save_checkpoint(with_eval=True)
-            if world.is_main:
+            if record and world.is_main:
                 records.append(record)
                 checkpoint.write_metrics(out, records)
                 logger.info(format_line(record))
