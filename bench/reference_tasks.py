@@ -14,9 +14,10 @@ the kept model on the held-out test split with `rnnkit eval --json`:
     digits           condgen, 8x8 images -> the digit's name, stratified 80/20, 60 s
 
 Every kept model is chosen on a validation split that is not the test split: the given dev
-split, or (vowels, frames, digits) --val-frac 0.1 of the training split; eng-fra takes the
-seq2seq preset's --val-frac 0 (every training pair trains, the final weights are kept, as the
-issue's anchor does). The test split is read once, by `rnnkit eval`, after training.
+split, or (vowels, digits) --val-frac 0.1 of the training split; eng-fra and frames take their
+presets' --val-frac 0 (every training example trains and the final weights are kept, as the
+issues' anchors do; frames stops after the preset's 150 passes). The test split is read once,
+by `rnnkit eval`, after training.
 
     python bench/reference_tasks.py [--only names sst2 ...] [--scale 0.1 (shorter budgets)]
         [--seed S (rnnkit train --seed S: another draw of the same runs)]

@@ -95,7 +95,12 @@ KINDS = {
     "classify-text": ("classify", _classify_text, ["--level", "word"]),
     "classify-npz": ("classify", _classify_npz, []),
     "tag-text": ("tag", _tag_text, ["--crf", "--char-features"]),
-    "tag-npz": ("tag", _tag_npz, ["--no-bidirectional", "--feature-noise", "0.2"]),
+    # the features preset has no validation split (tested below); these runs validate
+    "tag-npz": (
+        "tag",
+        _tag_npz,
+        ["--no-bidirectional", "--feature-noise", "0.2", "--val-frac", "0.1"],
+    ),
 }
 METRIC = {"classify": "accuracy", "tag-text": "f1", "tag-npz": "accuracy"}
 
@@ -714,3 +719,19 @@ def test_no_validation_with_an_average_keeps_the_averaged_weights(tmp_path) -> N
     averaged = [k for k in kept if f"average.{k}" in average]
     assert len(averaged) >= 6  # the recurrent layer's and the head's parameters
     assert all(torch.equal(kept[k], average[f"average.{k}"]) for k in averaged)
+
+
+def test_the_features_preset_of_tag_trains_150_passes_without_validation(tmp_path) -> None:
+    """--task tag on .npz: every sequence trains, the run stops after 150 passes even under a
+    longer --max-time, and the final weights are kept."""
+    data, out = _tag_npz(tmp_path), tmp_path / "frames"
+    small = ["--hidden-size", "8", "--log-every", "50", "--eval-every", "100"]
+    assert (
+        main(["train", str(data), "--out", str(out), "--task", "tag", *small, "--max-time", "600"])
+        == 0
+    )
+    trainer = json.loads((out / "state" / "trainer.json").read_text())["trainer"]
+    assert (trainer["epoch"], trainer["chunk"], trainer["step"]) == (150, 0, 150 * 3)  # 40 / 16
+    assert trainer["best_step"] == 450 and trainer["best_val_loss"] is None
+    assert not any(k.startswith("val_") for r in _records(out) for k in r)
+    assert _same(out / "model.safetensors", out / "state" / "weights.safetensors")

@@ -19,6 +19,9 @@ def test_tag_on_feature_sequences_takes_the_features_preset(tmp_path, capsys) ->
     assert frames["model"]["dropout"] == text["model"]["dropout"] == 0.5
     assert (frames["data"]["lowercase"], text["data"]["lowercase"]) == (False, True)
     assert (frames["model"]["outside_bias"], text["model"]["outside_bias"]) == (0.0, 1.0)
+    # features: every sequence trains for 150 passes, the final weights kept; text validates
+    assert (frames["data"]["val_frac"], frames["train"]["epochs"]) == (0.0, 150)
+    assert (text["data"]["val_frac"], text["train"].get("epochs")) == (0.1, None)
 
 
 def test_flags_and_the_config_file_win_over_the_features_preset(tmp_path, capsys) -> None:
@@ -34,6 +37,7 @@ def test_seq2seq_preset_is_the_one_chosen_on_dev(tmp_path, capsys) -> None:
     assert run["model"]["bidirectional"] is True and run["model"]["label_smoothing"] == 0.3
     assert (run["train"]["lr"], run["train"]["batch_size"]) == (2e-3, 32)
     assert (run["model"]["hidden_size"], run["model"]["embedding_size"]) == (384, 256)
+    assert run["data"]["val_frac"] == 0.0  # every pair trains, the final weights are kept
 
 
 def test_classify_on_word_level_text_takes_an_ensemble(tmp_path, capsys) -> None:
