@@ -159,7 +159,7 @@ def test_the_loss_goes_down(kind, tmp_path) -> None:
     _name, data, flags = kind
     out = tmp_path / "longer"
     assert (
-        main(["train", str(data), "--out", str(out), *flags, "--max-steps", "80", "--lr", "1e-2"])
+        main(["train", str(data), "--out", str(out), *flags, "--max-steps", "120", "--lr", "1e-2"])
         == 0
     )
     losses = [r["loss"] for r in _records(out) if "loss" in r]

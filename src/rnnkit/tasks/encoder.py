@@ -126,14 +126,7 @@ class SequenceEncoder(nn.Module):
                 V, p = self.embedding.num_embeddings, self.config.embedding_dropout
                 x = embedding_dropout(x, inputs, V, p)  # (B, T, E)
         else:
-            if inputs.shape[-1] != self.feature_size:
-                raise ValueError(
-                    f"the model reads {self.feature_size} features per step; got "
-                    f"{inputs.shape[-1]} (inputs.shape={tuple(inputs.shape)})"
-                )
-            x = (inputs.float() - self.feature_mean) / self.feature_std  # (B, T, D)
-            if self.training and self.config.feature_noise:
-                x = x + self.config.feature_noise * torch.randn_like(x)  # (B, T, D)
+            x = self.features(inputs)  # (B, T, D)
         if self.chars is not None:
             x = torch.cat([x, self.chars(chars, word_lengths)], dim=-1)  # (B, T, E + C)
         x = self.input_dropout(x)
@@ -142,6 +135,19 @@ class SequenceEncoder(nn.Module):
         out, _ = self.rnn(x)  # (B, T, H), causal: padding at the end changes no real step
         mask = torch.arange(out.shape[1], device=out.device) < lengths.to(out.device)[:, None]
         return out * mask.unsqueeze(-1).to(out.dtype)  # (B, T, H)
+
+    def features(self, inputs: Tensor) -> Tensor:
+        """Raw features (B, T, D) standardised with the training statistics; in training,
+        plus ``--feature-noise``'s Gaussian noise. -> (B, T, D) fp32."""
+        if inputs.shape[-1] != self.feature_size:
+            raise ValueError(
+                f"the model reads {self.feature_size} features per step; got "
+                f"{inputs.shape[-1]} (inputs.shape={tuple(inputs.shape)})"
+            )
+        x = (inputs.float() - self.feature_mean) / self.feature_std  # (B, T, D)
+        if self.training and self.config.feature_noise:
+            x = x + self.config.feature_noise * torch.randn_like(x)  # (B, T, D)
+        return x
 
     def set_feature_statistics(self, mean: np.ndarray, std: np.ndarray) -> None:
         """Standardise inputs with these (D,) statistics of the training split."""

@@ -4,13 +4,15 @@ Embedding (plus, with ``--char-features``, a character BiLSTM of each word; or s
 features) -> recurrent layers over the real steps -> dropout -> linear tag scores, read by a
 softmax or, with ``--crf``, a linear-chain CRF (Viterbi decoding; BIO-invalid moves are
 forbidden when the tags are BIO). A unidirectional model is causal: each step is tagged from
-the steps up to it (a label per frame of a feature stream, judged as the stream arrives).
+the steps up to it (a label per frame of a feature stream, judged as the stream arrives); on
+features, ``--frame-votes`` averages in a classifier of each frame alone (``frame_votes.py``).
 Data: CoNLL/BIO ``token<TAB>...<TAB>tag`` files, or an ``.npz`` with per-step ``y`` (N, T).
 The kept model is the one of best validation entity F1 (text) or per-step accuracy (features).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -38,6 +40,7 @@ from rnnkit.tasks.base import StepLoss, Task, TaskData
 from rnnkit.tasks.crf import LinearChainCRF
 from rnnkit.tasks.encoder import SequenceEncoder
 from rnnkit.tasks.ensemble import log_mean_probability, other_members
+from rnnkit.tasks.frame_votes import FrameVotes
 from rnnkit.tasks.metrics import entity_metrics
 from rnnkit.tasks.sequence_data import (
     build_vocab,
@@ -57,6 +60,9 @@ CHAR_PAD, CHAR_UNK = 0, 1
 
 NO_OUTSIDE_TAG = "--outside-bias lowers the O tag of text tags: .npz labels have none"
 """The refusal of ``--outside-bias`` for a model of ``.npz`` labels (train, eval, predict)."""
+
+NO_FRAMES = "--frame-votes classifies frames of .npz feature sequences: text has none"
+"""The refusal of ``--frame-votes`` for a tagger of text."""
 
 
 def is_bio(tags: list[str]) -> bool:
@@ -109,10 +115,23 @@ class Tagger(nn.Module):
         if config.outside_bias and vocab is None:
             raise ConfigError(NO_OUTSIDE_TAG)
         self.outside_bias = config.outside_bias  # eval/predict may set another
+        # --frame-votes: one per-frame classifier beside the network(s), averaged with them.
+        self.votes = None
+        if config.frame_votes:
+            if feature_size is None:
+                raise ConfigError(NO_FRAMES)
+            if config.crf:
+                raise ConfigError(
+                    "--frame-votes averages probabilities per step, which --crf does not give: "
+                    "pass --no-frame-votes with --crf"
+                )
+            hidden, p = config.hidden_size, config.dropout
+            self.votes = FrameVotes(feature_size, hidden, len(tags), p)
         # --ensemble K: this network is the first member (rnnkit.tasks.ensemble); each member
         # has its own CRF.
         shape = dict(vocab=vocab, chars=chars, feature_size=feature_size, lowercase=lowercase)
-        self.others = other_members(config, lambda member: Tagger(member, tags, **shape))
+        member_config = dataclasses.replace(config, frame_votes=False)
+        self.others = other_members(member_config, lambda m: Tagger(m, tags, **shape))
 
     def members(self) -> list[Tagger]:
         """The K networks of an ensemble (``[self]`` for one network)."""
@@ -127,15 +146,17 @@ class Tagger(nn.Module):
     ) -> Tensor:
         """Tag scores (B, T, C) of a padded batch (emissions of the CRF). An ensemble's are,
         with a CRF, the mean of its members' emissions (read by :meth:`combined_crf`); with a
-        softmax, the log of its members' mean probability, log (1/K) Σ_k softmax(s_k)."""
-        if not self.others:
+        softmax, the log of its members' mean probability, log (1/K) Σ_k softmax(s_k), with
+        ``--frame-votes`` one more member (rnnkit.tasks.frame_votes)."""
+        if not self.others and self.votes is None:
             return self._scores(inputs, lengths, chars, word_lengths)
-        scores = torch.stack(
-            [m._scores(inputs, lengths, chars, word_lengths) for m in self.members()]
-        ).float()  # (K, B, T, C)
+        scores = [m._scores(inputs, lengths, chars, word_lengths) for m in self.members()]
+        if self.votes is not None:
+            scores.append(self.votes(self.encoder.features(inputs)))
+        stacked = torch.stack(scores).float()  # (K [+ 1], B, T, C)
         if self.crf is not None:
-            return scores.mean(0)
-        return log_mean_probability(scores)  # (B, T, C)
+            return stacked.mean(0)
+        return log_mean_probability(stacked)  # (B, T, C)
 
     def _scores(
         self, inputs: Tensor, lengths: Tensor, chars: Tensor | None, word_lengths: Tensor | None
@@ -177,18 +198,32 @@ class Tagger(nn.Module):
     def loss(self, batch: dict[str, Tensor]) -> Tensor:
         """Mean negative log likelihood per real step (softmax, or the CRF's per token); in
         train mode the softmax's targets are smoothed by ``config.label_smoothing``. An
-        ensemble's is the mean of its members' losses: each member learns on its own."""
-        return torch.stack([m._loss(batch) for m in self.members()]).mean()
+        ensemble's is the mean of its members' losses: each member learns on its own, as do
+        the ``--frame-votes``."""
+        losses = [m._loss(batch) for m in self.members()]
+        if self.votes is not None:
+            votes = self.votes(self.encoder.features(batch["inputs"].to(self.head.weight.device)))
+            losses.append(self._softmax_loss(votes, batch))
+        return torch.stack(losses).mean()
 
     def _loss(self, batch: dict[str, Tensor]) -> Tensor:
         """This network's loss of :meth:`loss`, without the other members."""
         emissions = self._call(self._scores, batch).float()  # (B, T, C)
-        targets = batch["targets"].to(emissions.device)  # (B, T)
         if self.crf is not None:
+            targets = batch["targets"].to(emissions.device)  # (B, T)
             return self.crf.nll(emissions, targets, batch["lengths"].to(emissions.device))
+        return self._softmax_loss(emissions, batch)
+
+    def _softmax_loss(self, scores: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        """Cross-entropy of scores (B, T, C) against the batch's targets (B, T), per real
+        step; smoothed by ``config.label_smoothing`` in train mode."""
+        targets = batch["targets"].to(scores.device)  # (B, T)
         smoothing = self.config.label_smoothing if self.training else 0.0
         return F.cross_entropy(
-            emissions.transpose(1, 2), targets, ignore_index=IGNORE_INDEX, label_smoothing=smoothing
+            scores.float().transpose(1, 2),
+            targets,
+            ignore_index=IGNORE_INDEX,
+            label_smoothing=smoothing,
         )
 
     def decode(self, batch: dict[str, Tensor]) -> tuple[list[list[int]], list[list[float]]]:
@@ -294,10 +329,16 @@ class Tagging(Task):
     }
 
     # Feature sequences (.npz, a label per frame): a smaller, slower-learning model, with no
-    # validation split: 150 passes over every training sequence, the final weights kept. Chosen
-    # on dev splits of japanese_vowels' frames (config.py).
+    # validation split: 150 passes over every training sequence, the final weights kept; the
+    # frames' own votes averaged in (--frame-votes). Chosen on dev splits of japanese_vowels'
+    # frames (config.py).
     FEATURES_PRESET: ClassVar[dict[str, dict[str, Any]]] = {
-        "model": {**PRESET["model"], "hidden_size": 128, "outside_bias": 0.0},
+        "model": {
+            **PRESET["model"],
+            "hidden_size": 128,
+            "outside_bias": 0.0,
+            "frame_votes": True,
+        },
         "data": {"level": "word", "min_freq": 2, "val_frac": 0.0},
         "train": {**PRESET["train"], "lr": 1e-3, "epochs": 150},
     }

@@ -1,0 +1,58 @@
+r"""``--frame-votes`` of ``--task tag`` on feature sequences: each frame votes on its own.
+
+A small classifier reads each frame alone, with no recurrence, and gives its log-probabilities
+of the C labels, :math:`v_t = \log \operatorname{softmax}(\mathrm{MLP}(x_t))`. The score at step
+t is the mean of the votes so far,
+
+.. math:: s_t = \frac{1}{t} \sum_{u \le t} v_u ,
+
+so it is causal, whatever the recurrent network beside it reads. This is how GMM speaker
+recognition scores an utterance, by its mean log-likelihood per frame (Reynolds, Quatieri and
+Dunn 2000), here trained end to end on the same per-step loss as the tagger.
+
+The tagger trains this classifier on its own loss, beside its recurrent network(s), and
+predicts with the mean of their probabilities, as ``--ensemble`` does (``tasks/ensemble.py``).
+The two make different errors: the network follows each recording's dynamics, the votes weigh
+every frame's spectrum alike. On japanese_vowels' frames, utterances recorded apart from the
+training ones, their average is right more often than either (``config.py``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from rnnkit.layers.dropout import Dropout
+
+
+class FrameVotes(nn.Module):
+    """Per-frame MLP, D -> H -> H -> C (ReLU, dropout), its log-softmax averaged causally.
+
+    Args:
+        feature_size: D, features per frame (standardised by the caller).
+        hidden_size: H, width of the two hidden layers.
+        num_labels: C.
+        dropout: dropout after each hidden layer, in [0, 1).
+
+    Shapes:
+        forward: x (B, T, D) float -> scores (B, T, C) fp32, the mean log-probability of the
+        frames 1..t at step t. Padding after a sequence's end changes none of its real steps.
+    """
+
+    def __init__(self, feature_size: int, hidden_size: int, num_labels: int, dropout: float):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(feature_size, hidden_size),
+            nn.ReLU(),
+            Dropout(dropout),
+            nn.Linear(hidden_size, hidden_size),
+            nn.ReLU(),
+            Dropout(dropout),
+            nn.Linear(hidden_size, num_labels),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The running mean of the frames' log-probabilities: (B, T, D) -> (B, T, C)."""
+        votes = self.net(x).float().log_softmax(-1)  # (B, T, C)
+        frames = torch.arange(1, x.shape[1] + 1, device=x.device, dtype=votes.dtype)  # (T,)
+        return votes.cumsum(1) / frames[:, None]  # (B, T, C)
