@@ -1,6 +1,7 @@
-"""--frame-votes of tag on feature sequences: a classifier of each frame alone whose
-log-probabilities are averaged over the frames so far, trained on its own loss beside the
-recurrent network and averaged with it at prediction."""
+"""--frame-votes of tag and classify on feature sequences: a classifier of each frame alone
+whose log-probabilities are averaged over the frames so far (tag) or over all the real frames
+(classify), trained on its own loss beside the recurrent network and averaged with it at
+prediction."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 
 from rnnkit.config import ConfigError, ModelConfig, RunConfig
 from rnnkit.data.vocab import Vocab
+from rnnkit.tasks.classify import Classification, Classifier
 from rnnkit.tasks.frame_votes import FrameVotes
 from rnnkit.tasks.tag import Tagger, Tagging
 
@@ -108,6 +110,52 @@ def test_frame_votes_are_refused_on_text_with_a_crf_and_by_other_tasks() -> None
         Tagger(_config(frame_votes=True), ["O", "B-x"], vocab=Vocab.build("ab"))
     with pytest.raises(ConfigError, match="pass --no-frame-votes with --crf"):
         Tagger(_config(frame_votes=True, crf=True), list("ab"), feature_size=D)
-    with pytest.raises(ConfigError, match="--frame-votes is an option of --task tag, not"):
-        RunConfig(task="classify", model=_config(frame_votes=True))
-    assert RunConfig(task="tag", model=_config(frame_votes=True)).model.frame_votes
+    with pytest.raises(ConfigError, match="--frame-votes is an option of --task classify / tag"):
+        RunConfig(task="seq2seq", model=_config(frame_votes=True))
+    for task in ("classify", "tag"):
+        assert RunConfig(task=task, model=_config(frame_votes=True)).model.frame_votes
+
+
+def _classifier(seed: int = 0, **fields) -> Classifier:
+    torch.manual_seed(seed)
+    model = Classifier(_config(frame_votes=True, **fields), list("abcd"), feature_size=D)
+    model.encoder.set_feature_statistics(np.full(D, 1.0, np.float32), np.full(D, 2.0, np.float32))
+    return model
+
+
+def test_a_classifier_averages_in_the_mean_vote_of_each_sequence_s_real_frames() -> None:
+    model = _classifier(5).eval()
+    batch = _batch(5)
+    x, lengths = batch["inputs"], batch["lengths"]
+    padded = x.clone()
+    padded[torch.arange(5)[None, :] >= lengths[:, None]] = 7.0  # other padding
+    network = model._logits(x, lengths).softmax(-1)  # (B, C)
+    votes = torch.stack(
+        [
+            model.votes.net((x[i, :n] - 1.0) / 2.0).log_softmax(-1).mean(0)
+            for i, n in enumerate(lengths.tolist())
+        ]
+    ).softmax(-1)  # (B, C): each sequence's mean vote over its real frames
+    torch.testing.assert_close(model(x, lengths).softmax(-1), (network + votes) / 2)
+    torch.testing.assert_close(model(padded, lengths), model(x, lengths))
+
+
+def test_a_classifier_s_votes_learn_on_their_own_loss() -> None:
+    model = _classifier(6).train()
+    batch = _batch(6)
+    x, lengths = batch["inputs"], batch["lengths"]
+    batch["targets"] = torch.tensor([0, 3, 1])
+    loss = Classification().loss(model, batch, None, torch.device("cpu")).loss
+    network, votes = model.member_logits(x, lengths)  # (B, C) each
+    own = F.cross_entropy(votes, batch["targets"])
+    torch.testing.assert_close(loss, (F.cross_entropy(network, batch["targets"]) + own) / 2)
+    weight = model.votes.net[0].weight
+    (got,) = torch.autograd.grad(loss, weight)
+    (alone,) = torch.autograd.grad(own / 2, weight)
+    torch.testing.assert_close(got, alone)
+
+
+def test_a_classifier_of_text_refuses_frame_votes() -> None:
+    with pytest.raises(ConfigError, match=r"--frame-votes classifies frames of \.npz"):
+        Classifier(_config(frame_votes=True), list("ab"), vocab=Vocab.build("ab"))
+    assert _classifier(ensemble=2).others[0].votes is None

@@ -62,6 +62,19 @@ def test_classify_on_word_level_text_takes_an_ensemble(tmp_path, capsys) -> None
     assert ensemble(str(reviews), "--ensemble", "2") == 2
 
 
+def test_classify_on_feature_sequences_takes_frame_votes(tmp_path, capsys) -> None:
+    """.npz features get --frame-votes, chosen on japanese_vowels' folds; text has no frames;
+    the flag still wins."""
+
+    def votes(*args: str) -> bool:
+        return _printed(capsys, *args, "--task", "classify")["model"]["frame_votes"]
+
+    npz = str(tmp_path / "vowels.npz")
+    assert votes(npz) and not votes(npz, "--no-frame-votes")
+    assert not votes(str(tmp_path / "names.tsv"))
+    assert _printed(capsys, npz, "--task", "classify")["model"]["ensemble"] == 1
+
+
 def test_condgen_on_vectors_takes_feature_noise(tmp_path, capsys) -> None:
     """Vector conditions (.npz) get --feature-noise 0.5, chosen on digits' dev split; label
     conditions keep none (they have no vector to perturb); the flag still wins."""

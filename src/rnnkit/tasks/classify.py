@@ -9,6 +9,7 @@ accuracy (ties: lower loss).
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,11 +25,12 @@ from rnnkit.data.examples import EpochBatches, Examples, feature_statistics, sor
 from rnnkit.data.fields import choice
 from rnnkit.data.labelled import LabelledTexts, read_labelled_texts
 from rnnkit.data.vocab import Vocab
-from rnnkit.errors import DataError
+from rnnkit.errors import ConfigError, DataError
 from rnnkit.layers.dropout import Dropout
 from rnnkit.tasks.base import StepLoss, Task, TaskData
 from rnnkit.tasks.encoder import SequenceEncoder
 from rnnkit.tasks.ensemble import log_mean_probability, other_members
+from rnnkit.tasks.frame_votes import FrameVotes
 from rnnkit.tasks.metrics import classification_metrics, plot_confusion
 from rnnkit.tasks.pooling import Pooling
 from rnnkit.tasks.sequence_data import (
@@ -42,6 +44,9 @@ from rnnkit.tasks.sequence_data import (
     read_feature_file,
     split,
 )
+
+NO_FRAMES = "--frame-votes classifies frames of .npz feature sequences: text has none"
+"""The refusal of ``--frame-votes`` for a model of text."""
 
 
 def text_tokens(text: str, level: str, lowercase: bool = False) -> list[str]:
@@ -94,9 +99,16 @@ class Classifier(nn.Module):
         self.dropout = Dropout(config.dropout)
         self.head = nn.Linear(self.pooling.output_size, len(labels))
         self.register_buffer("class_weight", torch.ones(len(labels)))
+        # --frame-votes: one per-frame classifier beside the network(s), averaged with them.
+        self.votes = None
+        if config.frame_votes:
+            if feature_size is None:
+                raise ConfigError(NO_FRAMES)
+            self.votes = FrameVotes(feature_size, config.hidden_size, len(labels), config.dropout)
         # --ensemble K: this network is the first member (rnnkit.tasks.ensemble).
         shape = dict(vocab=vocab, level=level, lowercase=lowercase, feature_size=feature_size)
-        self.others = other_members(config, lambda member: Classifier(member, labels, **shape))
+        member_config = dataclasses.replace(config, frame_votes=False)
+        self.others = other_members(member_config, lambda m: Classifier(m, labels, **shape))
 
     def members(self) -> list[Classifier]:
         """The K networks of an ensemble (``[self]`` for one network)."""
@@ -105,13 +117,21 @@ class Classifier(nn.Module):
     def forward(self, inputs: Tensor, lengths: Tensor) -> Tensor:
         """Class logits (B, C) of a padded batch. An ensemble gives the log of its members'
         mean probability, log (1/K) Σ_k softmax(z_k), whose softmax is that mean."""
-        if not self.others:
+        if not self.others and self.votes is None:
             return self._logits(inputs, lengths)
         return log_mean_probability(self.member_logits(inputs, lengths))  # (B, C)
 
     def member_logits(self, inputs: Tensor, lengths: Tensor) -> Tensor:
-        """Each member's class logits: (B, T[, D]), (B,) -> (K, B, C)."""
-        return torch.stack([member._logits(inputs, lengths) for member in self.members()])
+        """Each member's class logits: (B, T[, D]), (B,) -> (K, B, C); with ``--frame-votes``
+        (K + 1, B, C), the last the frames' mean vote (log-probabilities)."""
+        logits = [member._logits(inputs, lengths) for member in self.members()]
+        if self.votes is not None:
+            votes = self.votes(self.encoder.features(inputs))  # (B, T, C), running means
+            last = (lengths - 1).to(votes.device)  # (B,)
+            logits.append(votes[torch.arange(len(last), device=votes.device), last])
+        if self.votes is not None:  # fp32 votes beside logits that may be bf16
+            logits = [z.float() for z in logits]
+        return torch.stack(logits)
 
     def _logits(self, inputs: Tensor, lengths: Tensor) -> Tensor:
         """This network's logits (B, C), without the other members."""
@@ -174,7 +194,16 @@ class Classification(Task):
         "model": {**PRESET["model"], "ensemble": 8},
     }
 
+    # Feature sequences (.npz): the frames' own votes averaged in (--frame-votes), chosen on
+    # splits of japanese_vowels' training utterances in recording order (config.py).
+    FEATURES_PRESET: ClassVar[dict[str, dict[str, Any]]] = {
+        **PRESET,
+        "model": {**PRESET["model"], "frame_votes": True},
+    }
+
     def preset(self, data_path: str | None = None) -> dict[str, dict[str, Any]]:
+        if is_features(data_path):
+            return self.FEATURES_PRESET
         return self.WORDS_PRESET if _word_items(data_path) else self.PRESET
 
     # --- data ------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-r"""``--frame-votes`` of ``--task tag`` on feature sequences: each frame votes on its own.
+r"""``--frame-votes`` of ``tag`` and ``classify`` on feature sequences: each frame votes alone.
 
 A small classifier reads each frame alone, with no recurrence, and gives its log-probabilities
 of the C labels, :math:`v_t = \log \operatorname{softmax}(\mathrm{MLP}(x_t))`. The score at step
@@ -6,14 +6,15 @@ t is the mean of the votes so far,
 
 .. math:: s_t = \frac{1}{t} \sum_{u \le t} v_u ,
 
-so it is causal, whatever the recurrent network beside it reads. This is how GMM speaker
-recognition scores an utterance, by its mean log-likelihood per frame (Reynolds, Quatieri and
-Dunn 2000), here trained end to end on the same per-step loss as the tagger.
+so it is causal, whatever the recurrent network beside it reads. A tagger scores step t by
+:math:`s_t`; a classifier scores a sequence of n real frames by :math:`s_n`, the mean vote of
+them all. This is how GMM speaker recognition scores an utterance, by its mean log-likelihood
+per frame (Reynolds, Quatieri and Dunn 2000), here trained end to end on the task's loss.
 
-The tagger trains this classifier on its own loss, beside its recurrent network(s), and
+The model trains this classifier on its own loss, beside its recurrent network(s), and
 predicts with the mean of their probabilities, as ``--ensemble`` does (``tasks/ensemble.py``).
 The two make different errors: the network follows each recording's dynamics, the votes weigh
-every frame's spectrum alike. On japanese_vowels' frames, utterances recorded apart from the
+every frame's spectrum alike. On japanese_vowels, utterances recorded apart from the
 training ones, their average is right more often than either (``config.py``).
 """
 
