@@ -30,7 +30,7 @@ from rnnkit.layers.dropout import Dropout
 from rnnkit.tasks.base import StepLoss, Task, TaskData
 from rnnkit.tasks.encoder import SequenceEncoder
 from rnnkit.tasks.ensemble import log_mean_probability, other_members
-from rnnkit.tasks.frame_votes import FrameVotes
+from rnnkit.tasks.frame_votes import NO_FRAMES, FrameVotes
 from rnnkit.tasks.metrics import classification_metrics, plot_confusion
 from rnnkit.tasks.pooling import Pooling
 from rnnkit.tasks.sequence_data import (
@@ -44,9 +44,6 @@ from rnnkit.tasks.sequence_data import (
     read_feature_file,
     split,
 )
-
-NO_FRAMES = "--frame-votes classifies frames of .npz feature sequences: text has none"
-"""The refusal of ``--frame-votes`` for a model of text."""
 
 
 def text_tokens(text: str, level: str, lowercase: bool = False) -> list[str]:
@@ -128,9 +125,8 @@ class Classifier(nn.Module):
         if self.votes is not None:
             votes = self.votes(self.encoder.features(inputs))  # (B, T, C), running means
             last = (lengths - 1).to(votes.device)  # (B,)
-            logits.append(votes[torch.arange(len(last), device=votes.device), last])
-        if self.votes is not None:  # fp32 votes beside logits that may be bf16
-            logits = [z.float() for z in logits]
+            mean_vote = votes[torch.arange(len(last), device=votes.device), last]  # (B, C)
+            logits = [z.float() for z in logits] + [mean_vote]  # fp32, as the votes are
         return torch.stack(logits)
 
     def _logits(self, inputs: Tensor, lengths: Tensor) -> Tensor:

@@ -25,6 +25,9 @@ from torch import Tensor, nn
 
 from rnnkit.layers.dropout import Dropout
 
+NO_FRAMES = "--frame-votes classifies frames of .npz feature sequences: text has none"
+"""The refusal of ``--frame-votes`` for a model of text (classify, tag)."""
+
 
 class FrameVotes(nn.Module):
     """Per-frame MLP, D -> H -> H -> C (ReLU, dropout), its log-softmax averaged causally.

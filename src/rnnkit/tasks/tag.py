@@ -40,7 +40,7 @@ from rnnkit.tasks.base import StepLoss, Task, TaskData
 from rnnkit.tasks.crf import LinearChainCRF
 from rnnkit.tasks.encoder import SequenceEncoder
 from rnnkit.tasks.ensemble import log_mean_probability, other_members
-from rnnkit.tasks.frame_votes import FrameVotes
+from rnnkit.tasks.frame_votes import NO_FRAMES, FrameVotes
 from rnnkit.tasks.metrics import entity_metrics
 from rnnkit.tasks.sequence_data import (
     build_vocab,
@@ -60,9 +60,6 @@ CHAR_PAD, CHAR_UNK = 0, 1
 
 NO_OUTSIDE_TAG = "--outside-bias lowers the O tag of text tags: .npz labels have none"
 """The refusal of ``--outside-bias`` for a model of ``.npz`` labels (train, eval, predict)."""
-
-NO_FRAMES = "--frame-votes classifies frames of .npz feature sequences: text has none"
-"""The refusal of ``--frame-votes`` for a tagger of text."""
 
 
 def is_bio(tags: list[str]) -> bool:
