@@ -9,7 +9,6 @@ accuracy (ties: lower loss).
 
 from __future__ import annotations
 
-import dataclasses
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,12 +24,12 @@ from rnnkit.data.examples import EpochBatches, Examples, feature_statistics, sor
 from rnnkit.data.fields import choice
 from rnnkit.data.labelled import LabelledTexts, read_labelled_texts
 from rnnkit.data.vocab import Vocab
-from rnnkit.errors import ConfigError, DataError
+from rnnkit.errors import DataError
 from rnnkit.layers.dropout import Dropout
 from rnnkit.tasks.base import StepLoss, Task, TaskData
 from rnnkit.tasks.encoder import SequenceEncoder
 from rnnkit.tasks.ensemble import log_mean_probability, other_members
-from rnnkit.tasks.frame_votes import NO_FRAMES, FrameVotes
+from rnnkit.tasks.frame_votes import frame_votes
 from rnnkit.tasks.metrics import classification_metrics, plot_confusion
 from rnnkit.tasks.pooling import Pooling
 from rnnkit.tasks.sequence_data import (
@@ -97,15 +96,10 @@ class Classifier(nn.Module):
         self.head = nn.Linear(self.pooling.output_size, len(labels))
         self.register_buffer("class_weight", torch.ones(len(labels)))
         # --frame-votes: one per-frame classifier beside the network(s), averaged with them.
-        self.votes = None
-        if config.frame_votes:
-            if feature_size is None:
-                raise ConfigError(NO_FRAMES)
-            self.votes = FrameVotes(feature_size, config.hidden_size, len(labels), config.dropout)
+        self.votes = frame_votes(config, feature_size, len(labels))
         # --ensemble K: this network is the first member (rnnkit.tasks.ensemble).
         shape = dict(vocab=vocab, level=level, lowercase=lowercase, feature_size=feature_size)
-        member_config = dataclasses.replace(config, frame_votes=False)
-        self.others = other_members(member_config, lambda m: Classifier(m, labels, **shape))
+        self.others = other_members(config, lambda member: Classifier(member, labels, **shape))
 
     def members(self) -> list[Classifier]:
         """The K networks of an ensemble (``[self]`` for one network)."""

@@ -23,6 +23,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from rnnkit.config import ModelConfig
+from rnnkit.errors import ConfigError
 from rnnkit.layers.dropout import Dropout
 
 NO_FRAMES = "--frame-votes classifies frames of .npz feature sequences: text has none"
@@ -60,3 +62,19 @@ class FrameVotes(nn.Module):
         votes = self.net(x).float().log_softmax(-1)  # (B, T, C)
         frames = torch.arange(1, x.shape[1] + 1, device=x.device, dtype=votes.dtype)  # (T,)
         return votes.cumsum(1) / frames[:, None]  # (B, T, C)
+
+
+def frame_votes(
+    config: ModelConfig, feature_size: int | None, num_labels: int
+) -> FrameVotes | None:
+    """The model's votes if ``config.frame_votes`` (H = ``hidden_size``, the model's dropout),
+    else None.
+
+    Raises:
+        ConfigError: ``--frame-votes`` on text (``feature_size`` None).
+    """
+    if not config.frame_votes:
+        return None
+    if feature_size is None:
+        raise ConfigError(NO_FRAMES)
+    return FrameVotes(feature_size, config.hidden_size, num_labels, config.dropout)

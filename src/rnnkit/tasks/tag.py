@@ -12,7 +12,6 @@ The kept model is the one of best validation entity F1 (text) or per-step accura
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -40,7 +39,7 @@ from rnnkit.tasks.base import StepLoss, Task, TaskData
 from rnnkit.tasks.crf import LinearChainCRF
 from rnnkit.tasks.encoder import SequenceEncoder
 from rnnkit.tasks.ensemble import log_mean_probability, other_members
-from rnnkit.tasks.frame_votes import NO_FRAMES, FrameVotes
+from rnnkit.tasks.frame_votes import frame_votes
 from rnnkit.tasks.metrics import entity_metrics
 from rnnkit.tasks.sequence_data import (
     build_vocab,
@@ -113,22 +112,16 @@ class Tagger(nn.Module):
             raise ConfigError(NO_OUTSIDE_TAG)
         self.outside_bias = config.outside_bias  # eval/predict may set another
         # --frame-votes: one per-frame classifier beside the network(s), averaged with them.
-        self.votes = None
-        if config.frame_votes:
-            if feature_size is None:
-                raise ConfigError(NO_FRAMES)
-            if config.crf:
-                raise ConfigError(
-                    "--frame-votes averages probabilities per step, which --crf does not give: "
-                    "pass --no-frame-votes with --crf"
-                )
-            hidden, p = config.hidden_size, config.dropout
-            self.votes = FrameVotes(feature_size, hidden, len(tags), p)
+        self.votes = frame_votes(config, feature_size, len(tags))  # refused on text first
+        if self.votes is not None and config.crf:
+            raise ConfigError(
+                "--frame-votes averages probabilities per step, which --crf does not give: "
+                "pass --no-frame-votes with --crf"
+            )
         # --ensemble K: this network is the first member (rnnkit.tasks.ensemble); each member
         # has its own CRF.
         shape = dict(vocab=vocab, chars=chars, feature_size=feature_size, lowercase=lowercase)
-        member_config = dataclasses.replace(config, frame_votes=False)
-        self.others = other_members(member_config, lambda m: Tagger(m, tags, **shape))
+        self.others = other_members(config, lambda member: Tagger(member, tags, **shape))
 
     def members(self) -> list[Tagger]:
         """The K networks of an ensemble (``[self]`` for one network)."""
