@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import sys
+import textwrap
 import typing
 from collections.abc import Sequence
 from typing import Any, Literal, NoReturn
@@ -41,6 +42,7 @@ from rnnkit.config import (
 from rnnkit.errors import ConfigError, RnnkitError
 from rnnkit.reference import generate, load_model
 from rnnkit.tasks import get_task
+from rnnkit.tasks.metrics import check_png_path, save_png
 from rnnkit.training import budget, distributed, evaluate_folder, load, predict_folder, train
 from rnnkit.training.checkpoint import read_run_config
 from rnnkit.training.control import pick_device, resolves_to_cuda
@@ -55,6 +57,9 @@ _TRAIN_EXAMPLES = """examples:
   rnnkit train examples/tiny.txt --out runs/minchar --engine numpy --cell rnn --max-steps 2000
   rnnkit train examples/tiny.txt --out runs/ddp --nproc 2 --batch-size 32 --max-steps 200
   torchrun --nproc-per-node 2 -m rnnkit train examples/tiny.txt --out runs/ddp --force
+  rnnkit train ../shared/data/sst2/train.tsv --task classify --out runs/sentiment
+  rnnkit train ../shared/data/wnut17/train.txt --task tag --crf --char-features --out runs/ner
+  rnnkit train ../shared/data/japanese_vowels/train.npz --task classify --print-config
 """
 _SAMPLE_EXAMPLES = """examples:
   rnnkit sample runs/tiny --prime "ROMEO:" --length 300 --temperature 0.8
@@ -65,13 +70,13 @@ _SAMPLE_EXAMPLES = """examples:
 """
 _EVAL_EXAMPLES = """examples:
   rnnkit eval runs/tiny examples/tiny.txt --json
-  rnnkit eval runs/sentiment examples/sentiment.tsv --json --plot confusion.png
-  rnnkit eval runs/ner examples/ner.conll --json
+  rnnkit eval runs/sentiment ../shared/data/sst2/test.tsv --json --plot confusion.png
+  rnnkit eval runs/ner ../shared/data/wnut17/test.txt --json
 """
 _PREDICT_EXAMPLES = """examples:
-  rnnkit predict runs/sentiment examples/sentiment.tsv --top-k 2
+  rnnkit predict runs/sentiment ../shared/data/sst2/test.tsv --top-k 2
   echo "a wonderful little film" | rnnkit predict runs/sentiment - --json
-  rnnkit predict runs/ner examples/ner.conll
+  rnnkit predict runs/ner ../shared/data/wnut17/test.txt
   echo "je suis content ." | rnnkit predict runs/fra-eng - --beam-size 5
   rnnkit predict runs/fra-eng sentences.txt --plot-attention attention.png
   rnnkit predict runs/digits vectors.npz --json   # condgen: one text per vector
@@ -112,7 +117,7 @@ def _add_flags(parser: argparse.ArgumentParser, cls: type, prefix: str, title: s
         args = typing.get_args(kind)
         if type(None) in args:
             kind = next(a for a in args if a is not type(None))
-        default = getattr(defaults, f.name)
+        default = f.metadata.get("shown", getattr(defaults, f.name))
         options: dict[str, Any] = {
             "dest": f"{prefix}.{f.name}",
             "default": argparse.SUPPRESS,
@@ -146,10 +151,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser(
         "train",
-        help="train a model on text and write its model folder",
-        description="Train a model on DATA and write the model folder --out: a language model "
-        "(--task lm, the default) on a text file or folder (default: the Python standard "
-        "library's own source), a classifier (--task classify) or a tagger (--task tag).",
+        help="train a model of any task on DATA and write its model folder",
+        description=textwrap.fill(
+            "Train a model on DATA and write the model folder --out: a language model "
+            "(--task lm, the default) on a text file or folder (default: the Python standard "
+            "library's own source), a classifier (--task classify), a tagger (--task tag), a "
+            "translator (--task seq2seq) or a generator from a label or a vector (--task condgen). "
+            "The defaults shown below are those of --task lm; every task has its own preset, and "
+            "--print-config shows what a run would use."
+        ),
         epilog=_TRAIN_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -158,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="?",
         metavar="DATA",
         help="lm: text file or folder; classify: TSV label<TAB>text, folder of <label>.txt, "
-        ".npz; tag: CoNLL/BIO file, .npz",
+        ".npz (x, lengths, y); tag: CoNLL/BIO file, .npz (per-step y); seq2seq: TSV "
+        "source<TAB>target; condgen: as classify, or .npz (x (N, D), text)",
     )
     train.add_argument("--config", metavar="FILE", help="TOML run file, read before the flags")
     train.add_argument("--print-config", action="store_true", help="show the config and exit")
@@ -192,9 +203,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser(
         "eval",
-        help="loss, bits per character and perplexity on held-out text",
-        description="Evaluate the model in MODEL_DIR on the text DATA, every token, with the "
-        "state carried.",
+        help="metrics of a trained model on held-out data (--json: one object)",
+        description=textwrap.fill(
+            "Evaluate the model in MODEL_DIR on the held-out DATA (in its training "
+            "data's format): lm: loss, bits per character and perplexity, every token with the "
+            "state carried; classify: accuracy, macro F1, per class, confusion; tag: entity "
+            "precision / recall / F1 (per-step accuracy for .npz); seq2seq: BLEU; condgen: loss "
+            "and perplexity (and exact match and BLEU for vector conditions)."
+        ),
         epilog=_EVAL_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -207,9 +223,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser(
         "predict",
-        help="labels or tags of new inputs from a classify or tag model",
-        description="Run the model in MODEL_DIR on INPUT (a file, or - for standard input): "
-        "classify gives label<TAB>probability per input line, tag gives CoNLL token<TAB>tag.",
+        help="outputs of a classify, tag, seq2seq or condgen model on new inputs",
+        description=textwrap.fill(
+            "Run the model in MODEL_DIR on INPUT (a file, or - for standard input): "
+            "classify gives label<TAB>probability per input line, tag gives CoNLL token<TAB>tag, "
+            "seq2seq one output sentence per input line, condgen one text per vector of an .npz."
+        ),
         epilog=_PREDICT_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -244,16 +263,16 @@ def _run_config(args: argparse.Namespace) -> tuple[RunConfig, budget.BudgetChoic
     if args.data is not None:
         flags["data"]["path"] = args.data
     toml = read_toml(args.config) if args.config else {}
-    out = flags["run"].get("out", toml.get("run", {}).get("out", RunConfig().out))
+    task = flags["run"].get("task", toml.get("run", {}).get("task", RunConfig().task))
+    out = flags["run"].get("out", toml.get("run", {}).get("out", f"runs/{task}"))
     if args.resume:  # the saved run's choices stand: nothing is decided again
         return merge(merge(read_run_config(out), toml), flags), None
     toml_engine = toml.get("train", {}).get("engine", TrainConfig().engine)
     engine = flags["train"].get("engine", toml_engine)
-    task = flags["run"].get("task", toml.get("run", {}).get("task", RunConfig().task))
     toml_device = toml.get("train", {}).get("device", TrainConfig().device)
     device = flags["train"].get("device", toml_device)
     path = flags["data"].get("path", toml.get("data", {}).get("path"))
-    base = merge(RunConfig(task=task), get_task(task).preset(path))
+    base = merge(RunConfig(task=task, out=out), get_task(task).preset(path))
     base = merge(base, device_preset(task, engine, resolves_to_cuda(device)))
     base = merge(base, engine_preset(engine))
     processes = max(args.nproc, distributed.env_world_size())
@@ -411,8 +430,10 @@ def _sample(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     task = get_task(read_run_config(args.model_dir).task)
-    if args.plot and not args.plot.lower().endswith(".png"):
-        raise ConfigError(f"--plot writes a PNG file; got {args.plot!r}")
+    if args.plot:
+        if not task.plots:
+            raise ConfigError(f"rnnkit eval --plot has no picture for {task.name} models")
+        check_png_path(args.plot)
     metrics = evaluate_folder(args.model_dir, args.data, EvalConfig(**_given(args, "eval")))
     if args.plot:
         task.plot(metrics, args.plot)
@@ -488,9 +509,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``rnnkit`` with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extras = parser.parse_known_args(argv)
     except SystemExit as exit_:  # --help (0) or a usage error (2), already printed
         return exit_.code if isinstance(exit_.code, int) else EXIT_ERROR
+    if extras:  # named by the subcommand that was given them, as its other usage errors are
+        command = " ".join(["rnnkit", args.command, *([args.what] if "what" in args else [])])
+        print(
+            f"{command}: error: unrecognized arguments: {' '.join(extras)} (see {command} --help)",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
     args.argv = list(sys.argv[1:] if argv is None else argv)
     handler = _TqdmHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
@@ -732,10 +760,7 @@ def _inspect_text(args: argparse.Namespace, model: Any) -> Any:
 
 
 def _save_figure(figure: Any, path: str) -> None:
-    try:
-        figure.savefig(path, dpi=120, facecolor="white")
-    except OSError as err:
-        raise ConfigError(f"cannot write the plot {path}: {err.strerror or err}") from None
+    save_png(figure, path, dpi=120, facecolor="white")
 
 
 def _inspect_cells(args: argparse.Namespace) -> int:
@@ -781,6 +806,8 @@ def _inspect_cells(args: argparse.Namespace) -> int:
 def _inspect_saturation(args: argparse.Namespace) -> int:
     from rnnkit.inspect.saturation import gate_saturation, plot_saturation
 
+    if args.plot:
+        check_png_path(args.plot)
     model = _inspect_model(args.model_dir, "inspect saturation", args.device)
     text = _inspect_text(args, model)
     result = gate_saturation(model, text.ids, streams=args.streams)
@@ -852,6 +879,8 @@ def _inspect_gradients(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"--compare takes cells among {', '.join(_COMPARE_CELLS)}; got {args.compare!r}"
         )
+    if args.plot:
+        check_png_path(args.plot)
     model = _inspect_model(args.model_dir, "inspect gradients", args.device)
     text = _inspect_text(args, model)
     flow = gradient_flow(model, text.ids, distance=args.distance, windows=args.windows)

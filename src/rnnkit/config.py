@@ -451,7 +451,7 @@ class RunConfig:
         "what to learn: lm (next token), classify (a label per sequence), tag (per step), "
         "seq2seq (source -> target text), condgen (text from a label or a vector)",
     )
-    out: str = _opt("runs/lm", "model folder to write")
+    out: str = _opt("runs/lm", "model folder to write", shown="runs/TASK, e.g. runs/classify")
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -845,7 +845,7 @@ class SampleConfig:
     weights: Literal["fp32", "bf16", "int8"] = _opt(
         "fp32", "recurrent weights while sampling: bf16 or int8 (per channel) are faster on CPU"
     )
-    device: Literal["auto", "cpu", "cuda"] = _opt("cpu", "auto: cuda when available")
+    device: Literal["auto", "cpu", "cuda"] = _opt("cpu", "cpu, cuda, or auto (cuda when available)")
     engine: Literal["torch", "numpy"] = _opt(
         "torch", "numpy samples with the NumPy engine (one-layer, one-hot char models)"
     )
@@ -870,8 +870,10 @@ class SampleConfig:
 class EvalConfig:
     """How ``rnnkit eval`` reads the held-out text."""
 
-    batch_size: int = _opt(16, "parallel streams; each carries its state through its part")
-    seq_len: int = _opt(100, "time steps per chunk")
+    batch_size: int = _opt(
+        16, "lm: parallel streams, each carrying its state through its part; others: batch size"
+    )
+    seq_len: int = _opt(100, "lm: time steps per chunk")
     encoding: str = _opt("utf-8", "text encoding of the data files")
     device: Literal["auto", "cpu", "cuda"] = _opt("auto", "auto: cuda when available")
     count_unknown_labels: bool = _opt(
@@ -899,7 +901,7 @@ class PredictConfig:
     top_k: int = _opt(1, "classify: the k most probable labels per input")
     batch_size: int = _opt(64, "inputs per forward pass")
     encoding: str = _opt("utf-8", "text encoding of the input")
-    device: Literal["auto", "cpu", "cuda"] = _opt("cpu", "auto: cuda when available")
+    device: Literal["auto", "cpu", "cuda"] = _opt("cpu", "cpu, cuda, or auto (cuda when available)")
     beam_size: int = _opt(
         1, "seq2seq/condgen: decode with a beam of this many hypotheses; 1 is greedy"
     )

@@ -74,11 +74,11 @@ def test_tsv_missing_empty_blank_and_binary_files(tmp_path) -> None:
         read_labelled_texts(tmp_path / "e.tsv")
     with raises_at(write(tmp_path / "b.tsv", "\n \n"), None, "has only blank lines"):
         read_labelled_texts(tmp_path / "b.tsv")
-    (tmp_path / "x.tsv").write_bytes(b"1\t\xff\xfe\n")
-    with raises_at(tmp_path / "x.tsv", None, "is not valid utf-8 text"):
+    (tmp_path / "x.tsv").write_bytes(b"1\ta\n2\t\xff\xfe\n")
+    with raises_at(tmp_path / "x.tsv", 2, "not valid utf-8 text"):
         read_labelled_texts(tmp_path / "x.tsv")
     (tmp_path / "n.tsv").write_bytes(b"1\ta\x00b\n")
-    with raises_at(tmp_path / "n.tsv", None, "looks binary"):
+    with raises_at(tmp_path / "n.tsv", 1, "looks binary"):
         read_labelled_texts(tmp_path / "n.tsv")
 
 

@@ -75,17 +75,23 @@ def test_read_empty_file(tmp_path) -> None:
         read_text(tmp_path / "empty.txt")
 
 
-def test_read_undecodable_file_names_the_byte_offset(tmp_path) -> None:
+def test_read_undecodable_file_names_the_line_and_byte_offset(tmp_path) -> None:
     (tmp_path / "bin.dat").write_bytes("héllo".encode() + b"\xff\xfe rest")
-    with pytest.raises(DataError, match=r"bin.dat is not valid utf-8 text: byte 0xff at offset 6"):
+    with pytest.raises(DataError, match=r"bin.dat:1: not valid utf-8 text: byte 0xff at offset 6"):
         read_text(tmp_path / "bin.dat")
     assert read_text(tmp_path / "bin.dat", encoding="latin-1").startswith("hÃ©llo")
+    (tmp_path / "late.txt").write_bytes(b"one\ntwo\r\nthree \xe9t\xe9\n")
+    with pytest.raises(DataError, match=r"late.txt:3: not valid utf-8 text: byte 0xe9 at offset"):
+        read_text(tmp_path / "late.txt")
 
 
 def test_read_nul_bytes_look_binary(tmp_path) -> None:
     (tmp_path / "nul.bin").write_bytes(b"abc\x00def")
-    with pytest.raises(DataError, match=r"nul.bin looks binary: it has a NUL byte at offset 3"):
+    with pytest.raises(DataError, match=r"nul.bin:1: looks binary: it has a NUL byte at offset 3"):
         read_text(tmp_path / "nul.bin")
+    (tmp_path / "nul2.bin").write_bytes(b"a\nb\nc\x00")
+    with pytest.raises(DataError, match=r"nul2.bin:3: looks binary"):
+        read_text(tmp_path / "nul2.bin")
 
 
 def test_val_frac_takes_the_last_fraction(tmp_path) -> None:

@@ -36,17 +36,26 @@ def _read_file(path: Path, encoding: str) -> str:
         raw = path.read_bytes()
     except OSError as err:
         raise DataError(f"{path} cannot be read: {err.strerror}") from None
+    return decode_text(raw, str(path), encoding)
+
+
+def decode_text(raw: bytes, source: str, encoding: str = "utf-8") -> str:
+    """The text of the bytes ``raw`` read from ``source`` (a path, or ``<stdin>``), without a
+    leading byte-order mark; undecodable bytes and NUL characters raise :class:`DataError`
+    naming the line they are on."""
     try:
         text = raw.decode(encoding)
     except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
         raise DataError(
-            f"{path} is not valid {encoding} text: byte 0x{raw[err.start]:02x} at offset "
+            f"{source}:{line}: not valid {encoding} text: byte 0x{raw[err.start]:02x} at offset "
             f"{err.start} cannot be decoded (a binary file? --encoding reads another encoding)"
         ) from None
     nul = text.find("\x00")
     if nul >= 0:
+        line = text.count("\n", 0, nul) + 1
         offset = len(text[:nul].encode(encoding))
-        raise DataError(f"{path} looks binary: it has a NUL byte at offset {offset}")
+        raise DataError(f"{source}:{line}: looks binary: it has a NUL byte at offset {offset}")
     return text.removeprefix("\ufeff")
 
 

@@ -95,6 +95,7 @@ class Task(ABC):
         higher_is_better: whether a larger ``best_metric`` is better (accuracy, F1).
         carries_state: whether the recurrent state flows from one batch to the next within
             an epoch (truncated BPTT over streams); it restarts from zeros at each epoch.
+        plots: whether ``rnnkit eval --plot`` draws the metrics (:meth:`plot`).
         cpu_bf16: whether ``--precision auto`` trains in bf16 on a CPU that has it natively;
             only where that was measured faster (the language model), else fp32.
     """
@@ -103,6 +104,7 @@ class Task(ABC):
     best_metric: ClassVar[str] = "loss"
     higher_is_better: ClassVar[bool] = False
     carries_state: ClassVar[bool] = False
+    plots: ClassVar[bool] = False
     cpu_bf16: ClassVar[bool] = False
 
     def preset(self, data_path: str | None = None) -> dict[str, dict[str, Any]]:

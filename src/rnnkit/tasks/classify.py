@@ -34,14 +34,18 @@ from rnnkit.tasks.metrics import classification_metrics, plot_confusion
 from rnnkit.tasks.pooling import Pooling
 from rnnkit.tasks.sequence_data import (
     build_vocab,
+    check_data_kind,
     check_feature_size,
     check_sequence_meta,
     feature_examples,
+    feature_inputs,
     init_encoder,
     is_features,
     need_path,
     read_feature_file,
+    refuse_text_options,
     split,
+    unknown_advice,
 )
 
 
@@ -131,13 +135,40 @@ class Classifier(nn.Module):
 
     def encode_texts(self, texts: list[str]) -> Examples:
         """Examples of raw texts (unknown tokens become ``<unk>``)."""
+        if self.vocab is None:
+            raise ValueError("this model reads feature sequences (N, T, D), not texts")
+        if isinstance(texts, str):
+            raise TypeError("give a list of texts, not one str")
         ids = [self.vocab.encode(text_tokens(t, self.level, self.lowercase)) for t in texts]
         return Examples(lengths=np.array([len(i) for i in ids], dtype=np.int64), ids=ids)
 
     @torch.no_grad()
-    def predict_proba(self, texts: list[str], batch_size: int = 64) -> Tensor:
-        """Class probabilities (N, C) of raw texts, in input order."""
-        return probabilities(self, self.encode_texts(texts), batch_size)
+    def predict_proba(
+        self,
+        inputs: list[str] | np.ndarray | Tensor,
+        batch_size: int = 64,
+        *,
+        lengths: np.ndarray | Tensor | None = None,
+    ) -> Tensor:
+        """Class probabilities (N, C), in input order, of raw texts (a text model) or of
+        feature sequences x (N, T, D), zero-padded, with their ``lengths`` (N,) (default: T
+        each), standardised as in training (a model of ``.npz`` features)."""
+        if self.vocab is not None:
+            if lengths is not None:
+                raise ValueError("lengths are for feature sequences; this model reads text")
+            return probabilities(self, self.encode_texts(inputs), batch_size)
+        return probabilities(self, feature_inputs(inputs, lengths, self.encoder), batch_size)
+
+    def predict(
+        self,
+        inputs: list[str] | np.ndarray | Tensor,
+        batch_size: int = 64,
+        *,
+        lengths: np.ndarray | Tensor | None = None,
+    ) -> list[str]:
+        """The most probable label of each input (as :meth:`predict_proba`), by name."""
+        best = self.predict_proba(inputs, batch_size, lengths=lengths).argmax(-1)  # (N,)
+        return [self.labels[i] for i in best.tolist()]
 
 
 @torch.no_grad()
@@ -158,6 +189,7 @@ class Classification(Task):
     """``--task classify``: see the module docstring."""
 
     name = "classify"
+    plots = True
     best_metric = "accuracy"
     higher_is_better = True
 
@@ -218,7 +250,7 @@ class Classification(Task):
 
         def read_val(val_path: str) -> Examples:
             val = _read_texts(val_path, run.data.encoding)
-            _check_labels(val.labels, index, val_path, count_unknown=False)
+            _check_labels(val.labels, index, val_path, count_unknown=None)
             val_tokens = [text_tokens(t, level, lowercase) for t in val.texts]
             return Examples(
                 lengths=np.array([len(t) for t in val_tokens], dtype=np.int64),
@@ -240,6 +272,7 @@ class Classification(Task):
         return TaskData(meta, train, val, path, self._summary(train, val, labels, level), setup)
 
     def _load_features(self, run: RunConfig, path: str, meta: dict[str, Any] | None) -> TaskData:
+        refuse_text_options(run, path)
         features = read_feature_file(path, "sequence")
         labels = meta["labels"] if meta else [str(i) for i in range(int(features.y.max()) + 1)]
         examples = feature_examples(features)
@@ -315,13 +348,18 @@ class Classification(Task):
         self, model: nn.Module, path: str | Path, cfg: EvalConfig, device: torch.device
     ) -> dict[str, Any]:
         labels = list(model.labels)
+        check_data_kind(model, path, features=is_features(path))
         if model.vocab is None:
             features = read_feature_file(path, "sequence")
             check_feature_size(features, model.encoder.feature_size)
             examples = feature_examples(features)
-            index = {label: i for i, label in enumerate(labels)}
-            every = [str(i) for i in range(int(features.y.max()) + 1)]
-            labels += _check_labels(every, index, path, cfg.count_unknown_labels)
+            known = len(labels)  # the class ids 0 .. C-1, named "0" .. "C-1"
+            found = sorted({int(i) for i in np.unique(features.y)} - set(range(known)))
+            unknown = [str(i) for i in found]
+            _check_labels(unknown, {}, path, cfg.count_unknown_labels)
+            renumber = {i: known + j for j, i in enumerate(found)}  # ids after the known ones
+            examples.y = np.array([renumber.get(int(i), int(i)) for i in features.y])
+            labels += unknown
         else:
             items = _read_texts(path, cfg.encoding)
             index = {label: i for i, label in enumerate(labels)}
@@ -346,25 +384,28 @@ class Classification(Task):
     def predict(
         self, model: nn.Module, text: str, source: str, cfg: PredictConfig, device: torch.device
     ) -> Iterator[tuple[str, dict[str, Any]]]:
-        """One result per input line (raw text). A file whose every line holds a TAB is read
-        as ``label<TAB>text`` and the text after the first TAB is classified."""
-        if model.vocab is None:
-            raise DataError(f"this model reads .npz feature sequences; {source} is text")
+        """One result per input line (raw text); a blank line gives a blank line (and a record
+        whose label is None), so that output line n is input line n. A file whose every line
+        holds a TAB is read as ``label<TAB>text`` and the text after the first TAB is
+        classified."""
+        check_data_kind(model, source, features=False)
         lines = text.splitlines()
         if lines and all("\t" in line for line in lines if line.strip()):
             lines = [line.split("\t", 1)[1] if "\t" in line else line for line in lines]
-        items = [(n, line.strip()) for n, line in enumerate(lines, start=1) if line.strip()]
-        if not items:
+        lines = [line.strip() for line in lines]
+        texts = [line for line in lines if line]
+        if not texts:
             raise DataError(f"{source} has no text to classify")
-        texts = [t for _, t in items]
         probs = model.predict_proba(texts, cfg.batch_size)  # (N, C)
-        yield from _ranked(model.labels, probs, cfg.top_k, [{"text": t} for t in texts])
+        ranked = _ranked(model.labels, probs, cfg.top_k, [{"text": t} for t in texts])
+        for line in lines:
+            blank = {"text": "", "label": None, "probability": None}
+            yield next(ranked) if line else ("\n", blank)
 
     def predict_file(
         self, model: nn.Module, path: str | Path, cfg: PredictConfig, device: torch.device
     ) -> Iterator[tuple[str, dict[str, Any]]]:
-        if model.vocab is not None:
-            raise DataError(f"this model reads text; {path} is an .npz of feature sequences")
+        check_data_kind(model, path, features=True)
         features = read_feature_file(path, "none")
         check_feature_size(features, model.encoder.feature_size)
         probs = probabilities(model, feature_examples(features), cfg.batch_size)  # (N, C)
@@ -417,22 +458,23 @@ def _read_texts(path: str | Path, encoding: str) -> LabelledTexts:
     tag_like = sum(1 for t in items.texts if t == "O" or t[:2] in ("B-", "I-"))
     if tag_like > 0.5 * len(items.texts):
         raise DataError(
-            f"{path} looks like CoNLL token<TAB>tag lines, not label<TAB>text; "
-            f"did you mean --task tag?"
+            f"{path} looks like CoNLL token<TAB>tag lines (the data of --task tag), "
+            f"not label<TAB>text"
         )
     return items
 
 
 def _check_labels(
-    labels: list[str], index: dict[str, int], path: str | Path, count_unknown: bool
+    labels: list[str], index: dict[str, int], path: str | Path, count_unknown: bool | None
 ) -> list[str]:
-    """The labels that training never saw, in order; an error unless ``count_unknown``."""
-    unknown = sorted(set(labels) - set(index))
+    """The labels that training never saw, in their order in ``labels``; an error unless
+    ``count_unknown`` (None: validation data read in training, which has no such flag)."""
+    unknown = sorted(set(labels) - set(index), key=labels.index)
     if unknown and not count_unknown:
         shown = ", ".join(map(repr, unknown[:5])) + (" ..." if len(unknown) > 5 else "")
         raise DataError(
             f"{path} has {len(unknown)} label(s) that training never saw: {shown}; "
-            f"pass --count-unknown-labels to count those items as wrong"
+            + unknown_advice(count_unknown, "items")
         )
     return unknown
 

@@ -468,6 +468,11 @@ class LanguageModelling(Task):
     cpu_bf16 = True  # bf16 autocast trains the LM preset 2.3x faster on an AMX Xeon
 
     def load_data(self, run: RunConfig, meta: dict[str, Any] | None) -> TaskData:
+        if run.data.path is not None and Path(run.data.path).suffix == ".npz":
+            raise DataError(
+                f"{run.data.path} holds .npz arrays, not the text of a language model (--task "
+                f"lm, the default); pass --task classify, tag or condgen"
+            )
         vocab = Vocab.from_dict(meta) if meta is not None else None
         data = load_lm_data(run.data, vocab)
         cfg = run.train

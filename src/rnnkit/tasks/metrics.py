@@ -7,6 +7,7 @@ our own, so they match what users compute elsewhere. Every value is a plain Pyth
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from seqeval import metrics as entity
 from sklearn import metrics as sk
+
+from rnnkit.errors import ConfigError
 
 _AVERAGES = ("micro avg", "macro avg", "weighted avg")  # seqeval report rows that are no type
 
@@ -163,4 +166,37 @@ def plot_confusion(
     confusion: Sequence[Sequence[int]], labels: Sequence[str], path: str | Path
 ) -> None:
     """Write :func:`confusion_figure` of ``confusion`` as a PNG image to ``path``."""
-    confusion_figure(confusion, labels).savefig(path, format="png", dpi=100)
+    save_png(confusion_figure(confusion, labels), path, dpi=100)
+
+
+def check_png_path(path: str | Path, flag: str = "--plot") -> None:
+    """Refuse, before any work, a ``flag`` path that cannot become a PNG file.
+
+    Raises:
+        ConfigError: not a ``.png`` name, a folder, or in a folder that does not exist.
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise ConfigError(f"{flag} writes a PNG file; got {str(path)!r}")
+    if path.is_dir():
+        raise ConfigError(f"cannot write the plot {path}: it is a folder")
+    if not path.resolve().parent.is_dir():
+        raise ConfigError(f"cannot write the plot {path}: the folder {path.parent} does not exist")
+
+
+def save_png(figure: Figure, path: str | Path, *, dpi: int = 100, **options: Any) -> None:
+    """Write ``figure`` as a PNG to ``path`` under a temporary name, then rename it, so that an
+    existing file is never left half-written.
+
+    Raises:
+        ConfigError: the file cannot be written (one line: the path and the reason).
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        figure.savefig(tmp, format="png", dpi=dpi, **options)
+        os.replace(tmp, path)
+    except OSError as err:
+        raise ConfigError(f"cannot write the plot {path}: {err.strerror or err}") from None
+    finally:
+        tmp.unlink(missing_ok=True)

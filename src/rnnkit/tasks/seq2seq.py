@@ -67,6 +67,7 @@ from rnnkit.tasks.decoder import (
     recurrent_layer,
     token_step_loss,
 )
+from rnnkit.tasks.metrics import check_png_path, save_png
 
 logger = logging.getLogger(__name__)
 
@@ -626,6 +627,8 @@ class SequenceToSequence(Task):
         included) and ``log_prob``. ``--plot-attention`` draws the first sentence's."""
         if cfg.plot_attention is not None and model.attention is None:
             raise ConfigError("--plot-attention needs a model trained with --attention")
+        if cfg.plot_attention is not None:
+            check_png_path(cfg.plot_attention, "--plot-attention")
         texts = _predict_sources(text, source, model)
         if cfg.plot_attention is not None and not any(texts):
             raise DataError(f"{source} has no sentence to draw the attention of")
@@ -681,7 +684,7 @@ def _plot_attention(model: Seq2Seq, source: list[int], found: Hypothesis, path: 
         model.source_tokens(source),
         model.target_vocab.decode(output),
     )
-    figure.savefig(path, dpi=100)
+    save_png(figure, path, dpi=100)
 
 
 TASK = SequenceToSequence()

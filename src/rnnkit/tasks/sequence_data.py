@@ -15,7 +15,7 @@ from rnnkit.data.fields import MAX_SIZE, choice, integer, obj, strings
 from rnnkit.data.labelled import FeatureSequences, read_features
 from rnnkit.data.sequences import split_indices
 from rnnkit.data.vocab import Vocab
-from rnnkit.errors import DataError
+from rnnkit.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
@@ -76,12 +76,64 @@ def feature_examples(features: FeatureSequences) -> Examples:
     return Examples(lengths=features.lengths.astype(np.int64), x=features.x, y=features.y)
 
 
+def feature_inputs(x: Any, lengths: Any, encoder: Any) -> Examples:
+    """Examples of feature sequences given in Python: ``x`` (N, T, D) or one sequence (T, D),
+    a NumPy array or tensor, zero-padded; ``lengths`` (N,) real steps (default: T each).
+
+    Raises:
+        ValueError: shapes that are not (N, T, D) with the model's D, or lengths outside 1..T.
+    """
+    if isinstance(x, str) or (isinstance(x, list | tuple) and x and isinstance(x[0], str)):
+        raise ValueError("this model reads feature sequences (N, T, D), not texts")
+    x = np.asarray(x.detach().cpu() if hasattr(x, "detach") else x, dtype=np.float32)
+    if x.ndim == 2:  # one sequence (T, D)
+        x = x[None]
+    if x.ndim != 3 or x.shape[2] != encoder.feature_size or 0 in x.shape[:2]:
+        raise ValueError(
+            f"x must be (N, T, D) with D = {encoder.feature_size} features per step; got "
+            f"shape {x.shape}"
+        )
+    n, t = x.shape[:2]
+    if lengths is None:
+        lengths = np.full(n, t, dtype=np.int64)
+    lengths = np.asarray(lengths.cpu() if hasattr(lengths, "cpu") else lengths).astype(np.int64)
+    if lengths.shape != (n,) or (lengths < 1).any() or (lengths > t).any():
+        raise ValueError(f"lengths must be (N,) = ({n},) values in 1..{t}; got {lengths}")
+    return Examples(lengths=lengths, x=x)
+
+
 def check_feature_size(features: FeatureSequences, size: int) -> None:
     """Refuse feature sequences whose D differs from the model's."""
     if features.x.shape[2] != size:
         raise DataError(
             f"{features.source}: x has {features.x.shape[2]} features per step "
             f"(shape {features.x.shape}), but the model reads {size}"
+        )
+
+
+def check_data_kind(model: Any, source: str | Path, features: bool) -> None:
+    """Refuse text for a model of feature sequences (``model.vocab`` None), and the reverse;
+    ``features``: whether ``source`` holds ``.npz`` feature sequences."""
+    if model.vocab is None and not features:
+        raise DataError(f"this model reads .npz feature sequences; {source} is text")
+    if model.vocab is not None and features:
+        raise DataError(f"this model reads text; {source} is an .npz of feature sequences")
+
+
+def unknown_advice(count_unknown: bool | None, units: str) -> str:
+    """What to do about labels that training never saw: at ``rnnkit eval`` (``count_unknown``
+    False) the flag that counts them wrong; in training (None) a validation set that has only
+    the training data's labels."""
+    if count_unknown is None:
+        return "validation data may hold only labels that the training data has"
+    return f"pass --count-unknown-labels to count those {units} as wrong"
+
+
+def refuse_text_options(run: RunConfig, path: str) -> None:
+    """Refuse ``--embeddings`` (word vectors) for ``.npz`` feature sequences at ``path``."""
+    if run.data.embeddings is not None:
+        raise ConfigError(
+            f"--embeddings loads word vectors for text; {path} holds feature sequences"
         )
 
 

@@ -43,14 +43,18 @@ from rnnkit.tasks.frame_votes import frame_votes
 from rnnkit.tasks.metrics import entity_metrics
 from rnnkit.tasks.sequence_data import (
     build_vocab,
+    check_data_kind,
     check_feature_size,
     check_sequence_meta,
     feature_examples,
+    feature_inputs,
     init_encoder,
     is_features,
     need_path,
     read_feature_file,
+    refuse_text_options,
     split,
+    unknown_advice,
 )
 
 CHAR_PAD, CHAR_UNK = 0, 1
@@ -242,7 +246,13 @@ class Tagger(nn.Module):
         return paths, chosen
 
     def encode_sentences(self, sentences: list[list[str]]) -> Examples:
-        """Examples of token lists (unknown words become ``<unk>``)."""
+        """Examples of token lists (unknown words become ``<unk>``); a ``str`` in the list is
+        one sentence of whitespace-separated tokens."""
+        if self.vocab is None:
+            raise ValueError("this model reads feature sequences (N, T, D): use tag_features")
+        if isinstance(sentences, str):
+            raise TypeError("give a list of sentences, not one str")
+        sentences = [s.split() if isinstance(s, str) else list(s) for s in sentences]
         return Examples(
             lengths=np.array([len(s) for s in sentences], dtype=np.int64),
             ids=[self.word_ids(s) for s in sentences],
@@ -259,9 +269,26 @@ class Tagger(nn.Module):
         return [[index.get(c, CHAR_UNK) for c in w[:MAX_WORD_CHARS]] for w in words]
 
     @torch.no_grad()
-    def tag_sentences(self, sentences: list[list[str]], batch_size: int = 64) -> list[list[str]]:
-        """The tags of token lists, in input order."""
+    def tag_sentences(
+        self, sentences: list[list[str]] | list[str], batch_size: int = 64
+    ) -> list[list[str]]:
+        """The tags of token lists (or of whitespace-separated sentences), in input order."""
         paths, _ = decode_all(self, self.encode_sentences(sentences), batch_size)
+        return [[self.tags[i] for i in path] for path in paths]
+
+    @torch.no_grad()
+    def tag_features(
+        self,
+        x: np.ndarray | Tensor,
+        batch_size: int = 64,
+        *,
+        lengths: np.ndarray | Tensor | None = None,
+    ) -> list[list[str]]:
+        """The label of every real step of feature sequences x (N, T, D), zero-padded, with
+        their ``lengths`` (N,) (default: T each); N lists of lengths[i] labels."""
+        if self.vocab is not None:
+            raise ValueError("this model reads text: use tag_sentences")
+        paths, _ = decode_all(self, feature_inputs(x, lengths, self.encoder), batch_size)
         return [[self.tags[i] for i in path] for path in paths]
 
 
@@ -360,7 +387,7 @@ class Tagging(Task):
 
         def read_val(val_path: str) -> Examples:
             val = _read_conll(val_path, run.data.encoding)
-            _check_tags(val, index, val_path, count_unknown=False)
+            _check_tags(val, index, val_path, count_unknown=None)
             return Examples(
                 lengths=np.array([len(s) for s in val.tokens], dtype=np.int64),
                 ids=val.tokens,
@@ -391,6 +418,7 @@ class Tagging(Task):
         return TaskData(meta, train, val, path, summary, setup)
 
     def _load_features(self, run: RunConfig, path: str, meta: dict[str, Any] | None) -> TaskData:
+        refuse_text_options(run, path)
         features = read_feature_file(path, "step")
         real = features.y[features.y != IGNORE_INDEX]
         tags = meta["tags"] if meta else [str(i) for i in range(int(real.max()) + 1)]
@@ -455,6 +483,7 @@ class Tagging(Task):
         self, model: nn.Module, path: str | Path, cfg: EvalConfig, device: torch.device
     ) -> dict[str, Any]:
         _set_outside_bias(model, cfg.outside_bias)
+        check_data_kind(model, path, features=is_features(path))
         tags = list(model.tags)
         if model.vocab is None:
             features = read_feature_file(path, "step")
@@ -492,8 +521,7 @@ class Tagging(Task):
     ) -> Iterator[tuple[str, dict[str, Any]]]:
         """CoNLL ``token<TAB>tag`` lines, a blank line after each sentence; the input is one
         sentence per line (whitespace-separated tokens) or CoNLL (first column)."""
-        if model.vocab is None:
-            raise DataError(f"this model reads .npz feature sequences; {source} is text")
+        check_data_kind(model, source, features=False)
         _set_outside_bias(model, cfg.outside_bias)
         sentences, _ = parse_tag_input(text, source)
         if not sentences:
@@ -508,8 +536,7 @@ class Tagging(Task):
         self, model: nn.Module, path: str | Path, cfg: PredictConfig, device: torch.device
     ) -> Iterator[tuple[str, dict[str, Any]]]:
         """One line of space-separated labels per sequence of an ``.npz``."""
-        if model.vocab is not None:
-            raise DataError(f"this model reads text; {path} is an .npz of feature sequences")
+        check_data_kind(model, path, features=True)
         _set_outside_bias(model, cfg.outside_bias)
         features = read_feature_file(path, "none")
         check_feature_size(features, model.encoder.feature_size)
@@ -538,21 +565,25 @@ def _read_conll(path: str | Path, encoding: str) -> TaggedSentences:
             first = Path(path).read_text(encoding=encoding, errors="replace").split("\n", 1)[0]
             if "\t" in first and " " in first.split("\t", 1)[1].strip():
                 raise DataError(
-                    f"{path} looks like label<TAB>text lines, not CoNLL token<TAB>tag; "
-                    f"did you mean --task classify? ({err})"
+                    f"{path} looks like label<TAB>text lines (the data of --task classify), "
+                    f"not CoNLL token<TAB>tag ({err})"
                 ) from None
         raise
 
 
 def _check_tags(
-    sentences: TaggedSentences, index: dict[str, int], path: str | Path, count_unknown: bool
+    sentences: TaggedSentences,
+    index: dict[str, int],
+    path: str | Path,
+    count_unknown: bool | None,
 ) -> list[str]:
-    """The tags that training never saw, sorted; an error unless ``count_unknown``."""
+    """The tags that training never saw, sorted; an error unless ``count_unknown`` (None:
+    validation data read in training, which has no such flag)."""
     unknown = sorted({t for s in sentences.tags for t in s} - set(index))
     if unknown and not count_unknown:
         raise DataError(
-            f"{path} has tag(s) that training never saw: {', '.join(unknown[:5])}; pass "
-            f"--count-unknown-labels to count those tokens as wrong"
+            f"{path} has tag(s) that training never saw: {', '.join(unknown[:5])}; "
+            + unknown_advice(count_unknown, "tokens")
         )
     return unknown
 

@@ -174,10 +174,11 @@ def finish_run(
     reason = stopped_by
     if stopped_by == "patience":
         reason = f"patience ({st.evals_since_best} evaluations without a better model)"
-    kept = "n/a" if st.best_val_loss is None else f"{st.best_val_loss:.4f}"
+    loss = "n/a" if st.best_val_loss is None else f"{st.best_val_loss:.4f}"
     value = (st.best_metrics or {}).get(metric)
-    if metric != "loss" and isinstance(value, int | float):
-        kept = f"{kept}, {metric} {value:.4g}"
+    kept, where = f"loss {loss}", f"step {st.best_step}"
+    if metric != "loss" and isinstance(value, int | float):  # named by what chose it
+        kept, where = f"{metric} {value:.4g}", f"{where}; val loss there {loss}"
     log = logging.getLogger("rnnkit.training")
     if st.best_val_loss is None and st.best_step is not None:  # --val-frac 0
         log.info(
@@ -189,11 +190,11 @@ def finish_run(
         )
     else:
         log.info(
-            "stopped by %s at step %d; best val loss %s (step %s) in %s",
+            "stopped by %s at step %d; best val %s (%s) in %s",
             reason,
             st.step,
             kept,
-            st.best_step,
+            where,
             out / checkpoint.WEIGHTS_FILE,
         )
     return TrainResult(

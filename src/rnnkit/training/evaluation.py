@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from rnnkit.config import EvalConfig, PredictConfig
-from rnnkit.data.text import read_text
+from rnnkit.data.text import decode_text, read_text, universal_newlines
 from rnnkit.errors import ConfigError, DataError
 from rnnkit.tasks import get_task
 from rnnkit.training.checkpoint import load, read_run_config
@@ -35,10 +35,26 @@ def evaluate_folder(folder: str | Path, data: str | Path, cfg: EvalConfig) -> di
     return task.evaluate_file(model, data, cfg, device)
 
 
+_OPTION_TASKS = {
+    "outside_bias": ("tag",),
+    "top_k": ("classify",),
+    "beam_size": ("seq2seq", "condgen"),
+    "max_length": ("seq2seq", "condgen"),
+    "plot_attention": ("seq2seq",),
+}
+"""The options of ``rnnkit eval`` / ``predict`` that only some tasks read."""
+
+
 def _check_options(task: str, cfg: EvalConfig | PredictConfig) -> None:
-    """Refuse an option the folder's task does not read."""
-    if cfg.outside_bias is not None and task != "tag":
-        raise ConfigError(f"--outside-bias is an option of tag models; this is a {task} model")
+    """Refuse an option, set away from its default, that the folder's task does not read."""
+    default = type(cfg)()
+    for name, tasks in _OPTION_TASKS.items():
+        given = getattr(cfg, name, None)
+        if task not in tasks and given != getattr(default, name, None):
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(
+                f"{flag} is an option of {' and '.join(tasks)} models; this is a {task} model"
+            )
 
 
 def predict_folder(
@@ -56,7 +72,8 @@ def predict_folder(
     _check_options(task.name, cfg)
     model = load(folder, device=device)
     if str(source) == "-":
-        return task.predict(model, sys.stdin.read(), "<stdin>", cfg, device)
+        text = universal_newlines(decode_text(sys.stdin.buffer.read(), "<stdin>", cfg.encoding))
+        return task.predict(model, text, "<stdin>", cfg, device)
     path = Path(source)
     if path.suffix == ".npz":
         return task.predict_file(model, path, cfg, device)
