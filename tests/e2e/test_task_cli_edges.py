@@ -115,6 +115,9 @@ def test_stdin_is_decoded_as_strictly_as_a_file(models, capsys, monkeypatch):
     assert main(["predict", str(folder), "-", "--json"]) == 0
     texts = [json.loads(line)["text"] for line in capsys.readouterr().out.splitlines()]
     assert texts == ["a good film", "the dull plot"]
+    monkeypatch.setattr(sys, "stdin", io.StringIO("a good film\r\nthe dull plot\n"))  # no bytes
+    assert main(["predict", str(folder), "-", "--json"]) == 0
+    assert [json.loads(line)["text"] for line in capsys.readouterr().out.splitlines()] == texts
 
 
 def test_classify_gives_one_output_line_per_input_line(models, capsys, monkeypatch):

@@ -72,8 +72,10 @@ def predict_folder(
     _check_options(task.name, cfg)
     model = load(folder, device=device)
     if str(source) == "-":
-        text = universal_newlines(decode_text(sys.stdin.buffer.read(), "<stdin>", cfg.encoding))
-        return task.predict(model, text, "<stdin>", cfg, device)
+        stream = getattr(sys.stdin, "buffer", None)  # None: a text-only stream (a notebook)
+        raw = sys.stdin.read() if stream is None else stream.read()
+        text = raw if stream is None else decode_text(raw, "<stdin>", cfg.encoding)
+        return task.predict(model, universal_newlines(text), "<stdin>", cfg, device)
     path = Path(source)
     if path.suffix == ".npz":
         return task.predict_file(model, path, cfg, device)
