@@ -18,6 +18,7 @@ import sys
 import textwrap
 import typing
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal, NoReturn
 
 from tqdm import tqdm
@@ -40,6 +41,7 @@ from rnnkit.config import (
     to_toml,
 )
 from rnnkit.errors import ConfigError, RnnkitError
+from rnnkit.files import atomic_write
 from rnnkit.reference import generate, load_model
 from rnnkit.tasks import get_task
 from rnnkit.tasks.metrics import check_png_path, save_png
@@ -995,8 +997,7 @@ def _viz(args: argparse.Namespace) -> int:
         streams=args.streams,
     )
     try:
-        with open(args.out, "w", encoding="utf-8") as f:
-            f.write(page)
+        atomic_write(Path(args.out), lambda tmp: tmp.write_text(page, encoding="utf-8"))
     except OSError as err:
         raise ConfigError(f"cannot write {args.out}: {err.strerror or err}") from None
     print(f"rnnkit viz: wrote {args.out} ({len(page) / 1e6:.1f} MB)", file=sys.stderr)

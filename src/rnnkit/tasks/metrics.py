@@ -7,7 +7,6 @@ our own, so they match what users compute elsewhere. Every value is a plain Pyth
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from seqeval import metrics as entity
 from sklearn import metrics as sk
 
 from rnnkit.errors import ConfigError
+from rnnkit.files import atomic_write
 
 _AVERAGES = ("micro avg", "macro avg", "weighted avg")  # seqeval report rows that are no type
 
@@ -192,11 +192,7 @@ def save_png(figure: Figure, path: str | Path, *, dpi: int = 100, **options: Any
         ConfigError: the file cannot be written (one line: the path and the reason).
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        figure.savefig(tmp, format="png", dpi=dpi, **options)
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=dpi, **options))
     except OSError as err:
         raise ConfigError(f"cannot write the plot {path}: {err.strerror or err}") from None
-    finally:
-        tmp.unlink(missing_ok=True)

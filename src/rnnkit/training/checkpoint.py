@@ -42,6 +42,7 @@ from rnnkit.config import RunConfig, run_from_dict, run_to_dict
 from rnnkit.data.fields import integer, is_number, number, obj, shown
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import CheckpointError, ConfigError, one_line, read_folder_json
+from rnnkit.files import atomic_write
 from rnnkit.tasks import get_task
 from rnnkit.training import folder_check
 from rnnkit.training.averaging import WeightAverage
@@ -55,19 +56,7 @@ AVERAGE_FILE = "average.safetensors"
 _OWN_NAMES = (CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE, METRICS_FILE, STATE_DIR)
 
 
-# --- atomic writes ---------------------------------------------------------------------------
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary name beside ``path``, then rename it to ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+# --- atomic writes (rnnkit.files.atomic_write) ----------------------------------------------
 
 
 def write_json(path: Path, obj: Any) -> None:
