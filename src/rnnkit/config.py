@@ -65,6 +65,12 @@ def _check_bias(value: float | None) -> None:
     _check(value is None or math.isfinite(value), "outside_bias", "a number", value)
 
 
+def _check_weight(value: float | None) -> None:
+    """``--word-votes``: unset (eval/predict), or a finite number, 0 or more."""
+    ok = value is None or (math.isfinite(value) and value >= 0)
+    _check(ok, "word_votes", "0 or more", value)
+
+
 SEEDS = (-(2**63), 2**64)
 """The seeds torch takes (``torch.manual_seed``): [-2^63, 2^64)."""
 MAX_THREADS = 1024
@@ -181,6 +187,13 @@ class ModelConfig:
         "for recall (Minkov et al. 2006); 0 decodes plainly, as do tags without O; training "
         "is unchanged",
     )
+    word_votes: float = _opt(
+        0.0,
+        "tag on text: add this weight times log p(tag | word) - log p(tag) of a classifier of "
+        "each word alone (a bag of its hashed character n-grams, trained apart for a few "
+        "seconds before the tagger, counted in --max-time) to the tag scores when decoding; 0 "
+        "turns it off",
+    )
     label_smoothing: float = _opt(
         0.0,
         "seq2seq/condgen/classify/tag: train against (1 - eps) one-hot + eps / V (Szegedy et al. "
@@ -207,6 +220,7 @@ class ModelConfig:
             self.feature_noise,
         )
         _check_bias(self.outside_bias)
+        _check_weight(self.word_votes)
         regularisers = (
             "dropout",
             "embedding_dropout",
@@ -329,7 +343,11 @@ class TrainConfig:
     grad_clip: float = _opt(1.0, "clip the gradient norm to this; 0 turns it off")
     grad_clip_value: float = _opt(0.0, "clip each gradient value to ±this; 0 turns it off")
     max_steps: int | None = _opt(None, "stop after this many steps (counted from the start)")
-    max_time: float | None = _opt(None, "stop after this many seconds of training")
+    max_time: float | None = _opt(
+        None,
+        "stop after this many seconds of training (setting up a new model counts, e.g. "
+        "tag's --word-votes)",
+    )
     epochs: int | None = _opt(
         None, f"stop after this many passes over the text ({FALLBACK_EPOCHS} if no limit is set)"
     )
@@ -803,6 +821,7 @@ TASK_OPTIONS: dict[str, tuple[str, ...]] = {
         "feature_noise",
         "frame_votes",
         "outside_bias",
+        "word_votes",
     ),
     "seq2seq": (
         "attention",
@@ -837,6 +856,7 @@ TASK_OPTIONS_USED = (
     ("model", "feature_noise"),
     ("model", "outside_bias"),
     ("model", "frame_votes"),
+    ("model", "word_votes"),
     ("data", "reverse"),
     ("data", "max_length"),
     ("train", "teacher_forcing"),
@@ -900,11 +920,15 @@ class EvalConfig:
     outside_bias: float | None = _opt(
         None, "tag: decode with this bias off the O tag's score instead of the model's own"
     )
+    word_votes: float | None = _opt(
+        None, "tag: weigh the model's word votes by this instead of its own (0: without them)"
+    )
 
     def __post_init__(self) -> None:
         _check(self.batch_size >= 1, "batch_size", "at least 1", self.batch_size)
         _check(self.seq_len >= 1, "seq_len", "at least 1", self.seq_len)
         _check_bias(self.outside_bias)
+        _check_weight(self.word_votes)
         _check(self.beam_size >= 1, "beam_size", "at least 1", self.beam_size)
         _check(known_encoding(self.encoding), "encoding", "a known text encoding", self.encoding)
 
@@ -931,10 +955,14 @@ class PredictConfig:
     outside_bias: float | None = _opt(
         None, "tag: decode with this bias off the O tag's score instead of the model's own"
     )
+    word_votes: float | None = _opt(
+        None, "tag: weigh the model's word votes by this instead of its own (0: without them)"
+    )
 
     def __post_init__(self) -> None:
         _check(self.top_k >= 1, "top_k", "at least 1", self.top_k)
         _check_bias(self.outside_bias)
+        _check_weight(self.word_votes)
         _check(self.batch_size >= 1, "batch_size", "at least 1", self.batch_size)
         _check(self.beam_size >= 1, "beam_size", "at least 1", self.beam_size)
         _check(

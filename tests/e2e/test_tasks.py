@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import load_file
 
 import rnnkit
+import rnnkit.tasks.tag as tag_module
 from rnnkit.cli import main
 from tests.e2e.support import InterruptAfter
 
@@ -569,8 +570,8 @@ def test_lowercase_looks_words_up_in_lower_case(tmp_path, capsys) -> None:
     paris = model.vocab.index["paris"]
     assert model.encode_sentences([["PARIS", "Paris"]]).ids == [[paris, paris]]
     assert model.char_ids(["Paris"]) != model.char_ids(["paris"])
-    words_only = tmp_path / "words"
-    assert main([*argv, "--out", str(words_only)]) == 0
+    words_only = tmp_path / "words"  # no characters: no character encoder, no word votes
+    assert main([*argv, "--out", str(words_only), "--word-votes", "0"]) == 0
     source = tmp_path / "in.txt"
     source.write_text("Ann saw paris\nANN SAW PARIS\n", encoding="utf-8")
     assert main(["predict", str(words_only), str(source), "--json"]) == 0
@@ -735,3 +736,56 @@ def test_the_features_preset_of_tag_trains_150_passes_without_validation(tmp_pat
     assert trainer["best_step"] == 450 and trainer["best_val_loss"] is None
     assert not any(k.startswith("val_") for r in _records(out) for k in r)
     assert _same(out / "model.safetensors", out / "state" / "weights.safetensors")
+
+
+def test_word_votes_keep_the_characters_and_count_in_the_run_time(
+    tmp_path, capsys, monkeypatch
+) -> None:
+    """--word-votes reads each word's spelling, so the folder keeps the characters even
+    without --char-features; the votes' prior is the training tags' frequency; the seconds of
+    training them count in the run's time (--max-time); .npz and bad weights are refused."""
+    data = _tag_text(tmp_path)
+    out = tmp_path / "votes"
+    argv = ["train", str(data), "--val", str(data), "--task", "tag", "--crf", *TINY]
+    argv += ["--max-steps", "4"]
+    trained = tag_module.train_word_votes
+
+    def slow(*args, **kwargs):
+        time.sleep(1.0)
+        return trained(*args, **kwargs)
+
+    monkeypatch.setattr(tag_module, "train_word_votes", slow)
+    assert main([*argv, "--out", str(out), "--no-char-features", "--word-votes", "2"]) == 0
+    trainer = json.loads((out / "state" / "trainer.json").read_text())["trainer"]
+    assert trainer["elapsed"] >= 1.0  # the votes' second counts
+    assert json.loads((out / "vocab.json").read_text())["chars"]
+    model = rnnkit.load(out)
+    assert model.encoder.chars is None and model.word_vote is not None
+    tags = [line.split("\t")[-1] for line in data.read_text().splitlines() if line]
+    counts = np.array([tags.count(t) for t in model.tags]) + 1.0
+    expected = torch.tensor(np.log(counts / counts.sum()), dtype=torch.float32)
+    torch.testing.assert_close(model.word_vote.log_prior, expected)
+    assert main(["eval", str(out), str(data), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["sentences"] == 60
+    monkeypatch.undo()
+    plain = tmp_path / "plain"  # --word-votes 0: no votes, no characters without --char-features
+    assert main([*argv, "--out", str(plain), "--no-char-features", "--word-votes", "0"]) == 0
+    assert json.loads((plain / "vocab.json").read_text())["chars"] is None
+    assert rnnkit.load(plain).word_vote is None
+    assert main(["eval", str(plain), str(data), "--word-votes", "0"]) == 0
+    why = "it has none (trained with --word-votes 0"
+    _bad(["eval", str(plain), str(data), "--word-votes", "1"], capsys, why)
+    _bad(["predict", str(plain), str(data), "--word-votes", "1"], capsys, why)
+    big = []  # predict's --word-votes weighs the model's votes
+    for weight in ("0.5", "1000"):
+        assert main(["predict", str(out), str(data), "--word-votes", weight]) == 0
+        big.append([line.split("\t")[-1] for line in capsys.readouterr().out.splitlines()])
+    assert big[0] != big[1]
+    _bad([*argv, "--out", str(tmp_path / "f"), "--word-votes", "-1"], capsys, "--word-votes")
+    frames = _tag_npz(tmp_path)
+    _bad(
+        ["train", str(frames), "--task", "tag", "--out", str(tmp_path / "f"), "--word-votes", "1"],
+        capsys,
+        "--word-votes reads the words of text",
+    )
+    assert not (tmp_path / "f").exists()

@@ -56,6 +56,7 @@ from rnnkit.tasks.sequence_data import (
     split,
     unknown_advice,
 )
+from rnnkit.tasks.word_votes import train_word_votes, word_votes
 
 CHAR_PAD, CHAR_UNK = 0, 1
 """Character ids: padding and unknown characters; the known ones start at 2."""
@@ -105,7 +106,7 @@ class Tagger(nn.Module):
             config,
             vocab_size=None if vocab is None else len(vocab),
             feature_size=feature_size,
-            num_chars=None if chars is None else len(chars) + 2,
+            num_chars=None if chars is None or not config.char_features else len(chars) + 2,
         )
         self.dropout = Dropout(config.dropout)
         self.head = nn.Linear(self.encoder.output_size, len(tags))
@@ -122,6 +123,9 @@ class Tagger(nn.Module):
                 "--frame-votes averages probabilities per step, which --crf does not give: "
                 "pass --no-frame-votes with --crf"
             )
+        # --word-votes W: a classifier of each word alone, added to the scores when decoding.
+        self.word_vote = word_votes(config, chars if vocab is not None else None, len(tags))
+        self.word_weight = config.word_votes  # eval/predict may set another
         # --ensemble K: this network is the first member (rnnkit.tasks.ensemble); each member
         # has its own CRF.
         shape = dict(vocab=vocab, chars=chars, feature_size=feature_size, lowercase=lowercase)
@@ -222,12 +226,18 @@ class Tagger(nn.Module):
 
     def decode(self, batch: dict[str, Tensor]) -> tuple[list[list[int]], list[list[float]]]:
         """The tag ids of each sequence and each tag's probability (the CRF's marginal), from
-        the tag scores with ``outside_bias`` taken off the O tag's."""
+        the tag scores with ``outside_bias`` taken off the O tag's and, with ``--word-votes
+        W``, W times the words' votes added (rnnkit.tasks.word_votes)."""
         lengths = batch["lengths"]
         with torch.no_grad():
             emissions = self.scores(batch).float()  # (B, T, C)
             if self.outside_bias and "O" in self.tags:  # tags without O decode plainly
                 emissions[..., self.tags.index("O")] -= self.outside_bias
+            if self.word_vote is not None and self.word_weight:
+                device = emissions.device
+                chars, word_lengths = batch["chars"].to(device), batch["word_lengths"].to(device)
+                votes = self.word_vote.log_ratio(chars, word_lengths)  # (B, T, C)
+                emissions += self.word_weight * votes
         crf = self.combined_crf()
         if crf is None:
             probs = emissions.softmax(-1)  # (B, T, C)
@@ -340,6 +350,7 @@ class Tagging(Task):
             "dropout": 0.5,
             "bidirectional": True,
             "outside_bias": 1.0,
+            "word_votes": 1.0,
         },
         "data": {"level": "word", "min_freq": 3, "lowercase": True},
         "train": {"batch_size": 16, "lr": 5e-3, "weight_decay": 0.01, "eval_every": 100},
@@ -354,6 +365,7 @@ class Tagging(Task):
             **PRESET["model"],
             "hidden_size": 128,
             "outside_bias": 0.0,
+            "word_votes": 0.0,
             "frame_votes": True,
         },
         "data": {"level": "word", "min_freq": 2, "val_frac": 0.0},
@@ -402,7 +414,8 @@ class Tagging(Task):
             lookup = [[w.lower() for w in s] for s in train.ids] if lowercase else train.ids
             vocab = build_vocab(lookup, run.data.min_freq)
             known = sorted({c for s in train.ids for w in s for c in w})
-            chars = known if run.model.char_features else None
+            spelled = run.model.char_features or run.model.word_votes  # read characters
+            chars = known if spelled else None
         model = Tagger(run.model, tags, vocab=vocab, chars=chars, lowercase=lowercase)
         for part in (train, val):
             part.chars = None if chars is None else [model.char_ids(s) for s in part.ids]
@@ -448,10 +461,12 @@ class Tagging(Task):
         chars = meta["chars"]
         if chars is not None:
             strings(chars, "chars", single=True)
-        if (chars is not None) != run.model.char_features:
+        spelled = run.model.char_features or bool(run.model.word_votes)  # they read characters
+        if (chars is not None) != spelled:
             raise ValueError(
                 f"chars is {'a list' if chars is not None else 'null'}, but config.json has "
-                f"char_features {str(run.model.char_features).lower()}"
+                f"char_features {str(run.model.char_features).lower()} and word_votes "
+                f"{run.model.word_votes}"
             )
 
     def build_model(self, run: RunConfig, meta: dict[str, Any]) -> Tagger:
@@ -464,6 +479,8 @@ class Tagging(Task):
     def init_model(self, model: nn.Module, data: TaskData) -> None:
         for i, member in enumerate(model.members()):
             init_encoder(member.encoder, data, model.vocab, log=i == 0)
+        if model.word_vote is not None:  # trained apart, once, before the tagger
+            train_word_votes(model.word_vote, data.train.chars, data.train.y, len(model.tags))
 
     def batches(self, run: RunConfig, data: TaskData) -> EpochBatches:
         return EpochBatches(data.train, run.train.batch_size, run.train.seed)
@@ -482,7 +499,7 @@ class Tagging(Task):
     def evaluate_file(
         self, model: nn.Module, path: str | Path, cfg: EvalConfig, device: torch.device
     ) -> dict[str, Any]:
-        _set_outside_bias(model, cfg.outside_bias)
+        _set_decoding(model, cfg)
         check_data_kind(model, path, features=is_features(path))
         tags = list(model.tags)
         if model.vocab is None:
@@ -522,7 +539,7 @@ class Tagging(Task):
         """CoNLL ``token<TAB>tag`` lines, a blank line after each sentence; the input is one
         sentence per line (whitespace-separated tokens) or CoNLL (first column)."""
         check_data_kind(model, source, features=False)
-        _set_outside_bias(model, cfg.outside_bias)
+        _set_decoding(model, cfg)
         sentences, _ = parse_tag_input(text, source)
         if not sentences:
             raise DataError(f"{source} has no tokens to tag")
@@ -537,7 +554,7 @@ class Tagging(Task):
     ) -> Iterator[tuple[str, dict[str, Any]]]:
         """One line of space-separated labels per sequence of an ``.npz``."""
         check_data_kind(model, path, features=True)
-        _set_outside_bias(model, cfg.outside_bias)
+        _set_decoding(model, cfg)
         features = read_feature_file(path, "none")
         check_feature_size(features, model.encoder.feature_size)
         paths, probs = decode_all(model, feature_examples(features), cfg.batch_size)
@@ -546,14 +563,24 @@ class Tagging(Task):
             yield " ".join(labels) + "\n", {"index": i, "tags": labels, "probabilities": p}
 
 
-def _set_outside_bias(model: Tagger, bias: float | None) -> None:
-    """Decode with ``bias`` off the O tag's score (eval/predict ``--outside-bias``); None keeps
-    the model's own."""
-    if bias is None:
-        return
-    if model.vocab is None and bias:
-        raise ConfigError(NO_OUTSIDE_TAG)
-    model.outside_bias = bias
+def _set_decoding(model: Tagger, cfg: EvalConfig | PredictConfig) -> None:
+    """Decode with eval/predict's ``--outside-bias`` (off the O tag's score) and
+    ``--word-votes`` (the votes' weight) where given; None keeps the model's own.
+
+    Raises:
+        ConfigError: a bias on a model of ``.npz`` labels, or votes on a model without them.
+    """
+    if cfg.outside_bias is not None:
+        if model.vocab is None and cfg.outside_bias:
+            raise ConfigError(NO_OUTSIDE_TAG)
+        model.outside_bias = cfg.outside_bias
+    if cfg.word_votes is not None:
+        if model.word_vote is None and cfg.word_votes:
+            raise ConfigError(
+                "--word-votes weighs the votes this model was trained with, and it has none "
+                "(trained with --word-votes 0, or on .npz features)"
+            )
+        model.word_weight = cfg.word_votes
 
 
 def _read_conll(path: str | Path, encoding: str) -> TaggedSentences:

@@ -229,7 +229,7 @@ class TrainerState:
         step: optimizer steps taken since the run started.
         epoch: completed passes over the training streams.
         chunk: index of the next chunk within the epoch (the data position).
-        elapsed: seconds of training so far, across resumes.
+        elapsed: seconds of training so far, across resumes (and setting up the model).
         tokens: training tokens seen so far.
         first_loss: the loss of step 1, the yardstick for divergence.
         loss_sum: sum of the training losses since the last log line ...

@@ -37,6 +37,7 @@ def evaluate_folder(folder: str | Path, data: str | Path, cfg: EvalConfig) -> di
 
 _OPTION_TASKS = {
     "outside_bias": ("tag",),
+    "word_votes": ("tag",),
     "top_k": ("classify",),
     "beam_size": ("seq2seq", "condgen"),
     "max_length": ("seq2seq", "condgen"),

@@ -110,8 +110,11 @@ def _train(
     data = task.load_data(run, checkpoint.read_meta(out, run) if resume else None)
     batches = task.batches(run, data)
     model = folder_check.build_model(task, run, data.meta, out if resume else None)
+    prepared = 0.0  # seconds of setting up a new model (e.g. word votes), in --max-time
     if not resume:
+        began = time.monotonic()
         task.init_model(model, data)
+        prepared = time.monotonic() - began
     model = model.to(device)
     world.seed_dropout(cfg.seed)
     step_loss = world.wrap(task, model)  # the task's loss; DDP-wrapped with several processes
@@ -148,7 +151,7 @@ def _train(
     else:
         if world.is_main:
             checkpoint.start_folder(out, run, data.meta)
-        st, state, records = checkpoint.TrainerState(), None, []
+        st, state, records = checkpoint.TrainerState(elapsed=prepared), None, []
     if note is not None:
         logger.info(note)
     logger.info(
