@@ -339,8 +339,8 @@ class Tagging(Task):
     best_metric = "f1"
     higher_is_better = True
 
-    # The preset for 2 CPU cores; min_freq, lowercase, lr and outside_bias chosen on WNUT-17's
-    # dev split (config.py).
+    # The preset for 2 CPU cores; min_freq, lowercase, lr, outside_bias and word_votes chosen
+    # on WNUT-17's dev split (config.py).
     PRESET: ClassVar[dict[str, dict[str, Any]]] = {
         "model": {
             "cell": "lstm",
