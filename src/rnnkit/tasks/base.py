@@ -190,8 +190,9 @@ class Task(ABC):
         return self.best_metric, self.higher_is_better
 
     def init_model(self, model: nn.Module, data: TaskData) -> None:
-        """Set up a new model from the data before training (e.g. pretrained embeddings);
-        not called on resume, whose weights come from the folder. Nothing by default."""
+        """Set up a new model from the data before training (e.g. pretrained embeddings, tag's
+        word votes); not called on resume, whose weights come from the folder. Its seconds
+        count in ``--max-time``. Nothing by default."""
         return None
 
     def is_better(

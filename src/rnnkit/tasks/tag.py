@@ -78,7 +78,8 @@ class Tagger(nn.Module):
         config: the architecture; ``config.crf`` adds a CRF over the tag scores.
         tags: the C tag names, in id order.
         vocab: the word vocabulary (text), or None (feature sequences).
-        chars: the known characters for ``--char-features`` (ids from 2 on), or None.
+        chars: the known characters for ``--char-features`` and ``--word-votes`` (ids from 2
+            on), or None.
         feature_size: D for feature sequences, or None (text).
         lowercase: whether words are looked up in lower case (``--lowercase``; the
             characters keep their case).

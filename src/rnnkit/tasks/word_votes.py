@@ -196,14 +196,16 @@ def train_word_votes(
         The last pass's mean training loss (nats per token).
     """
     started = time.monotonic()
-    words = [w for sentence in chars for w in sentence]
-    width = max(1, max(len(w) for w in words))
-    padded = torch.zeros(len(words), width, dtype=torch.long)
-    for i, w in enumerate(words):
+    words = [tuple(w) for sentence in chars for w in sentence]  # N tokens
+    types = {w: i for i, w in enumerate(dict.fromkeys(words))}  # U distinct spellings
+    width = max(1, max(len(w) for w in types))
+    padded = torch.zeros(len(types), width, dtype=torch.long)
+    for w, i in types.items():
         padded[i, : len(w)] = torch.tensor(w, dtype=torch.long)
-    lengths = torch.tensor([len(w) for w in words])
+    lengths = torch.tensor([len(w) for w in types])
     device = votes.head.weight.device
-    ids = votes.feature_ids(padded.to(device), lengths.to(device))  # (N, G)
+    features = votes.feature_ids(padded.to(device), lengths.to(device))  # (U, G), once a type
+    token_types = torch.tensor([types[w] for w in words], device=device)  # (N,)
     targets = torch.tensor([t for sentence in tags for t in sentence], device=device)  # (N,)
     counts = torch.bincount(targets, minlength=num_tags).double() + 1.0
     votes.log_prior.copy_((counts / counts.sum()).log().float())
@@ -214,7 +216,8 @@ def train_word_votes(
         for _ in range(PASSES):
             total = torch.zeros((), device=device)
             for batch in torch.randperm(len(words), device=device).split(BATCH_SIZE):
-                loss = F.cross_entropy(votes.scores(ids[batch]), targets[batch])
+                ids = features[token_types[batch]]  # (batch, G)
+                loss = F.cross_entropy(votes.scores(ids), targets[batch])
                 table.zero_grad()
                 head.zero_grad()
                 loss.backward()
