@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 
 import rnnkit
 from rnnkit.cli import main
+from rnnkit.errors import DataError
 
 NAMES = {"ab": ["abba", "abab", "baba", "abb"], "cd": ["cdc", "dcdc", "ccd", "dd"]}
 CAPTIONS = np.array(["zero", "one", "two"])
@@ -138,6 +139,38 @@ def test_predict_one_text_per_vector(vector_model, data, capsys) -> None:
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["condition"] for r in records] == list(range(7))
     assert all(r["score"] <= 0 for r in records)
+
+
+def test_predict_in_python_writes_what_the_cli_writes(
+    vector_model, labelled_model, data, tmp_path, capsys
+) -> None:
+    """ConditionalGenerator.predict: raw vectors (N, D) or one (D,), or labels, in one call;
+    the same texts as `rnnkit predict`, in batches of any size."""
+    capsys.readouterr()
+    assert main(["predict", str(vector_model), str(data["x"]), "--beam-size", "3"]) == 0
+    cli = capsys.readouterr().out.splitlines()
+    model = rnnkit.load(vector_model)
+    x = np.load(data["x"])["x"]  # (7, 4), raw: standardised inside, as in training
+    assert model.predict(x, beam_size=3) == cli
+    assert model.predict(torch.from_numpy(x), beam_size=3, batch_size=2) == cli
+    assert model.predict(x[3], beam_size=3) == cli[3:4]
+    for bad in (x[:, :3], ["ab"], np.zeros((2, 2, 4))):
+        with pytest.raises(ValueError):
+            model.predict(bad)
+    source = tmp_path / "labels.txt"
+    source.write_text("cd\nab\ncd\n", encoding="utf-8")
+    assert main(["predict", str(labelled_model), str(source)]) == 0
+    cli = capsys.readouterr().out.splitlines()
+    labels = rnnkit.load(labelled_model)
+    texts = labels.predict(["cd", "ab", "cd"])
+    assert texts == cli and texts[0] != texts[1]
+    assert all(len(t) <= 2 for t in labels.predict(["cd", "ab"], max_length=2))
+    with pytest.raises(DataError, match="ef"):
+        labels.predict(["ef"])
+    with pytest.raises(TypeError):
+        labels.predict("cd")
+    with pytest.raises(ValueError, match="from labels"):
+        labels.predict(x)
 
 
 # --- exact resume and kill -9 ------------------------------------------------------------------

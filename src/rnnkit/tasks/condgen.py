@@ -246,6 +246,55 @@ class ConditionalGenerator(nn.Module):
         self.train(was_training)
         return found
 
+    @torch.no_grad()
+    def predict(
+        self,
+        conditions: Sequence[str] | np.ndarray | Tensor,
+        *,
+        beam_size: int = 1,
+        max_length: int | None = None,
+        batch_size: int = 64,
+    ) -> list[str]:
+        """The item written for each condition, as ``rnnkit predict`` writes it: greedy, or
+        beam search of ``beam_size``; ``max_length`` as in :meth:`decode`.
+
+        Args:
+            conditions: labels (a list of str) for a model of labels; vectors (N, D) or one
+                (D,), NumPy or torch, raw (standardised here as in training) for a model of
+                vectors.
+
+        Raises:
+            DataError: a label the model never saw.
+            ValueError: conditions of the other kind, or vectors not of D values.
+        """
+        if beam_size < 1 or batch_size < 1:
+            raise ValueError("beam_size and batch_size must be at least 1")
+        if isinstance(conditions, str):
+            raise TypeError("give a list of labels, not one str")
+        texts = isinstance(conditions, list | tuple) and all(isinstance(c, str) for c in conditions)
+        if self.kind == "label":
+            if not texts:
+                raise ValueError("this model writes from labels: give a list of them")
+            ids = self.label_ids(list(conditions), "conditions")  # (N,)
+        else:
+            if texts and conditions:
+                raise ValueError(f"this model writes from vectors (N, {self.condition_size})")
+            x = conditions.detach().cpu() if isinstance(conditions, Tensor) else conditions
+            x = np.asarray(x, dtype=np.float32)
+            x = x[None] if x.ndim == 1 else x
+            if x.ndim != 2 or x.shape[1] != self.condition_size:
+                raise ValueError(
+                    f"vectors must be (N, D) with D = {self.condition_size}; got shape {x.shape}"
+                )
+            ids = torch.from_numpy(x)  # (N, D)
+        device = self.head.weight.device
+        out: list[str] = []
+        for start in range(0, len(ids), batch_size):
+            batch = ids[start : start + batch_size].to(device)
+            found = self.decode(batch, beam_size=beam_size, max_length=max_length)
+            out += [self.output_text(h) for h in found]
+        return out
+
     def label_ids(self, labels: Sequence[str], where: str) -> Tensor:
         """Ids of labels: (N,) int64.
 
