@@ -115,8 +115,8 @@ class WordVotes(nn.Module):
 
 def _marked(chars: Tensor, lengths: Tensor, start: int, end: int) -> Tensor:
     """``<word>``: (..., W) -> (..., W + 2), ``start`` before and ``end`` after each word."""
-    marked = torch.zeros(*chars.shape[:-1], chars.shape[-1] + 2, dtype=torch.long)
-    marked = marked.to(chars.device)
+    shape = (*chars.shape[:-1], chars.shape[-1] + 2)
+    marked = torch.zeros(shape, dtype=torch.long, device=chars.device)
     marked[..., 0] = start
     marked[..., 1:-1] = chars
     marked.scatter_(-1, (lengths + 1).unsqueeze(-1), end)  # after the last character
