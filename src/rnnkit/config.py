@@ -194,6 +194,12 @@ class ModelConfig:
         "seconds before the tagger, counted in --max-time) to the tag scores when decoding; 0 "
         "turns it off",
     )
+    lm_weight: float = _opt(
+        0.0,
+        "tag on text: in training, add this weight times a language model's loss: the forward "
+        "states predict the next word and the backward states the previous one (Rei 2017); "
+        "evaluation, decoding and the validation loss are unchanged; 0 turns it off",
+    )
     label_smoothing: float = _opt(
         0.0,
         "seq2seq/condgen/classify/tag: train against (1 - eps) one-hot + eps / V (Szegedy et al. "
@@ -221,6 +227,12 @@ class ModelConfig:
         )
         _check_bias(self.outside_bias)
         _check_weight(self.word_votes)
+        _check(
+            math.isfinite(self.lm_weight) and self.lm_weight >= 0,
+            "lm_weight",
+            "0 or more",
+            self.lm_weight,
+        )
         regularisers = (
             "dropout",
             "embedding_dropout",
@@ -845,6 +857,7 @@ TASK_OPTIONS: dict[str, tuple[str, ...]] = {
         "frame_votes",
         "outside_bias",
         "word_votes",
+        "lm_weight",
     ),
     "seq2seq": (
         "attention",
@@ -880,6 +893,7 @@ TASK_OPTIONS_USED = (
     ("model", "outside_bias"),
     ("model", "frame_votes"),
     ("model", "word_votes"),
+    ("model", "lm_weight"),
     ("data", "reverse"),
     ("data", "max_length"),
     ("train", "teacher_forcing"),

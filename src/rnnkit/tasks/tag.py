@@ -41,6 +41,7 @@ from rnnkit.tasks.encoder import SequenceEncoder
 from rnnkit.tasks.ensemble import log_mean_probability, other_members
 from rnnkit.tasks.frame_votes import frame_votes
 from rnnkit.tasks.metrics import entity_metrics
+from rnnkit.tasks.neighbour_words import neighbour_words
 from rnnkit.tasks.sequence_data import (
     build_vocab,
     check_data_kind,
@@ -111,6 +112,9 @@ class Tagger(nn.Module):
         )
         self.dropout = Dropout(config.dropout)
         self.head = nn.Linear(self.encoder.output_size, len(tags))
+        # --lm-weight G: in training, the states also predict the neighbouring words.
+        vocab_size = None if vocab is None else len(vocab)
+        self.neighbours = neighbour_words(config, vocab_size, config.hidden_size)
         self.crf = LinearChainCRF(len(tags)) if config.crf else None
         if self.crf is not None and vocab is not None and is_bio(tags):
             self.crf.constrain_bio(tags)
@@ -206,12 +210,20 @@ class Tagger(nn.Module):
         return torch.stack(losses).mean()
 
     def _loss(self, batch: dict[str, Tensor]) -> Tensor:
-        """This network's loss of :meth:`loss`, without the other members."""
-        emissions = self._call(self._scores, batch).float()  # (B, T, C)
+        """This network's loss of :meth:`loss`, without the other members; in train mode
+        plus ``--lm-weight`` times its states' loss on the neighbouring words."""
+        states = self._call(self.encoder, batch)  # (B, T, dirs·H)
+        emissions = self.head(self.dropout(states)).float()  # (B, T, C)
         if self.crf is not None:
             targets = batch["targets"].to(emissions.device)  # (B, T)
-            return self.crf.nll(emissions, targets, batch["lengths"].to(emissions.device))
-        return self._softmax_loss(emissions, batch)
+            loss = self.crf.nll(emissions, targets, batch["lengths"].to(emissions.device))
+        else:
+            loss = self._softmax_loss(emissions, batch)
+        if self.neighbours is not None and self.training:
+            words = batch["inputs"].to(states.device)  # (B, T)
+            neighbours = self.neighbours.loss(self.dropout(states), words)
+            loss = loss + self.config.lm_weight * neighbours
+        return loss
 
     def _softmax_loss(self, scores: Tensor, batch: dict[str, Tensor]) -> Tensor:
         """Cross-entropy of scores (B, T, C) against the batch's targets (B, T), per real
@@ -340,8 +352,8 @@ class Tagging(Task):
     best_metric = "f1"
     higher_is_better = True
 
-    # The preset for 2 CPU cores; min_freq, lowercase, lr, outside_bias and word_votes chosen
-    # on WNUT-17's dev split (config.py).
+    # The preset for 2 CPU cores; min_freq, lowercase, lr, outside_bias, word_votes and
+    # lm_weight chosen on WNUT-17's dev split (config.py).
     PRESET: ClassVar[dict[str, dict[str, Any]]] = {
         "model": {
             "cell": "lstm",
@@ -352,6 +364,7 @@ class Tagging(Task):
             "bidirectional": True,
             "outside_bias": 1.0,
             "word_votes": 1.0,
+            "lm_weight": 0.1,
         },
         "data": {"level": "word", "min_freq": 3, "lowercase": True},
         "train": {"batch_size": 16, "lr": 5e-3, "weight_decay": 0.01, "eval_every": 100},
@@ -367,6 +380,7 @@ class Tagging(Task):
             "hidden_size": 128,
             "outside_bias": 0.0,
             "word_votes": 0.0,
+            "lm_weight": 0.0,
             "frame_votes": True,
         },
         "data": {"level": "word", "min_freq": 2, "val_frac": 0.0},
