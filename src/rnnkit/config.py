@@ -795,6 +795,26 @@ class RunConfig:
 # Votes that also read the neighbours (a scratch script on the --seed 0 model above; the
 # previous and next word's lower-cased form and shape hashed into the same bag): W 1 0.364
 # against 0.381 without them, lower at every W in 0.5-2. The votes stay context-free.
+# WNUT-17, the states also predicting the neighbouring words (Rei 2017; 2026-12-06, the Xeon).
+# Dev split in two halves, alternate sentences (devA 505 sentences, 409 entities; devB 504,
+# 427): the kept model chosen on devA (--val devA), its entity F1 read on devB, which no
+# choice saw, so the peak of a noisy curve is not counted as a gain. Temporary code first: the
+# forward states predict the next word and the backward ones the previous word, each through
+# tanh(50) and a softmax over the vocabulary, G = 0.1 (Rei's value) times the two directions'
+# mean cross-entropy added to the tagger's loss; the tag preset (--crf --char-features,
+# word votes), 1 thread each, two runs side by side, --seed 0 / 1 / 2. Step-matched (4,400
+# steps): devA best 0.391 / 0.386 / 0.384 against 0.399 / 0.429 / 0.410 with it; devB 0.390
+# / 0.373 / 0.368 (mean 0.377) against 0.383 / 0.431 / 0.415 (0.410); the means of five
+# evaluations in a row on devA were higher with it from step 1,000 to the end on every draw
+# (by 0.01-0.05). Timed (300 s; 4,157 / 4,187 / 4,132 steps without, 3,330 / 3,317 / 3,345
+# with: about a quarter more time per step at 1 thread): devA 0.394 / 0.387 / 0.400 against
+# 0.410 / 0.427 / 0.409; devB 0.378 / 0.371 / 0.330 (mean 0.360) against 0.378 / 0.403 /
+# 0.403 (0.395). Chosen: --lm-weight 0.1 for tag on text (Tagging.PRESET), built as
+# tasks/neighbour_words.py, whose loss is the two directions' summed cross-entropy per real
+# step (what data-parallel ranks weigh exactly), about 0.95 of the temporary code's at the
+# same G on WNUT-17. EMA of the weights (--average ema --average-start 0.1 --ema-decay 0.995,
+# 4,400 steps, --seed 0, the full dev split): a smoother curve (0.34-0.37 from step 500 on)
+# but a lower kept model, 0.375 against 0.391. Not taken.
 # eng-fra, --val-frac 0.03 to keep the model (the untouched dev below, seeds 0 / 1): 58.1 / 58.4.
 # seq2seq on a dev split no run saw (eng-fra-train.tsv split 8,585 / 954 pairs; 300 s at 1
 # thread; --seed 0 / 1; greedy BLEU on the 954): the preset, kept on --val-frac 0.1 inside,
