@@ -815,6 +815,13 @@ class RunConfig:
 # same G on WNUT-17. EMA of the weights (--average ema --average-start 0.1 --ema-decay 0.995,
 # 4,400 steps, --seed 0, the full dev split): a smoother curve (0.34-0.37 from step 500 on)
 # but a lower kept model, 0.375 against 0.391. Not taken.
+# The same second task for classify on names/ (temporary code; the forward states predict the
+# next character, the backward ones the previous, G 0.1; the names dev split halved by
+# alternate lines, kept on the first half, read on the second; 120 s at 1 thread, two runs
+# side by side, --seed 0 / 1 / 2, accuracy / macro-F1): without 0.850 / 0.534, 0.842 / 0.544,
+# 0.857 / 0.563 (mean 0.850 / 0.547; 5,500-5,700 steps); with 0.846 / 0.518, 0.857 / 0.589,
+# 0.855 / 0.575 (0.853 / 0.561; 4,800-5,000 steps): lower on one draw of three, within the
+# draws' spread. Not built for classify.
 # eng-fra, --val-frac 0.03 to keep the model (the untouched dev below, seeds 0 / 1): 58.1 / 58.4.
 # seq2seq on a dev split no run saw (eng-fra-train.tsv split 8,585 / 954 pairs; 300 s at 1
 # thread; --seed 0 / 1; greedy BLEU on the 954): the preset, kept on --val-frac 0.1 inside,
