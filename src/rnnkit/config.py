@@ -815,6 +815,10 @@ class RunConfig:
 # same G on WNUT-17. EMA of the weights (--average ema --average-start 0.1 --ema-decay 0.995,
 # 4,400 steps, --seed 0, the full dev split): a smoother curve (0.34-0.37 from step 500 on)
 # but a lower kept model, 0.375 against 0.391. Not taken.
+# Around G (--lm-weight as built, the same halves, 4,400 steps, --seed 0 / 1, devA best / devB):
+# 0.05 0.395 / 0.400, 0.423 / 0.410; 0.2 0.388 / 0.385, 0.449 / 0.407; against 0.1 (the
+# temporary code) 0.399 / 0.383, 0.429 / 0.431 and none 0.391 / 0.390, 0.386 / 0.373. devB
+# means: none 0.382, 0.05 0.405, 0.1 0.407, 0.2 0.396. The preset's 0.1 stands.
 # The same second task for classify on names/ (temporary code; the forward states predict the
 # next character, the backward ones the previous, G 0.1; the names dev split halved by
 # alternate lines, kept on the first half, read on the second; 120 s at 1 thread, two runs
