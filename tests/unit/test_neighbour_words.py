@@ -128,7 +128,7 @@ def test_members_options_and_refusals() -> None:
     assert _tagger(bidirectional=False).neighbours.previous_word is None
     config = ModelConfig(lm_weight=0.1)
     with pytest.raises(ConfigError, match="feature sequences have none"):
-        neighbour_words(config, None, 8)
+        neighbour_words(config, None)
     with pytest.raises(ConfigError, match="feature sequences have none"):
         Tagger(config, ["0", "1"], feature_size=3)
     with pytest.raises(ConfigError, match="--num-layers 2 the forward states"):

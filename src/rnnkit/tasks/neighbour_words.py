@@ -88,9 +88,7 @@ class NeighbourWords(nn.Module):
         return loss / (words != 0).sum().clamp(min=1)
 
 
-def neighbour_words(
-    config: ModelConfig, vocab_size: int | None, hidden_size: int
-) -> NeighbourWords | None:
+def neighbour_words(config: ModelConfig, vocab_size: int | None) -> NeighbourWords | None:
     """The tagger's word predictor if ``config.lm_weight`` is above 0, else None.
 
     Raises:
@@ -103,4 +101,4 @@ def neighbour_words(
         raise ConfigError(NO_WORDS)
     if config.bidirectional and config.num_layers > 1:
         raise ConfigError(SEEN_AHEAD.format(layers=config.num_layers))
-    return NeighbourWords(hidden_size, vocab_size, bidirectional=config.bidirectional)
+    return NeighbourWords(config.hidden_size, vocab_size, bidirectional=config.bidirectional)

@@ -114,7 +114,7 @@ class Tagger(nn.Module):
         self.head = nn.Linear(self.encoder.output_size, len(tags))
         # --lm-weight G: in training, the states also predict the neighbouring words.
         vocab_size = None if vocab is None else len(vocab)
-        self.neighbours = neighbour_words(config, vocab_size, config.hidden_size)
+        self.neighbours = neighbour_words(config, vocab_size)
         self.crf = LinearChainCRF(len(tags)) if config.crf else None
         if self.crf is not None and vocab is not None and is_bio(tags):
             self.crf.constrain_bio(tags)
