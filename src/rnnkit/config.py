@@ -819,16 +819,20 @@ class RunConfig:
 # 0.05 0.395 / 0.400, 0.423 / 0.410; 0.2 0.388 / 0.385, 0.449 / 0.407; against 0.1 (the
 # temporary code) 0.399 / 0.383, 0.429 / 0.431 and none 0.391 / 0.390, 0.386 / 0.373. devB
 # means: none 0.382, 0.05 0.405, 0.1 0.407, 0.2 0.396. The preset's 0.1 stands.
-# More, on the same halves (2026-12-06, the Xeon; 300 s at 1 thread, two runs side by
-# side, --seed 0 / 1 / 2, devB of the model kept on devA): the preset 0.379 / 0.418 / 0.412
-# (mean 0.403; 3,357-3,620 steps); --ensemble 2 0.394 / 0.399 / 0.402 (0.398; 1,768-1,911
-# steps, its devA best at steps 900-1,100); a second head on the states predicting each
-# word's segment alone, O / B / I without the type, its cross-entropy added (temporary code;
-# the multi-task idea of Aguilar et al. 2017) x 0.5 0.402 / 0.406 / 0.413 (0.407), x 1.0
-# 0.363 (seed 0); --word-dropout 0.1 0.381 / 0.414 / 0.410 (0.402), 0.2 0.398 / 0.406 / 0.381
-# (0.395). None beyond the draws' spread; the preset stands. The dev file's entities
-# are 56% persons (devB's 250 of 427; the preset's devB F1 on them 0.56-0.58, on each other
-# type 0.03-0.30), the test file's 40%: what dev can choose is mostly how persons are found.
+# More, on the same halves (2026-12-06, the Xeon; 300 s at 1 thread, two runs side by side,
+# --seed 0 / 1 / 2, devB of the model kept on devA): the preset 0.379 / 0.418 / 0.412 (mean
+# 0.403; 3,357-3,620 steps); --ensemble 2 0.394 / 0.399 / 0.402 (0.398; 1,768-1,911 steps, its
+# devA best at steps 900-1,100); a second head on the states predicting each word's segment
+# alone, O / B / I without the type, its cross-entropy added (temporary code; the multi-task
+# idea of Aguilar et al. 2017) x 0.5 0.402 / 0.406 / 0.413 (0.407), x 1.0 0.363 (seed 0);
+# --word-dropout 0.1 0.381 / 0.414 / 0.410 (0.402), 0.2 0.398 / 0.406 / 0.381 (0.395); mention
+# replacement (Dai & Adel 2020; a scratch script wrote, after the training file, one copy of
+# each of its 1,228 sentences with entities, each mention replaced with probability 0.5, at
+# least one, by a random training mention of the same type) 0.388 / 0.388 / 0.375 (0.384), two
+# copies 0.333 (seed 0; recall 0.26). None beyond the draws' spread, or lower; the preset
+# stands. The dev file's entities are 56% persons (devB's 250 of 427; the preset's devB F1 on
+# them 0.56-0.58, on each other type 0.03-0.30), the test file's 40%: what dev can choose is
+# mostly how persons are found.
 # The same second task for classify on names/ (temporary code; the forward states predict the
 # next character, the backward ones the previous, G 0.1; the names dev split halved by
 # alternate lines, kept on the first half, read on the second; 120 s at 1 thread, two runs
