@@ -833,6 +833,10 @@ class RunConfig:
 # stands. The dev file's entities are 56% persons (devB's 250 of 427; the preset's devB F1 on
 # them 0.56-0.58, on each other type 0.03-0.30), the test file's 40%: what dev can choose is
 # mostly how persons are found.
+# The preset's decoding, looked at again with the votes and --lm-weight in it (the three preset
+# models above, decoded by rnnkit eval on devB with --outside-bias B --word-votes W, means): B 0
+# / 0.5 / 1 / 1.5 at W 1 0.400 / 0.399 / 0.403 / 0.393; at B 1, W 0.5 / 1.5 0.384 / 0.399; the
+# best off the preset B 0.5, W 1.5 0.402. Flat around the preset's B 1, W 1, which stands.
 # The same second task for classify on names/ (temporary code; the forward states predict the
 # next character, the backward ones the previous, G 0.1; the names dev split halved by
 # alternate lines, kept on the first half, read on the second; 120 s at 1 thread, two runs
