@@ -798,7 +798,8 @@ class RunConfig:
 # WNUT-17, the states also predicting the neighbouring words (Rei 2017; 2026-12-06, the Xeon).
 # Dev split in two halves, alternate sentences (devA 505 sentences, 409 entities; devB 504,
 # 427): the kept model chosen on devA (--val devA), its entity F1 read on devB, which no
-# choice saw, so the peak of a noisy curve is not counted as a gain. Temporary code first: the
+# choice saw, so the peak of a noisy curve is not counted as a gain (bench/dev_halves.py
+# writes the same halves and runs such comparisons). Temporary code first: the
 # forward states predict the next word and the backward ones the previous word, each through
 # tanh(50) and a softmax over the vocabulary, G = 0.1 (Rei's value) times the two directions'
 # mean cross-entropy added to the tagger's loss; the tag preset (--crf --char-features,
