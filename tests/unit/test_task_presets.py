@@ -64,22 +64,20 @@ def test_classify_on_word_level_text_takes_an_ensemble(tmp_path, capsys) -> None
     assert ensemble(str(reviews), "--ensemble", "2") == 2
 
 
-def test_classify_on_characters_takes_more_decay_and_smaller_batches(tmp_path, capsys) -> None:
-    """Single-word items (names) decay their weights by 0.1 and train on batches of 16, both
-    chosen on names/' dev halves; word-level text and features keep 0.01 and 32; the flags
-    still win."""
+def test_classify_on_characters_takes_more_weight_decay(tmp_path, capsys) -> None:
+    """Single-word items (names) decay their weights by 0.1, chosen on names/' dev halves;
+    word-level text and features keep 0.01; --weight-decay still wins."""
     names = tmp_path / "names.tsv"
     names.write_text("Irish\tMurphy\nItalian\tRossi\n", encoding="utf-8")
     reviews = tmp_path / "reviews.tsv"
     reviews.write_text("pos\ta fine film\nneg\tdull and long\n", encoding="utf-8")
 
-    def decay(*args: str) -> tuple[float, int]:
-        train = _printed(capsys, *args, "--task", "classify")["train"]
-        return train["weight_decay"], train["batch_size"]
+    def decay(*args: str) -> float:
+        return _printed(capsys, *args, "--task", "classify")["train"]["weight_decay"]
 
-    assert decay(str(names)) == (0.1, 16)
-    assert decay(str(reviews)) == decay(str(tmp_path / "x.npz")) == (0.01, 32)
-    assert decay(str(names), "--weight-decay", "0.02", "--batch-size", "8") == (0.02, 8)
+    assert decay(str(names)) == 0.1
+    assert decay(str(reviews)) == decay(str(tmp_path / "x.npz")) == 0.01
+    assert decay(str(names), "--weight-decay", "0.02") == 0.02
 
 
 def test_classify_on_feature_sequences_takes_frame_votes(tmp_path, capsys) -> None:
