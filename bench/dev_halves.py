@@ -12,9 +12,12 @@ numbers are in src/rnnkit/config.py):
         --task tag --arm "--lm-weight 0" --arm "" --seeds 0 1 2 --max-time 300 \\
         --flags "--crf --char-features" --out /tmp/halves
 
-Each run is `rnnkit train TRAIN --task TASK --val devA --threads 1 --seed S FLAGS ARM` and then
-`rnnkit eval --json` on devB, `--parallel` runs side by side (2 by default, one per core: run
-it on an idle machine, as every arm of a seed runs beside the others). An arm of one flag is
+Each run is `rnnkit train TRAIN --task TASK --val devA --threads T --seed S FLAGS ARM` and then
+`rnnkit eval --json` on devB, `--parallel` runs side by side (2 by default at `--threads 1`, one
+per core: run it on an idle machine, as every arm of a seed runs beside the others). A time
+budget reaches fewer steps at 1 thread than the reference runs do at 2, and a choice can hold
+at one length and not at the other (names/' batches of 16: README); `--threads 2 --parallel 1`
+runs each arm as bench/reference_tasks.py does, at twice the wall time. An arm of one flag is
 written `--arm=--no-lowercase`, so that it is not read as an option. It prints each arm's devB
 metric per seed and their mean, and writes OUT/dev_halves.json; OUT also keeps devA, devB,
 each run's folder and its log.
@@ -62,13 +65,20 @@ def split_halves(text: str, *, blocks: bool) -> tuple[str, str]:
 
 
 def one_run(
-    train: Path, halves: tuple[Path, Path], task: str, flags: list[str], seed: int, out: Path
+    train: Path,
+    halves: tuple[Path, Path],
+    task: str,
+    flags: list[str],
+    seed: int,
+    out: Path,
+    threads: int = 1,
 ) -> dict:
-    """Train on ``train`` keeping the model on devA, then the ``rnnkit eval --json`` numbers
-    on devB with the run's steps and its devA best."""
+    """Train on ``train`` at ``threads`` threads keeping the model on devA, then the ``rnnkit
+    eval --json`` numbers on devB with the run's steps and its devA best."""
     dev_a, dev_b = halves
     train_cmd = [*RNNKIT, "train", str(train), "--task", task, "--val", str(dev_a)]
-    train_cmd += ["--threads", "1", "--seed", str(seed), *flags, "--out", str(out), "--force"]
+    train_cmd += ["--threads", str(threads), "--seed", str(seed), *flags]
+    train_cmd += ["--out", str(out), "--force"]
     log = out.with_suffix(".log")
     with log.open("w") as stream:
         done = subprocess.run(train_cmd, stdout=stream, stderr=subprocess.STDOUT)
@@ -108,13 +118,14 @@ def main() -> None:
     parser.add_argument("--max-time", type=float, help="seconds per run (rnnkit --max-time)")
     parser.add_argument("--max-steps", type=int, help="steps per run (rnnkit --max-steps)")
     parser.add_argument("--parallel", type=int, default=2, help="runs side by side")
+    parser.add_argument("--threads", type=int, default=1, help="threads per run (rnnkit --threads)")
     parser.add_argument("--metric", help="the devB number compared (default: the task's)")
     parser.add_argument("--out", type=Path, required=True, help="a folder for everything")
     args = parser.parse_args()
     if args.max_time is None and args.max_steps is None:
         parser.error("give --max-time or --max-steps: every arm needs the same budget")
-    if args.parallel < 1:
-        parser.error("--parallel must be at least 1")
+    if args.parallel < 1 or args.threads < 1:
+        parser.error("--parallel and --threads must be at least 1")
     metric = args.metric or METRICS[args.task]
     try:
         halves = split_halves(args.dev.read_text(encoding="utf-8"), blocks=args.task == "tag")
@@ -139,6 +150,7 @@ def main() -> None:
                 [*common, *shlex.split(args.arm[job[0]])],
                 job[1],
                 args.out / f"arm{job[0]}_seed{job[1]}",
+                args.threads,
             )
             for job in jobs
         }
@@ -160,6 +172,8 @@ def main() -> None:
         "task": args.task,
         "flags": args.flags,
         "budget": budget,
+        "threads": args.threads,
+        "parallel": args.parallel,
         "metric": metric,
         "seeds": args.seeds,
         "arms": arms,

@@ -63,6 +63,10 @@ def test_each_arm_is_scored_on_the_half_no_run_kept_its_model_on(tmp_path: Path)
             "3",
             "--flags",
             "--level word --hidden-size 16 --ensemble 1",
+            "--threads",
+            "2",
+            "--parallel",
+            "1",
             "--out",
             str(out),
         ],
@@ -83,10 +87,12 @@ def test_each_arm_is_scored_on_the_half_no_run_kept_its_model_on(tmp_path: Path)
             assert config["model"]["hidden_size"] == (16 if i == 0 else 8)  # the arm's last
             assert config["train"]["seed"] == run["seed"] and run["steps"] == 3
             assert config["data"]["val"] == str(out / "devA.tsv")
+            assert config["train"]["threads"] == 2  # --threads reaches every run
             assert run["devB"]["examples"] == 4  # scored on devB's four lines
         values = [run["devB"]["accuracy"] for run in arm["runs"]]
         assert arm["mean"] == pytest.approx(sum(values) / 2)
     assert "mean" in done.stdout and report["metric"] == "accuracy"
+    assert (report["threads"], report["parallel"]) == (2, 1)
     folder, half = str(out / "arm1_seed1"), str(out / "devB.tsv")
     direct = subprocess.run(
         [sys.executable, "-m", "rnnkit", "eval", folder, half, "--json"],
