@@ -64,20 +64,23 @@ def test_classify_on_word_level_text_takes_an_ensemble(tmp_path, capsys) -> None
     assert ensemble(str(reviews), "--ensemble", "2") == 2
 
 
-def test_classify_on_characters_takes_more_weight_decay(tmp_path, capsys) -> None:
-    """Single-word items (names) decay their weights by 0.1, chosen on names/' dev halves;
-    word-level text and features keep 0.01; --weight-decay still wins."""
+def test_classify_on_characters_takes_more_regularisation(tmp_path, capsys) -> None:
+    """Single-word items (names) decay their weights by 0.1 and drop whole characters from a
+    batch with probability 0.1, both chosen on names/' dev halves; word-level text and features
+    keep 0.01 and no embedding dropout (features have no embedding); the flags still win."""
     names = tmp_path / "names.tsv"
     names.write_text("Irish\tMurphy\nItalian\tRossi\n", encoding="utf-8")
     reviews = tmp_path / "reviews.tsv"
     reviews.write_text("pos\ta fine film\nneg\tdull and long\n", encoding="utf-8")
 
-    def decay(*args: str) -> float:
-        return _printed(capsys, *args, "--task", "classify")["train"]["weight_decay"]
+    def decay(*args: str) -> tuple[float, float]:
+        config = _printed(capsys, *args, "--task", "classify")
+        return config["train"]["weight_decay"], config["model"]["embedding_dropout"]
 
-    assert decay(str(names)) == 0.1
-    assert decay(str(reviews)) == decay(str(tmp_path / "x.npz")) == 0.01
-    assert decay(str(names), "--weight-decay", "0.02") == 0.02
+    assert decay(str(names)) == (0.1, 0.1)
+    assert decay(str(reviews)) == decay(str(tmp_path / "x.npz")) == (0.01, 0.0)
+    flags = ("--weight-decay", "0.02", "--embedding-dropout", "0.3")
+    assert decay(str(names), *flags) == (0.02, 0.3)
 
 
 def test_classify_on_feature_sequences_takes_frame_votes(tmp_path, capsys) -> None:
