@@ -197,8 +197,9 @@ use more of its model (attention over a padded bidirectional encoder, a conditio
 
 
 def _run(task: str, data: Path | None, out: Path, **train: Any) -> RunConfig:
-    """A tiny run of ``task`` (its preset, then EXTRA): global batch 4, no dropout, fp32, one
-    thread, a log every step."""
+    """A tiny run of ``task`` (its preset, then EXTRA): global batch 4, no dropout (each rank
+    draws its own masks; the classify preset's embedding dropout too), fp32, one thread, a log
+    every step."""
     settings = {
         "batch_size": 4,
         "seq_len": 8,
@@ -218,7 +219,13 @@ def _run(task: str, data: Path | None, out: Path, **train: Any) -> RunConfig:
         run,
         {
             "run": {"out": str(out)},
-            "model": {"hidden_size": 12, "num_layers": 1, "embedding_size": 6, "dropout": 0.0},
+            "model": {
+                "hidden_size": 12,
+                "num_layers": 1,
+                "embedding_size": 6,
+                "dropout": 0.0,
+                "embedding_dropout": 0.0,
+            },
             "data": {"path": None if data is None else str(data)},
             "train": settings | train,
         },
