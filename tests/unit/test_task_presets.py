@@ -73,14 +73,14 @@ def test_classify_on_characters_takes_more_regularisation(tmp_path, capsys) -> N
     reviews = tmp_path / "reviews.tsv"
     reviews.write_text("pos\ta fine film\nneg\tdull and long\n", encoding="utf-8")
 
-    def decay(*args: str) -> tuple[float, float]:
+    def regularisation(*args: str) -> tuple[float, float]:
         config = _printed(capsys, *args, "--task", "classify")
         return config["train"]["weight_decay"], config["model"]["embedding_dropout"]
 
-    assert decay(str(names)) == (0.1, 0.1)
-    assert decay(str(reviews)) == decay(str(tmp_path / "x.npz")) == (0.01, 0.0)
+    assert regularisation(str(names)) == (0.1, 0.1)
+    assert regularisation(str(reviews)) == regularisation(str(tmp_path / "x.npz")) == (0.01, 0.0)
     flags = ("--weight-decay", "0.02", "--embedding-dropout", "0.3")
-    assert decay(str(names), *flags) == (0.02, 0.3)
+    assert regularisation(str(names), *flags) == (0.02, 0.3)
 
 
 def test_classify_on_feature_sequences_takes_frame_votes(tmp_path, capsys) -> None:
