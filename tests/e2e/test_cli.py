@@ -397,7 +397,10 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_model(victim, caps
     lines = capsys.readouterr().err.strip().splitlines()
     errors = [line for line in lines if "error" in line]
     assert len(errors) == 1 and errors[0] == lines[-1]
-    assert re.match(r"rnnkit train: error: loss (became nan|became inf|\S+) at step 4\d", errors[0])
+    # NaN/inf on some CPUs; on others (an AMD EPYC) the loss stays finite and its moving
+    # average passes the divergence limit first: either stops the run at step 4x.
+    diverged = r"loss (became nan|became inf|\S+ \(moving average\)) at step 4\d"
+    assert re.match(r"rnnkit train: error: " + diverged, errors[0])
     assert "model.safetensors keeps the model of step" in errors[0]
     assert (victim / "model.safetensors").read_bytes() == best
     assert json.loads((victim / "state" / "trainer.json").read_text())["trainer"]["step"] == 40
