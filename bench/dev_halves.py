@@ -20,7 +20,8 @@ at one length and not at the other (names/' batches of 16: README); `--threads 2
 runs each arm as bench/reference_tasks.py does, at twice the wall time. An arm of one flag is
 written `--arm=--no-lowercase`, so that it is not read as an option. It prints each arm's devB
 metric per seed and their mean, and writes OUT/dev_halves.json; OUT also keeps devA, devB,
-each run's folder and its log.
+each run's folder and its log. A run that fails (a flag an arm's task refuses) marks its arm
+failed; the other arms still report, and the script exits 1 naming each failed run's log.
 """
 
 from __future__ import annotations
@@ -154,13 +155,20 @@ def main() -> None:
             )
             for job in jobs
         }
-        try:
-            results = {job: future.result() for job, future in futures.items()}
-        except RuntimeError as e:
-            sys.exit(f"dev_halves.py: error: {e}")
+        results, failures = {}, {}
+        for job, future in futures.items():
+            try:
+                results[job] = future.result()
+            except RuntimeError as e:  # the other arms still report
+                failures[job] = str(e)
 
     arms = []
     for i, flags in enumerate(args.arm):
+        failed = [failures[(i, seed)] for seed in args.seeds if (i, seed) in failures]
+        if failed:
+            arms.append({"flags": flags, "failed": failed})
+            print(f"{flags or '(no flags)'}: failed ({len(failed)} of {len(args.seeds)} runs)")
+            continue
         runs = [results[(i, seed)] for seed in args.seeds]
         values = [run["devB"][metric] for run in runs]
         arms.append({"flags": flags, "runs": runs, "mean": sum(values) / len(values)})
@@ -181,6 +189,10 @@ def main() -> None:
     }
     (args.out / "dev_halves.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out / 'dev_halves.json'}")
+    if failures:
+        for message in failures.values():
+            print(f"dev_halves.py: error: {message}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

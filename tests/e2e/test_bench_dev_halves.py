@@ -103,19 +103,28 @@ def test_each_arm_is_scored_on_the_half_no_run_kept_its_model_on(tmp_path: Path)
     assert report["arms"][1]["runs"][1]["devB"]["loss"] == json.loads(direct.stdout)["loss"]
 
 
-def test_a_failed_run_names_its_log(tmp_path: Path) -> None:
+def test_a_failed_run_names_its_log_and_the_other_arms_still_report(tmp_path: Path) -> None:
     train, dev = tmp_path / "train.tsv", tmp_path / "dev.tsv"
     train.write_text("p\ta b\nn\tc d\n")
     dev.write_text("p\ta b\nn\tc d\n")
+    out = tmp_path / "out"
     done = subprocess.run(
         [
             *(sys.executable, str(BENCH / "dev_halves.py"), str(train), str(dev)),
-            *("--task", "classify", "--arm=--hidden-size -1", "--max-steps", "1"),
-            *("--seeds", "0", "--out", str(tmp_path / "out")),
+            *("--task", "classify", "--arm", "", "--arm=--hidden-size -1", "--max-steps", "1"),
+            *("--flags", "--level word --hidden-size 8 --ensemble 1", "--threads", "2"),
+            *("--parallel", "1", "--seeds", "0", "--out", str(out)),
         ],
         capture_output=True,
         text=True,
         timeout=120,
     )
-    assert done.returncode != 0
-    assert "arm0_seed0.log" in done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 1
+    assert "arm1_seed0.log" in done.stderr.strip().splitlines()[-1]
+    assert "arm0_seed0" not in done.stderr  # only the failed run is named
+    report = json.loads((out / "dev_halves.json").read_text())
+    first, second = report["arms"]
+    assert first["runs"][0]["steps"] == 1 and "mean" in first  # the good arm kept its result
+    assert second["flags"] == "--hidden-size -1" and "arm1_seed0.log" in second["failed"][0]
+    assert "mean" not in second
+    assert "(no flags): devB accuracy" in done.stdout and "failed (1 of 1 runs)" in done.stdout
