@@ -168,6 +168,12 @@ class ModelConfig:
         "classify, tag: K networks of this shape, initialised apart and trained side by side "
         "on the same batches, each on its own loss; predictions average their probabilities",
     )
+    member_threads: bool = _opt(
+        False,
+        "tag: train the --ensemble members side by side on threads of one core each (CPU, 2 "
+        "or more --threads), forward and backward, instead of one after another; each member "
+        "draws its dropout from its own generator",
+    )
     feature_noise: float = _opt(
         0.0,
         "classify, tag, condgen on .npz features: in training, add Gaussian noise of this "
@@ -868,6 +874,24 @@ class RunConfig:
 # 0.418 / 0.415 (0.419); --min-freq 2 0.416 / 0.450 / 0.412 (0.426). Level with the preset
 # (within 0.005 on the mean, where the preset's own mean moved 0.413 -> 0.431 between these
 # sittings, the same seeds and flags). None taken; the preset stands.
+# WNUT-17, two networks (2026-12-06 night, the AMD EPYC machine; devB entity F1 of the model
+# kept on devA, as above). First, scratch checks of the gain an ensemble could bring: six
+# preset runs (300 s at 1 thread, two side by side, --seed 0-5; devB 0.403 / 0.396 / 0.403 /
+# 0.423 / 0.383 / 0.414, mean 0.404), each pair of the six kept models averaged (members'
+# mean emissions and CRF scores, as --ensemble decodes; a scratch script): mean of the 15
+# pairs 0.417, ahead of its two members' mean on 13; six runs of --max-steps 3000 (about what
+# two networks reach in 300 s; mean 0.413) paired the same way 0.422, ahead on 10 of 15. Then
+# --member-threads (built for this; the members trained side by side on a thread each), at the
+# reference's length: python bench/dev_halves.py ... --arm "" --arm "--ensemble 2
+# --member-threads" --seeds 0 1 2 3, then --seeds 4 5, --max-time 300 --threads 2 --parallel
+# 1 --flags "--crf --char-features" (one run at a time, 2 threads each): the preset 0.409 /
+# 0.399 / 0.434 / 0.419 / 0.406 / 0.416 (mean 0.414; 4,355-5,101 steps), two networks on
+# threads 0.427 / 0.411 / 0.421 / 0.434 / 0.410 / 0.401 (mean 0.417; 2,939-3,139 steps): ahead
+# on four of six, +0.003 on the mean, within the draws' spread. In the loop, two networks take
+# 85 ms a step on threads and 97 ms one after another, one network 50 ms (2 threads, ms/step
+# of steps 200-400): the threads keep 1.14x, and the two networks reach about 60% of one
+# network's steps, which takes back what averaging gave the full-length pairs. Not taken; the
+# preset keeps one network.
 # The same second task for classify on names/ (temporary code; the forward states predict the
 # next character, the backward ones the previous, G 0.1; the names dev split halved by
 # alternate lines, kept on the first half, read on the second; 120 s at 1 thread, two runs
@@ -988,6 +1012,7 @@ TASK_OPTIONS: dict[str, tuple[str, ...]] = {
         "embedding_dropout",
         "word_dropout",
         "ensemble",
+        "member_threads",
         "feature_noise",
         "frame_votes",
         "outside_bias",
@@ -1024,6 +1049,7 @@ TASK_OPTIONS_USED = (
     ("model", "condition_mode"),
     ("model", "label_smoothing"),
     ("model", "ensemble"),
+    ("model", "member_threads"),
     ("model", "feature_noise"),
     ("model", "outside_bias"),
     ("model", "frame_votes"),

@@ -627,20 +627,28 @@ def test_class_weights_balance_a_skewed_training_set(tmp_path) -> None:
     assert weights == pytest.approx([29 / (2 * 22), 29 / (2 * 7)])
 
 
-@pytest.mark.parametrize("task", ["classify", "tag"])
+@pytest.mark.parametrize("task", ["classify", "tag", "tag on threads"])
 def test_an_ensemble_trains_resumes_exactly_and_predicts(task, tmp_path, monkeypatch, capsys):
     """--ensemble 2: one folder with both members, resumed exactly after an interruption; eval
-    and predict read the ensemble (classify: its mean probability; tag: its CRF decoding)."""
+    and predict read the ensemble (classify: its mean probability; tag: its CRF decoding).
+    With --member-threads the members train on two threads, their dropout drawn apart."""
     if task == "classify":
         data, flags = _classify_text(tmp_path), ["--level", "word"]
     else:
         data, flags = _tag_text(tmp_path), ["--crf", "--char-features"]
+    threaded: list[int] = []  # the steps whose members ran on threads
+    if task == "tag on threads":
+        flags += ["--member-threads", "--threads", "2", "--word-dropout", "0.2"]
+        task, real = "tag", tag_module.mean_member_loss
+        spy = lambda *args: threaded.append(1) or real(*args)  # noqa: E731
+        monkeypatch.setattr(tag_module, "mean_member_loss", spy)
     argv = ["train", str(data), "--task", task, *TINY, *flags, "--ensemble", "2"]
     argv += ["--dropout", "0.3", "--max-steps", "16"]
     whole, split = tmp_path / "whole", tmp_path / "split"
     assert main([*argv, "--out", str(whole)]) == 0
     _interrupted_then_resumed(argv, split, 9, monkeypatch)
     _same_run(whole, split)
+    assert len(threaded) == (32 if "--member-threads" in flags else 0)  # 16 + 9 + 7 steps
     weights = load_file(whole / "model.safetensors")
     assert any(k.startswith("others.0.encoder.") for k in weights)
     assert not any(k.startswith("others.1.") for k in weights)

@@ -3,7 +3,9 @@ predicting with their averaged probabilities (or, under a CRF, averaged potentia
 
 from __future__ import annotations
 
+import functools
 import itertools
+from dataclasses import replace
 
 import pytest
 import torch
@@ -11,6 +13,7 @@ import torch.nn.functional as F
 
 from rnnkit.config import ConfigError, ModelConfig, RunConfig
 from rnnkit.tasks.classify import Classification, Classifier
+from rnnkit.tasks.ensemble import mean_member_loss, member_parameters, threads_for_members
 from rnnkit.tasks.tag import Tagger
 
 D = 3  # features per step
@@ -131,3 +134,123 @@ def test_ensemble_is_an_option_of_classify_and_tag_only() -> None:
         RunConfig(task="lm", model=_config(ensemble=2))
     for task in ("classify", "tag"):
         assert RunConfig(task=task, model=_config(ensemble=2)).model.ensemble == 2
+
+
+# --- --member-threads: the members trained side by side on threads ---------------------------
+
+
+def _threaded_pair(**fields) -> tuple[Tagger, Tagger]:
+    """Two taggers with the same weights, members one after another and on threads."""
+    tags = ["O", "B-x", "I-x"]
+    config = replace(_config(crf=True, ensemble=3), **fields)
+    torch.manual_seed(4)
+    plain = Tagger(config, tags, feature_size=D).train()
+    torch.manual_seed(4)
+    threaded = Tagger(replace(config, member_threads=True), tags, feature_size=D).train()
+    return plain, threaded
+
+
+def _tag_batch() -> dict[str, torch.Tensor]:
+    x, lengths = _batch(5)
+    return {"inputs": x, "lengths": lengths, "targets": torch.randint(3, (4, 5))}
+
+
+def _grads(model: Tagger) -> dict[str, torch.Tensor]:
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_members_on_threads_give_the_same_loss_and_gradients(two_threads) -> None:
+    """Without dropout, the threads change nothing: the mean of the members' losses, and each
+    member's gradients its own loss's over K, as one after another."""
+    plain, threaded = _threaded_pair()
+    assert threads_for_members(threaded.config, threaded.members(), "cpu") == 2
+    assert threads_for_members(plain.config, plain.members(), "cpu") == 1
+    batch = _tag_batch()
+    (2.0 * plain.loss(batch)).backward()
+    loss = threaded.loss(batch)
+    (2.0 * loss).backward()  # the incoming gradient scales what the threads computed
+    torch.testing.assert_close(loss, plain.loss(batch).detach())
+    want, got = _grads(plain), _grads(threaded)
+    assert want.keys() == got.keys() and any(n.startswith("others.1.") for n in got)
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], msg=name)
+
+
+def test_members_on_threads_under_bf16_autocast(two_threads) -> None:
+    """The threads inherit the step's autocast (each thread starts with none of its own)."""
+    plain, threaded = _threaded_pair()
+    batch = _tag_batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want, got = plain.loss(batch), threaded.loss(batch)
+    torch.testing.assert_close(got, want.detach())
+    with torch.no_grad():
+        fp32 = plain.loss(batch)
+    assert not torch.equal(fp32, want.detach())  # bf16 did act
+
+
+def test_members_on_threads_draw_dropout_from_their_own_generators(two_threads) -> None:
+    """With dropout, a seed reproduces the step whichever thread runs first: each member's
+    masks come from its own generator, seeded from torch's default one."""
+    _, threaded = _threaded_pair(dropout=0.5)
+    batch = _tag_batch()
+    members = threaded.members()
+    own = member_parameters(members)
+    calls = [functools.partial(m._loss, batch) for m in members]
+    losses = []
+    for threads in (2, 1, 2):  # one thread runs the members in order, two in either
+        torch.manual_seed(7)
+        losses.append(mean_member_loss(calls, own, threads))
+    assert torch.equal(losses[0], losses[1]) and torch.equal(losses[0], losses[2])
+    torch.manual_seed(8)
+    assert not torch.equal(mean_member_loss(calls, own, 2), losses[0])  # dropout did act
+    first = {id(p) for p in own[0]}
+    assert not first & {id(p) for p in own[1]} and len(own) == 3
+
+
+def test_a_member_drawing_from_the_default_generator_on_a_thread_is_refused(
+    two_threads,
+) -> None:
+    """A random draw that does not pass current_generator() would depend on the threads'
+    order; it is caught, not left to make runs unrepeatable."""
+    _, threaded = _threaded_pair()
+    batch = _tag_batch()
+
+    def careless() -> torch.Tensor:
+        return threaded._loss(batch) * torch.rand(()).add(1.0)
+
+    own = member_parameters(threaded.members())
+    with pytest.raises(RuntimeError, match="default generator"):
+        mean_member_loss([careless] * 3, own, 2)
+
+
+def test_members_run_one_after_another_where_threads_cannot_help() -> None:
+    _, threaded = _threaded_pair()
+    members = threaded.members()
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert threads_for_members(threaded.config, members, "cpu") == 1
+        torch.set_num_threads(2)
+        assert threads_for_members(threaded.config, members, "cpu") == 2
+        with torch.no_grad():
+            assert threads_for_members(threaded.config, members, "cpu") == 1
+        assert threads_for_members(threaded.config, members, "cuda") == 1
+        threaded.eval()
+        assert threads_for_members(threaded.config, members, "cpu") == 1
+        threaded.train()
+        torch.set_num_threads(8)
+        assert threads_for_members(threaded.config, members, "cpu") == 3  # K
+        one = Tagger(_config(member_threads=True), ["O", "B-x", "I-x"], feature_size=D)
+        assert threads_for_members(one.config, one.members(), "cpu") == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ConfigError, match="--member-threads is an option of --task tag"):
+        RunConfig(task="classify", model=_config(member_threads=True))

@@ -13,9 +13,16 @@ kept elements are scaled by ``1 / k``, so the expected output is the input, as w
 ``F.dropout``. The mask comes from torch's default generator, so ``torch.manual_seed`` and
 saved RNG states reproduce it. Other devices, where ``F.dropout`` is fast, and a ``p`` so close to
 1 that ``k`` would be 0, use ``F.dropout``.
+
+Inside :func:`drawing_from`, this thread's masks come from the generator it names instead (the
+members of an ensemble training on threads side by side each draw from their own, so that
+their masks do not depend on which thread drew first).
 """
 
+import contextlib
 import math
+import threading
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +30,26 @@ from torch import Tensor, nn
 
 # The keep test compares 15-bit random integers with a threshold out of this many levels.
 KEEP_LEVELS = 1 << 15
+
+_thread = threading.local()  # .generator: this thread's generator inside drawing_from
+
+
+def current_generator() -> torch.Generator | None:
+    """The generator this thread draws from inside :func:`drawing_from`, else None (torch's
+    default generator). Random draws of training steps (dropout masks, word dropout, feature
+    noise) pass it on."""
+    return getattr(_thread, "generator", None)
+
+
+@contextlib.contextmanager
+def drawing_from(generator: torch.Generator | None) -> Iterator[None]:
+    """Within the block, this thread's :func:`current_generator` is ``generator``."""
+    before = current_generator()
+    _thread.generator = generator
+    try:
+        yield
+    finally:
+        _thread.generator = before
 
 
 def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
@@ -54,7 +81,8 @@ def _shares(shape: torch.Size | tuple[int, ...]) -> Tensor:
     uniform and independent, whatever the byte order.
     """
     numel = math.prod(shape)
-    words = torch.empty((numel + 3) // 4, dtype=torch.int64).random_()  # (⌈n/4⌉,)
+    words = torch.empty((numel + 3) // 4, dtype=torch.int64)  # (⌈n/4⌉,)
+    words.random_(generator=current_generator())
     return words.view(torch.int16)[:numel].view(shape).bitwise_and_(KEEP_LEVELS - 1)  # (...)
 
 

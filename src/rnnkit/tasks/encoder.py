@@ -24,7 +24,7 @@ from rnnkit.config import ModelConfig
 from rnnkit.data.embeddings import read_word_vectors
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import ConfigError
-from rnnkit.layers.dropout import Dropout
+from rnnkit.layers.dropout import Dropout, current_generator
 from rnnkit.layers.regularisation import embedding_dropout
 from rnnkit.tasks.char_encoder import CharEncoder
 
@@ -46,7 +46,8 @@ def unknown_words(tokens: Tensor, p: float) -> Tensor:
 
     Shapes: tokens (B, T) int64 -> (B, T) int64.
     """
-    drop = (torch.rand(tokens.shape, device=tokens.device) < p) & (tokens != Vocab.pad_id)
+    draws = torch.rand(tokens.shape, device=tokens.device, generator=current_generator())
+    drop = (draws < p) & (tokens != Vocab.pad_id)  # (B, T)
     return tokens.masked_fill(drop, Vocab.unk_id)  # (B, T)
 
 
@@ -146,7 +147,8 @@ class SequenceEncoder(nn.Module):
             )
         x = (inputs.float() - self.feature_mean) / self.feature_std  # (B, T, D)
         if self.training and self.config.feature_noise:
-            x = x + self.config.feature_noise * torch.randn_like(x)  # (B, T, D)
+            noise = torch.randn(x.shape, device=x.device, generator=current_generator())
+            x = x + self.config.feature_noise * noise  # (B, T, D)
         return x
 
     def set_feature_statistics(self, mean: np.ndarray, std: np.ndarray) -> None:

@@ -12,6 +12,7 @@ The kept model is the one of best validation entity F1 (text) or per-step accura
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -38,7 +39,13 @@ from rnnkit.layers.dropout import Dropout
 from rnnkit.tasks.base import StepLoss, Task, TaskData
 from rnnkit.tasks.crf import LinearChainCRF
 from rnnkit.tasks.encoder import SequenceEncoder
-from rnnkit.tasks.ensemble import log_mean_probability, other_members
+from rnnkit.tasks.ensemble import (
+    log_mean_probability,
+    mean_member_loss,
+    member_parameters,
+    other_members,
+    threads_for_members,
+)
 from rnnkit.tasks.frame_votes import frame_votes
 from rnnkit.tasks.metrics import entity_metrics
 from rnnkit.tasks.neighbour_words import neighbour_words
@@ -202,12 +209,19 @@ class Tagger(nn.Module):
         """Mean negative log likelihood per real step (softmax, or the CRF's per token); in
         train mode the softmax's targets are smoothed by ``config.label_smoothing``. An
         ensemble's is the mean of its members' losses: each member learns on its own, as do
-        the ``--frame-votes``."""
-        losses = [m._loss(batch) for m in self.members()]
+        the ``--frame-votes``; with ``--member-threads``, side by side on threads."""
+        members = self.members()
+        threads = threads_for_members(self.config, members, self.head.weight.device)
+        if threads > 1:  # --member-threads: the members side by side (rnnkit.tasks.ensemble)
+            own = member_parameters(members)
+            calls = [functools.partial(m._loss, batch) for m in members]
+            losses = [mean_member_loss(calls, own, threads) * len(members)]
+        else:
+            losses = [m._loss(batch) for m in members]
         if self.votes is not None:
             votes = self.votes(self.encoder.features(batch["inputs"].to(self.head.weight.device)))
             losses.append(self._softmax_loss(votes, batch))
-        return torch.stack(losses).mean()
+        return torch.stack(losses).sum() / (len(members) + (self.votes is not None))
 
     def _loss(self, batch: dict[str, Tensor]) -> Tensor:
         """This network's loss of :meth:`loss`, without the other members; in train mode
