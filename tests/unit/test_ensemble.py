@@ -231,26 +231,21 @@ def test_a_member_drawing_from_the_default_generator_on_a_thread_is_refused(
         mean_member_loss([careless] * 3, own, 2)
 
 
-def test_members_run_one_after_another_where_threads_cannot_help() -> None:
+def test_members_run_one_after_another_where_threads_cannot_help(two_threads) -> None:
     _, threaded = _threaded_pair()
     members = threaded.members()
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
+    assert threads_for_members(threaded.config, members, "cpu") == 2
+    with torch.no_grad():
         assert threads_for_members(threaded.config, members, "cpu") == 1
-        torch.set_num_threads(2)
-        assert threads_for_members(threaded.config, members, "cpu") == 2
-        with torch.no_grad():
-            assert threads_for_members(threaded.config, members, "cpu") == 1
-        assert threads_for_members(threaded.config, members, "cuda") == 1
-        threaded.eval()
-        assert threads_for_members(threaded.config, members, "cpu") == 1
-        threaded.train()
-        torch.set_num_threads(8)
-        assert threads_for_members(threaded.config, members, "cpu") == 3  # K
-        one = Tagger(_config(member_threads=True), ["O", "B-x", "I-x"], feature_size=D)
-        assert threads_for_members(one.config, one.members(), "cpu") == 1
-    finally:
-        torch.set_num_threads(before)
+    assert threads_for_members(threaded.config, members, "cuda") == 1
+    threaded.eval()
+    assert threads_for_members(threaded.config, members, "cpu") == 1
+    threaded.train()
+    one = Tagger(_config(member_threads=True), ["O", "B-x", "I-x"], feature_size=D)
+    assert threads_for_members(one.config, one.members(), "cpu") == 1
+    torch.set_num_threads(8)  # the fixture puts back what was there
+    assert threads_for_members(threaded.config, members, "cpu") == 3  # K
+    torch.set_num_threads(1)
+    assert threads_for_members(threaded.config, members, "cpu") == 1
     with pytest.raises(ConfigError, match="--member-threads is an option of --task tag"):
         RunConfig(task="classify", model=_config(member_threads=True))
