@@ -2,4 +2,5 @@
 
 from rnnkit.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # not when a process spawned by multiprocessing imports it
+    raise SystemExit(main())

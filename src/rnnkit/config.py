@@ -892,6 +892,19 @@ class RunConfig:
 # of steps 200-400): the threads keep 1.14x, and the two networks reach about 60% of one
 # network's steps, which takes back what averaging gave the full-length pairs. Not taken; the
 # preset keeps one network.
+# Again (2026-12-07, the AMD EPYC machine) with the members in worker processes instead of
+# threads (a trial, --member-processes, kept on the unmerged branch member-processes: the same
+# losses and gradients as --member-threads for a seed): the same command with that arm,
+# --seeds 0 1 2 3, then 0 4 5 (seed 0's first pair ran beside other work and is left out):
+# the preset 0.405 / 0.388 / 0.412 / 0.408 / 0.424 / 0.421 (mean 0.410; 4,943-5,594 steps),
+# two networks 0.418 / 0.439 / 0.410 / 0.427 / 0.403 / 0.430 (mean 0.421; 3,328-3,553 steps):
+# ahead on four of six. Over the twelve paired draws of both nights: ahead on eight, +0.0075
+# on the mean, paired spread 0.019 (standard error 0.006). Not beyond the noise; the preset
+# keeps one network. Speed (ms a step over steps 200-400 at 2 threads, two passes): one
+# network 46.1 / 50.7, two one after another 78.3 / 85.7, on threads 78.6 / 68.4, in processes
+# 70.5 / 69.7: the processes are no faster than the threads, so the interpreter lock is not
+# the limit; the step's serial part is (optimizer, clipping, the gradients' hand-over: ~13 ms
+# for two networks of ~2.3 M weights each, measured in the processes' main loop).
 # The same second task for classify on names/ (temporary code; the forward states predict the
 # next character, the backward ones the previous, G 0.1; the names dev split halved by
 # alternate lines, kept on the first half, read on the second; 120 s at 1 thread, two runs
