@@ -154,6 +154,10 @@ class ModelConfig:
         "tag: a character BiLSTM per word beside its embedding (rare and unseen words); "
         "seq2seq: rare and unseen source words read from their characters instead",
     )
+    word_shape: bool = _opt(
+        False,
+        "tag: each word's casing (lower, UPPER, Title, numeric, ...) embedded beside it (text)",
+    )
     freeze_embeddings: bool = _opt(False, "keep the --embeddings vectors fixed while training")
     attention: Literal["none", "dot", "general", "additive"] = _opt(
         "additive",
@@ -905,6 +909,15 @@ class RunConfig:
 # 70.5 / 69.7: the processes are no faster than the threads, so the interpreter lock is not
 # the limit; the step's serial part is (optimizer, clipping, the gradients' hand-over: ~13 ms
 # for two networks of ~2.3 M weights each, measured in the processes' main loop).
+# Each word's casing class (Reimers & Gurevych 2017: lower, UPPER, Title, numeric, mainly
+# numeric, contains digit, other, no letter or digit) embedded in 16 beside the word
+# (2026-12-07, the AMD EPYC machine; --word-shape, tasks/word_shape.py, built for this): python
+# bench/dev_halves.py ... --arm "" --arm=--word-shape --seeds 0 1 2, then 3 4 5, --max-time 300
+# --threads 2 --parallel 1 --flags "--crf --char-features"; devB entity F1: the preset 0.411 /
+# 0.407 / 0.432 / 0.415 / 0.390 / 0.408 (mean 0.410; 4,624-5,228 steps), with the classes
+# 0.421 / 0.435 / 0.428 / 0.402 / 0.402 / 0.398 (mean 0.414; 4,701-5,271 steps): ahead on three
+# of six, +0.004 on the mean. Level (the character BiLSTM sees the case already); the preset
+# keeps it off.
 # The same second task for classify on names/ (temporary code; the forward states predict the
 # next character, the backward ones the previous, G 0.1; the names dev split halved by
 # alternate lines, kept on the first half, read on the second; 120 s at 1 thread, two runs
@@ -1031,6 +1044,7 @@ TASK_OPTIONS: dict[str, tuple[str, ...]] = {
         "outside_bias",
         "word_votes",
         "lm_weight",
+        "word_shape",
     ),
     "seq2seq": (
         "attention",
@@ -1055,6 +1069,7 @@ TASK_OPTIONS_USED = (
     ("model", "pooling"),
     ("model", "crf"),
     ("model", "char_features"),
+    ("model", "word_shape"),
     ("model", "freeze_embeddings"),
     ("data", "embeddings"),
     ("train", "class_weights"),

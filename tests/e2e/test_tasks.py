@@ -25,6 +25,7 @@ from safetensors.torch import load_file
 
 import rnnkit
 import rnnkit.tasks.tag as tag_module
+import rnnkit.tasks.word_shape as word_shape_module
 from rnnkit.cli import main
 from tests.e2e.support import InterruptAfter
 
@@ -795,5 +796,39 @@ def test_word_votes_keep_the_characters_and_count_in_the_run_time(
         ["train", str(frames), "--task", "tag", "--out", str(tmp_path / "f"), "--word-votes", "1"],
         capsys,
         "--word-votes reads the words of text",
+    )
+    assert not (tmp_path / "f").exists()
+
+
+def test_word_shape_keeps_the_characters_and_reads_them_again(tmp_path, capsys) -> None:
+    """--word-shape reads each word's characters, so the folder keeps them without
+    --char-features or --word-votes; the loaded model rebuilds each character's class from
+    them (not kept among the weights) and tags as the model trained; refused on .npz."""
+    data = _tag_text(tmp_path)
+    out = tmp_path / "shape"
+    argv = ["train", str(data), "--val", str(data), "--task", "tag", "--crf", *TINY]
+    argv += ["--max-steps", "6", "--no-char-features", "--word-votes", "0"]
+    assert main([*argv, "--out", str(out), "--word-shape"]) == 0
+    chars = json.loads((out / "vocab.json").read_text())["chars"]
+    model = rnnkit.load(out)
+    assert model.encoder.chars is None and model.encoder.shapes is not None
+    expected = [0, 1] + [word_shape_module.char_class(c) for c in chars]
+    assert model.encoder.shapes.char_classes.tolist() == expected
+    sentences = [["Alice", "met", "BOB", "in", "2013", "!"], ["paris"]]
+    capsys.readouterr()
+    assert main(["eval", str(out), str(data), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["sentences"] == 60
+    tagged = model.tag_sentences(sentences)
+    reloaded = rnnkit.load(out).tag_sentences(sentences)
+    assert tagged == reloaded
+    plain = tmp_path / "plain"  # without it: no characters, no classes
+    assert main([*argv, "--out", str(plain), "--no-word-shape"]) == 0
+    assert json.loads((plain / "vocab.json").read_text())["chars"] is None
+    assert rnnkit.load(plain).encoder.shapes is None
+    frames = _tag_npz(tmp_path)
+    _bad(
+        ["train", str(frames), "--task", "tag", "--out", str(tmp_path / "f"), "--word-shape"],
+        capsys,
+        "--word-shape reads the characters of words",
     )
     assert not (tmp_path / "f").exists()

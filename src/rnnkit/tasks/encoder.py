@@ -2,7 +2,7 @@
 
 Text: token embedding (in training, ``--word-dropout`` turns words into ``<unk>`` and
 ``--embedding-dropout`` drops whole word types, as in AWD-LSTM), plus, for taggers, a
-character encoding of each word, then dropout.
+character encoding of each word and its casing class (``--word-shape``), then dropout.
 Feature sequences: standardised with the training split's statistics, kept as buffers
 (``feature_mean``, ``feature_std``) in the model, so raw features go in at prediction; in
 training, ``--feature-noise`` adds Gaussian noise to them.
@@ -59,6 +59,7 @@ class SequenceEncoder(nn.Module):
         vocab_size: V for token inputs, or None for feature inputs.
         feature_size: D for feature inputs, or None for token inputs.
         num_chars: characters (padding included) for a character encoder per word, or None.
+        shapes: the embedding of each word's casing class (``--word-shape``), or None.
 
     Shapes:
         forward: inputs (B, T) int64 or (B, T, D) float, lengths (B,), chars (B, T, W),
@@ -72,6 +73,7 @@ class SequenceEncoder(nn.Module):
         vocab_size: int | None = None,
         feature_size: int | None = None,
         num_chars: int | None = None,
+        shapes: nn.Module | None = None,
     ) -> None:
         super().__init__()
         if (vocab_size is None) == (feature_size is None):
@@ -99,6 +101,9 @@ class SequenceEncoder(nn.Module):
         self.chars = CharEncoder(num_chars) if num_chars is not None else None
         if self.chars is not None:
             input_size += self.chars.output_size
+        self.shapes = shapes
+        if shapes is not None:
+            input_size += shapes.output_size
         self.input_dropout = Dropout(config.dropout)
         layer = getattr(recurrent_layers, LAYER_CLASSES[config.cell])
         options = {"impl": config.impl, "batch_first": True, "num_layers": config.num_layers}
@@ -130,6 +135,8 @@ class SequenceEncoder(nn.Module):
             x = self.features(inputs)  # (B, T, D)
         if self.chars is not None:
             x = torch.cat([x, self.chars(chars, word_lengths)], dim=-1)  # (B, T, E + C)
+        if self.shapes is not None:
+            x = torch.cat([x, self.shapes(chars)], dim=-1)  # (B, T, E [+ C] + S)
         x = self.input_dropout(x)
         if self.config.cell not in MINIMAL_CELLS:  # zero at padded steps
             return self.rnn(x, lengths=lengths.cpu(), final_state=False)[0]  # (B, T, dirs·H)

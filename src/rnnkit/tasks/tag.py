@@ -1,9 +1,10 @@
 """Per-step tagging (``--task tag``): one label per step, synchronised with the input.
 
-Embedding (plus, with ``--char-features``, a character BiLSTM of each word; or standardised
-features) -> recurrent layers over the real steps -> dropout -> linear tag scores, read by a
-softmax or, with ``--crf``, a linear-chain CRF (Viterbi decoding; BIO-invalid moves are
-forbidden when the tags are BIO). A unidirectional model is causal: each step is tagged from
+Embedding (plus, with ``--char-features``, a character BiLSTM of each word, and with
+``--word-shape`` its casing class, ``word_shape.py``; or standardised features) -> recurrent
+layers over the real steps -> dropout -> linear tag scores, read by a softmax or, with
+``--crf``, a linear-chain CRF (Viterbi decoding; BIO-invalid moves are forbidden when the tags
+are BIO). A unidirectional model is causal: each step is tagged from
 the steps up to it (a label per frame of a feature stream, judged as the stream arrives); on
 features, ``--frame-votes`` averages in a classifier of each frame alone (``frame_votes.py``).
 Data: CoNLL/BIO ``token<TAB>...<TAB>tag`` files, or an ``.npz`` with per-step ``y`` (N, T).
@@ -64,6 +65,7 @@ from rnnkit.tasks.sequence_data import (
     split,
     unknown_advice,
 )
+from rnnkit.tasks.word_shape import word_shape
 from rnnkit.tasks.word_votes import train_word_votes, word_votes
 
 CHAR_PAD, CHAR_UNK = 0, 1
@@ -86,8 +88,8 @@ class Tagger(nn.Module):
         config: the architecture; ``config.crf`` adds a CRF over the tag scores.
         tags: the C tag names, in id order.
         vocab: the word vocabulary (text), or None (feature sequences).
-        chars: the known characters for ``--char-features`` and ``--word-votes`` (ids from 2
-            on), or None.
+        chars: the known characters for ``--char-features``, ``--word-votes`` and
+            ``--word-shape`` (ids from 2 on), or None.
         feature_size: D for feature sequences, or None (text).
         lowercase: whether words are looked up in lower case (``--lowercase``; the
             characters keep their case).
@@ -116,6 +118,7 @@ class Tagger(nn.Module):
             vocab_size=None if vocab is None else len(vocab),
             feature_size=feature_size,
             num_chars=None if chars is None or not config.char_features else len(chars) + 2,
+            shapes=word_shape(config, chars if vocab is not None else None),
         )
         self.dropout = Dropout(config.dropout)
         self.head = nn.Linear(self.encoder.output_size, len(tags))
@@ -443,7 +446,8 @@ class Tagging(Task):
             lookup = [[w.lower() for w in s] for s in train.ids] if lowercase else train.ids
             vocab = build_vocab(lookup, run.data.min_freq)
             known = sorted({c for s in train.ids for w in s for c in w})
-            spelled = run.model.char_features or run.model.word_votes  # read characters
+            model_cfg = run.model  # these read characters:
+            spelled = model_cfg.char_features or model_cfg.word_votes or model_cfg.word_shape
             chars = known if spelled else None
         model = Tagger(run.model, tags, vocab=vocab, chars=chars, lowercase=lowercase)
         for part in (train, val):
@@ -490,12 +494,13 @@ class Tagging(Task):
         chars = meta["chars"]
         if chars is not None:
             strings(chars, "chars", single=True)
-        spelled = run.model.char_features or bool(run.model.word_votes)  # they read characters
+        cfg = run.model  # these read characters:
+        spelled = cfg.char_features or bool(cfg.word_votes) or cfg.word_shape
         if (chars is not None) != spelled:
             raise ValueError(
                 f"chars is {'a list' if chars is not None else 'null'}, but config.json has "
-                f"char_features {str(run.model.char_features).lower()} and word_votes "
-                f"{run.model.word_votes}"
+                f"char_features {str(cfg.char_features).lower()}, word_votes "
+                f"{cfg.word_votes} and word_shape {str(cfg.word_shape).lower()}"
             )
 
     def build_model(self, run: RunConfig, meta: dict[str, Any]) -> Tagger:
