@@ -971,6 +971,10 @@ class RunConfig:
 # (Classification.PRESET), for accuracy, the metric the task keeps its model on; words and
 # features keep none (features have no embedding). The reference runs on the test split, read
 # after the choice: see README.
+# Then --embedding-dropout 0.2 the same way (2026-12-07, the AMD EPYC machine; --seeds 0-5,
+# 6,594-8,013 steps): the preset 0.848 / 0.568, 0.852 / 0.549, 0.847 / 0.572, 0.847 / 0.561,
+# 0.859 / 0.610, 0.858 / 0.610 (mean 0.852 / 0.578); 0.2 0.850 / 0.569, 0.852 / 0.551, 0.851 /
+# 0.545, 0.845 / 0.560, 0.849 / 0.555, 0.863 / 0.533 (0.852 / 0.552). The preset keeps 0.1.
 # names/, a bag of each name's character n-grams trained apart before the network, as tag's
 # --word-votes (its WordVotes and train_word_votes in a scratch script; 2026-12-06, the AMD EPYC
 # machine), beside three preset models kept on devA at the reference's length (dev_halves.py
