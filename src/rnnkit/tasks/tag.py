@@ -76,6 +76,12 @@ NO_OUTSIDE_TAG = "--outside-bias lowers the O tag of text tags: .npz labels have
 """The refusal of ``--outside-bias`` for a model of ``.npz`` labels (train, eval, predict)."""
 
 
+def reads_characters(config: ModelConfig) -> bool:
+    """Whether a tagger of text built with ``config`` reads its words' characters
+    (``--char-features``, ``--word-votes``, ``--word-shape``), so that its folder keeps them."""
+    return config.char_features or bool(config.word_votes) or config.word_shape
+
+
 def is_bio(tags: list[str]) -> bool:
     """Whether every tag is ``O``, ``B-X`` or ``I-X``."""
     return all(t == "O" or (t[:2] in ("B-", "I-") and len(t) > 2) for t in tags)
@@ -446,9 +452,7 @@ class Tagging(Task):
             lookup = [[w.lower() for w in s] for s in train.ids] if lowercase else train.ids
             vocab = build_vocab(lookup, run.data.min_freq)
             known = sorted({c for s in train.ids for w in s for c in w})
-            model_cfg = run.model  # these read characters:
-            spelled = model_cfg.char_features or model_cfg.word_votes or model_cfg.word_shape
-            chars = known if spelled else None
+            chars = known if reads_characters(run.model) else None
         model = Tagger(run.model, tags, vocab=vocab, chars=chars, lowercase=lowercase)
         for part in (train, val):
             part.chars = None if chars is None else [model.char_ids(s) for s in part.ids]
@@ -494,9 +498,8 @@ class Tagging(Task):
         chars = meta["chars"]
         if chars is not None:
             strings(chars, "chars", single=True)
-        cfg = run.model  # these read characters:
-        spelled = cfg.char_features or bool(cfg.word_votes) or cfg.word_shape
-        if (chars is not None) != spelled:
+        cfg = run.model
+        if (chars is not None) != reads_characters(cfg):
             raise ValueError(
                 f"chars is {'a list' if chars is not None else 'null'}, but config.json has "
                 f"char_features {str(cfg.char_features).lower()}, word_votes "
