@@ -114,6 +114,8 @@ def run(
         row["test_beam"] = {"beam_size": beam, **_evaluate(out, test, "--beam-size", str(beam))}
     row |= {"steps": trainer["step"], "best_step": trainer["best_step"]}
     row["val"] = trainer.get("best_metrics")
+    if trainer.get("averaged"):  # --average-best: the mean's steps, val metrics, and if kept
+        row["val_averaged"] = trainer["averaged"]
     print(
         f"  {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in keep.items() if isinstance(v, float))
     )

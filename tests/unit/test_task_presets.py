@@ -22,6 +22,8 @@ def test_tag_on_feature_sequences_takes_the_features_preset(tmp_path, capsys) ->
     assert (frames["model"]["word_votes"], text["model"]["word_votes"]) == (0.0, 1.0)
     assert (frames["model"]["lm_weight"], text["model"]["lm_weight"]) == (0.0, 0.1)
     assert (frames["train"]["weight_decay"], text["train"]["weight_decay"]) == (0.01, 0.1)
+    # text keeps the mean of its 5 best evaluations; features have no evaluations to rank
+    assert (frames["train"]["average_best"], text["train"]["average_best"]) == (0, 5)
     # features: every sequence trains for 150 passes, the final weights kept; text validates
     assert (frames["data"]["val_frac"], frames["train"]["epochs"]) == (0.0, 150)
     assert (frames["model"]["frame_votes"], text["model"]["frame_votes"]) == (True, False)

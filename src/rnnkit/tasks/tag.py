@@ -375,8 +375,8 @@ class Tagging(Task):
     best_metric = "f1"
     higher_is_better = True
 
-    # The preset for 2 CPU cores; min_freq, lowercase, lr, outside_bias, word_votes, lm_weight
-    # and weight_decay chosen on WNUT-17's dev split (config.py).
+    # The preset for 2 CPU cores; min_freq, lowercase, lr, outside_bias, word_votes, lm_weight,
+    # weight_decay and average_best chosen on WNUT-17's dev split (config.py).
     PRESET: ClassVar[dict[str, dict[str, Any]]] = {
         "model": {
             "cell": "lstm",
@@ -390,7 +390,13 @@ class Tagging(Task):
             "lm_weight": 0.1,
         },
         "data": {"level": "word", "min_freq": 3, "lowercase": True},
-        "train": {"batch_size": 16, "lr": 5e-3, "weight_decay": 0.1, "eval_every": 100},
+        "train": {
+            "batch_size": 16,
+            "lr": 5e-3,
+            "weight_decay": 0.1,
+            "eval_every": 100,
+            "average_best": 5,
+        },
     }
 
     # Feature sequences (.npz, a label per frame): a smaller, slower-learning model, with no
@@ -407,7 +413,13 @@ class Tagging(Task):
             "frame_votes": True,
         },
         "data": {"level": "word", "min_freq": 2, "val_frac": 0.0},
-        "train": {**PRESET["train"], "lr": 1e-3, "weight_decay": 0.01, "epochs": 150},
+        "train": {
+            **PRESET["train"],
+            "lr": 1e-3,
+            "weight_decay": 0.01,
+            "epochs": 150,
+            "average_best": 0,  # no validation split to rank evaluations on
+        },
     }
 
     def preset(self, data_path: str | None = None) -> dict[str, dict[str, Any]]:

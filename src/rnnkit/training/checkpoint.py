@@ -46,6 +46,7 @@ from rnnkit.files import atomic_write
 from rnnkit.tasks import get_task
 from rnnkit.training import folder_check
 from rnnkit.training.averaging import WeightAverage
+from rnnkit.training.best_weights import BestWeights
 
 CONFIG_FILE = "config.json"
 VOCAB_FILE = "vocab.json"
@@ -241,6 +242,10 @@ class TrainerState:
         loss_ema: moving average of the training loss (weight 0.1 on each new step).
         evals_since_best: evaluations in a row, up to the last, that found no better model
             (``--patience``); absent from the trainer.json of older runs, where it is 0.
+        averaged: with ``--average-best``, the mean of the K best evaluations' weights as the
+            run ended: ``{"steps": [...], "metrics": {...}, "kept": bool}`` (kept: it is
+            model.safetensors, as it scored no lower than all K); None before the run ends,
+            or without the option.
     """
 
     step: int = 0
@@ -257,6 +262,7 @@ class TrainerState:
     best_metrics: dict[str, Any] | None = None
     loss_ema: float | None = None
     evals_since_best: int = 0
+    averaged: dict[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, values: Any, name: str) -> TrainerState:
@@ -267,7 +273,7 @@ class TrainerState:
         Raises:
             ValueError: a missing, unknown or malformed field (one line that names it).
         """
-        newer = ("evals_since_best",)  # fields that older runs' trainer.json lacks
+        newer = ("evals_since_best", "averaged")  # fields that older runs' trainer.json lacks
         fields = tuple(f.name for f in dataclasses.fields(cls) if f.name not in newer)
         obj(values, name, fields, optional=newer)
         for field in ("step", "epoch", "chunk", "tokens", "loss_count"):
@@ -288,6 +294,7 @@ class TrainerState:
                 f"{name}.best_metrics must be null or an object of numbers with the "
                 f"loss, got {shown(best)}"
             )
+        _check_averaged(values.get("averaged"), f"{name}.averaged")
         return cls(**values)
 
     def count_evaluation(self, better: bool) -> None:
@@ -307,6 +314,31 @@ class TrainerState:
         self.loss_count += 1
         self.loss_ema = self.smoothed_loss(loss)
         self.elapsed = elapsed
+
+
+def _check_averaged(value: Any, name: str) -> None:
+    """``TrainerState.averaged``: null, or its steps (integers), metrics (numbers with the
+    loss) and whether it was kept.
+
+    Raises:
+        ValueError: one line naming what is wrong.
+    """
+    if value is None:
+        return
+    obj(value, name, ("steps", "metrics", "kept"))
+    steps, metrics = value["steps"], value["metrics"]
+    if not isinstance(steps, list) or not steps:
+        raise ValueError(f"{name}.steps must be a list of steps, got {shown(steps)}")
+    for i, step in enumerate(steps):
+        integer(step, f"{name}.steps[{i}]")
+    if not (
+        isinstance(metrics, dict) and "loss" in metrics and all(map(is_number, metrics.values()))
+    ):
+        raise ValueError(
+            f"{name}.metrics must be an object of numbers with the loss, got {shown(metrics)}"
+        )
+    if not isinstance(value["kept"], bool):
+        raise ValueError(f"{name}.kept must be true or false, got {shown(value['kept'])}")
 
 
 def _flatten_state(state: Any, prefix: str) -> dict[str, Tensor]:
@@ -407,12 +439,14 @@ def save_state(
     hidden: Any,
     extra: dict[str, Tensor] | None = None,
     average: WeightAverage | None = None,
+    best: BestWeights | None = None,
 ) -> None:
     """Write ``out/state/`` for an exact resume: a complete new folder, then swapped in.
 
     ``extra`` tensors go into loop.safetensors too (each rank's random states of a
     data-parallel run, see :mod:`rnnkit.training.distributed`). An enabled ``average`` goes
-    into average.safetensors.
+    into average.safetensors; an enabled ``best`` (``--average-best``) puts its kept
+    evaluations' files there (:meth:`BestWeights.write`).
     """
     optimizer_tensors, optimizer_rest = _optimizer_parts(optimizer)
     loop_tensors = {"rng.cpu": torch.get_rng_state()}
@@ -430,6 +464,11 @@ def save_state(
         save_file(loop_tensors, str(folder / "loop.safetensors"))
         if average is not None and average.enabled:
             save_file(average.state_dict(), str(folder / AVERAGE_FILE))
+        if best is not None and best.enabled:
+            previous = next(
+                (f for f in (out / STATE_DIR, out / f"{STATE_DIR}.old") if f.is_dir()), None
+            )
+            best.write(folder, previous)
         (folder / "trainer.json").write_text(json.dumps(trainer_json, indent=2), encoding="utf-8")
 
     write_state_folder(out, write)
@@ -444,6 +483,7 @@ def load_state(
     carried: Any = None,
     world_size: int = 1,
     average: WeightAverage | None = None,
+    best: BestWeights | None = None,
 ) -> tuple[TrainerState, Any]:
     """Restore the current weights, the optimizer and the RNG states saved by :func:`save_state`.
 
@@ -453,6 +493,7 @@ def load_state(
             dtypes. None for a task that does not.
         world_size: the processes of the run, each of which saved its random states.
         average: an enabled weight average (new, of the model) continues the saved one.
+        best: an enabled ``--average-best`` (new, of the model) takes the saved evaluations.
 
     Returns:
         The trainer's counters and the carried hidden state (None at an epoch start).
@@ -481,6 +522,8 @@ def load_state(
         tensors = _read_tensors(folder / AVERAGE_FILE)
         folder_check.check_average_tensors(tensors, average.state_dict(), folder / AVERAGE_FILE)
         average.load_state_dict(tensors)
+    if best is not None and best.enabled:
+        best.read(folder)
     hidden = {k: v.to(expected[k].dtype) for k, v in loop.items() if k in expected}
     return trainer, _unflatten_state(hidden, "hidden", device) if hidden else None
 

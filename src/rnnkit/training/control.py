@@ -101,7 +101,7 @@ def check_resumable(saved: RunConfig, run: RunConfig) -> None:
         for section, names in (
             ("model", [f.name for f in dataclasses.fields(saved.model)]),
             ("data", [f.name for f in dataclasses.fields(saved.data)]),
-            ("train", ["batch_size", "seq_len", "optimizer", "average"]),
+            ("train", ["batch_size", "seq_len", "optimizer", "average", "average_best"]),
         )
         for name in names
         if getattr(getattr(saved, section), name) != getattr(getattr(run, section), name)
@@ -197,12 +197,29 @@ def finish_run(
             where,
             out / checkpoint.WEIGHTS_FILE,
         )
+    best_metrics = dict(st.best_metrics or {})
+    if st.averaged is not None:  # --average-best
+        mean = st.averaged["metrics"]
+        steps = ", ".join(map(str, st.averaged["steps"]))
+        shown = f"loss {mean['loss']:.4f}"
+        if metric != "loss" and metric in mean:
+            shown = f"{metric} {mean[metric]:.4g}"
+        if st.averaged["kept"]:
+            best_metrics = dict(mean)
+        log.info(
+            "the mean of the weights of steps %s: val %s, %s",
+            steps,
+            shown,
+            f"kept in {out / checkpoint.WEIGHTS_FILE}"
+            if st.averaged["kept"]
+            else "below every evaluation it averages, so the best alone stays",
+        )
     return TrainResult(
         out=out,
         steps=st.step,
-        best_val_loss=st.best_val_loss,
+        best_val_loss=best_metrics.get("loss", st.best_val_loss),
         stopped_by=stopped_by,
-        best_metrics=dict(st.best_metrics or {}),
+        best_metrics=best_metrics,
     )
 
 

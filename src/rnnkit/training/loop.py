@@ -29,6 +29,7 @@ from rnnkit.tasks import get_task
 from rnnkit.tasks.base import Batches, Task
 from rnnkit.training import checkpoint, distributed, folder_check
 from rnnkit.training.averaging import WeightAverage
+from rnnkit.training.best_weights import BestWeights
 from rnnkit.training.control import (
     StopOnInterrupt,
     StopReason,
@@ -118,9 +119,10 @@ def _train(
     model = model.to(device)
     world.seed_dropout(cfg.seed)
     step_loss = world.wrap(task, model)  # the task's loss; DDP-wrapped with several processes
-    metric, _ = task.selection(run)
+    metric, higher = task.selection(run)
     optimizer = make_optimizer((p for p in model.parameters() if p.requires_grad), cfg)
     average = WeightAverage(model, cfg)  # does nothing with --average none
+    best = BestWeights(model, cfg.average_best, higher)  # does nothing below --average-best 2
     precision = pick_precision(cfg.precision, device, cpu_bf16=task.cpu_bf16)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
@@ -134,6 +136,7 @@ def _train(
             carried=carried,
             world_size=world.world_size,
             average=average,
+            best=best,
         )
         if st.chunk >= len(batches):
             raise CheckpointError(
@@ -168,6 +171,8 @@ def _train(
             "no validation data (--val-frac 0): every example trains, and each checkpoint "
             "keeps the weights of its step"
         )
+        if best.enabled:
+            logger.warning("--average-best ranks evaluations: without validation data it is off")
 
     def save_checkpoint(*, with_eval: bool) -> dict[str, Any]:
         """Evaluate (if asked) the averaged weights, or the raw ones before averaging begins;
@@ -189,6 +194,7 @@ def _train(
                 better = task.is_better(metrics, st.best_metrics, run)
                 if better:
                     checkpoint.write_weights(model, out / checkpoint.WEIGHTS_FILE)
+                best.offer(st.step, metrics[metric])
             model.train()
             st.last_eval_step = st.step
             record = {"step": st.step, "time": round(st.elapsed, 3), "val_loss": metrics["loss"]}
@@ -198,10 +204,29 @@ def _train(
             if better:
                 st.best_val_loss, st.best_step = metrics["loss"], st.step
                 st.best_metrics = _json_numbers(metrics)
+                st.averaged = None  # model.safetensors holds this evaluation's weights now
         if world.is_main:
-            checkpoint.save_state(out, st, model, optimizer, hidden, rng_states, average)
+            checkpoint.save_state(out, st, model, optimizer, hidden, rng_states, average, best)
         world.share_best(st)
         return record
+
+    def keep_best_mean() -> None:
+        """``--average-best K``: evaluate the mean of the K best evaluations' weights and keep
+        it as the model unless it scores below all of them (rank 0 alone)."""
+        if len(best.kept) < 2:
+            return
+        held_mean = st.averaged is not None and st.averaged["kept"]  # an earlier end's mean
+        with best.applied():
+            with autocast, world.evaluation():
+                metrics = task.evaluate(model, data.val, run, device)
+            kept = best.holds_up(metrics[metric])
+            if kept:
+                checkpoint.write_weights(model, out / checkpoint.WEIGHTS_FILE)
+        if not kept and held_mean and st.best_step in best.steps:
+            with best.applied([st.best_step]):  # the best alone again, in the earlier mean's place
+                checkpoint.write_weights(model, out / checkpoint.WEIGHTS_FILE)
+        model.train()
+        st.averaged = {"steps": best.steps, "metrics": _json_numbers(metrics), "kept": kept}
 
     model.train()
     start = time.monotonic() - st.elapsed
@@ -273,6 +298,12 @@ def _train(
                 records.append(record)
                 checkpoint.write_metrics(out, records)
                 logger.info(format_line(record))
+        # --average-best: the mean of the best evaluations, once the run has ended (a run
+        # stopped by Ctrl-C keeps the best alone; its resume averages when it ends).
+        if best.enabled and run.data.validates and stopped_by != "interrupt" and st.step > 0:
+            if world.is_main:
+                keep_best_mean()
+            save_checkpoint(with_eval=False)  # trainer.json records the mean's result
     return finish_run(out, st, stopped_by, metric)
 
 

@@ -83,6 +83,7 @@ def check_numpy_run(run: RunConfig) -> None:
         ("device", train.device != "cuda", "cpu or auto (it runs on the CPU)", train.device),
         ("seed", train.seed >= 0, "0 or more", train.seed),
         ("average", train.average == "none", "none", train.average),
+        ("average_best", train.average_best <= 1, "0", train.average_best),
     ]
     for name, ok, expected, value in checks:
         if not ok:
