@@ -83,8 +83,9 @@ class BestWeights:
     def enabled(self) -> bool:
         return self.k > 1
 
-    def _ranks_before(self, value: float, other: Kept) -> bool:
-        return value > other.value if self.higher else value < other.value
+    def _better(self, value: float, other: float) -> bool:
+        """Whether ``value`` ranks strictly before ``other`` on the metric."""
+        return value > other if self.higher else value < other
 
     @torch.no_grad()
     def offer(self, step: int, value: float) -> bool:
@@ -93,7 +94,7 @@ class BestWeights:
         if not self.enabled or not math.isfinite(value):
             return False
         place = next(
-            (i for i, other in enumerate(self.kept) if self._ranks_before(value, other)),
+            (i for i, other in enumerate(self.kept) if self._better(value, other.value)),
             len(self.kept),
         )
         if place >= self.k:
@@ -107,7 +108,7 @@ class BestWeights:
         """Whether the mean, scoring ``value``, is kept: unless it scores below every kept
         evaluation (a mean of weights too far apart to average), or is not finite."""
         worst = self.kept[-1].value
-        return math.isfinite(value) and not self._ranks_before(worst, Kept(0, value, []))
+        return math.isfinite(value) and not self._better(worst, value)
 
     @property
     def steps(self) -> list[int]:
@@ -182,14 +183,7 @@ class BestWeights:
                 for n, p in zip(self._names, self._params, strict=True)
             ]
             kept = Kept(int(match.group(1)), float(tensors[VALUE_KEY]), weights)
-            place = next(
-                (
-                    i
-                    for i, other in enumerate(self.kept)
-                    if self._ranks_before(kept.value, other)
-                    or (kept.value == other.value and kept.step < other.step)
-                ),
-                len(self.kept),
-            )
-            self.kept.insert(place, kept)
+            self.kept.append(kept)
+        # best first, ties to the earlier step, as offer() ranks them
+        self.kept.sort(key=lambda kept: (-kept.value if self.higher else kept.value, kept.step))
         del self.kept[self.k :]
