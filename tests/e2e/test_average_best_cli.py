@@ -3,10 +3,11 @@ evaluations' weights when it scores at least as well as the best alone, else the
 trainer.json and the log say which; an exact resume; refusals.
 
 Tiny LMs (H 16, B 4, T 8) on a few hundred characters, their validation results forced where a
-test needs a given order.
+test needs a given order; and classify's preset on made-up surnames, which averages by default.
 """
 
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -181,3 +182,44 @@ def test_bad_values_and_the_numpy_engine_are_refused(corpus, tmp_path, capsys) -
     assert main([*numpy, "--average-best", "3"]) == 2
     assert "--engine numpy needs --average-best 0" in capsys.readouterr().err
     assert not (tmp_path / "x").exists() and not (tmp_path / "n").exists()
+
+
+def _surnames(path: Path, count: int, seed: int) -> Path:
+    """Made-up single-word items of four languages told apart by their endings."""
+    rng = random.Random(seed)
+    endings = {"ru": "ov", "es": "ez", "pl": "ski", "en": "son"}
+    lines = []
+    for i in range(count):
+        label = list(endings)[i % 4]
+        stem = "".join(rng.choices("bcdfgklmnprstv", k=rng.randint(1, 3)))
+        lines.append(f"{label}\t{stem.title()}a{endings[label]}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_classify_on_characters_keeps_the_mean_of_its_5_best_by_default(tmp_path, capsys) -> None:
+    """The preset on single-word items: the 5 evaluations of the highest accuracy are averaged,
+    and the folder's model is the one whose accuracy trainer.json and the log report, as a
+    fresh `rnnkit eval` of the folder measures it."""
+    train = _surnames(tmp_path / "train.tsv", 96, seed=0)
+    val = _surnames(tmp_path / "val.tsv", 40, seed=1)
+    out = tmp_path / "names"
+    argv = ["train", str(train), "--task", "classify", "--val", str(val), "--out", str(out)]
+    argv += [*("--hidden-size", "8", "--embedding-size", "8", "--warmup-steps", "0")]
+    argv += [*("--eval-every", "1", "--max-steps", "12", "--lr", "0.02")]
+    assert main(argv) == 0
+    trainer = _trainer(out)
+    averaged = trainer["averaged"]
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    accuracy = {r["step"]: r["val_accuracy"] for r in records if "val_accuracy" in r}
+    assert len(accuracy) == 12 and len(set(accuracy.values())) > 2  # the ranking means something
+    assert len(averaged["steps"]) == 5 and trainer["best_step"] in averaged["steps"]
+    lowest_kept = min(accuracy[s] for s in averaged["steps"])
+    assert all(a <= lowest_kept for s, a in accuracy.items() if s not in averaged["steps"])
+    reported = averaged["metrics"] if averaged["kept"] else trainer["best_metrics"]
+    err = capsys.readouterr().err
+    assert f"the mean of the weights of steps {', '.join(map(str, averaged['steps']))}:" in err
+    assert main(["eval", str(out), str(val), "--json"]) == 0
+    measured = json.loads(capsys.readouterr().out)
+    assert measured["accuracy"] == pytest.approx(reported["accuracy"], abs=1e-9)
+    assert measured["loss"] == pytest.approx(reported["loss"], rel=1e-5)
