@@ -1016,6 +1016,13 @@ class RunConfig:
 # scored below all 5 on devA and the best alone stayed. Chosen: --average-best 5 for classify
 # on characters (Classification.PRESET); word-level text (--ensemble 8) and features keep 0
 # (not measured). The reference runs on the test split, read after the choice: see README.
+# DropConnect on the encoder's hidden-to-hidden matrices (AWD-LSTM's --weight-drop, which the
+# LM has; temporary code in classify's encoder) the same way (2026-12-07, the AMD machine;
+# --seeds 0 1 2, the preset with --average-best 5 beside it; devB accuracy / macro-F1): the
+# preset 0.853 / 0.553, 0.856 / 0.598, 0.865 / 0.597 (mean 0.858 / 0.583; 7,475-8,991 steps);
+# 0.2 0.853 / 0.601, 0.860 / 0.568, 0.859 / 0.574 (0.858 / 0.581); 0.4 0.856 / 0.586, 0.843 /
+# 0.521, 0.860 / 0.564 (0.853 / 0.557). Names are 7 characters long on average: little for a
+# recurrent regulariser to act on. Not built for classify.
 # names/, a bag of each name's character n-grams trained apart before the network, as tag's
 # --word-votes (its WordVotes and train_word_votes in a scratch script; 2026-12-06, the AMD EPYC
 # machine), beside three preset models kept on devA at the reference's length (dev_halves.py
