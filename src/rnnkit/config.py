@@ -1033,7 +1033,10 @@ class RunConfig:
 # mostly by luck. The preset keeps accuracy. The same preset given twice the time (--max-time
 # 240, the same seeds, 15,906-17,736 steps, as a twice faster step would reach): 0.863 /
 # 0.612, 0.857 / 0.589, 0.857 / 0.605 (0.859 / 0.602), +0.002 / +0.010 on the mean: a faster
-# step would not close names/' gap either.
+# step would not close names/' gap either. Then, at 120 s the same way (seeds 0 / 1 / 2):
+# --lowercase (a name's capital shares its letter's vector) 0.859 / 0.596, 0.854 / 0.578, 0.852
+# / 0.582 (0.855 / 0.585); --lr 3e-3 0.861 / 0.583, 0.853 / 0.549, 0.858 / 0.562 (0.858 /
+# 0.565). Neither beats the preset's 0.857 / 0.592 of the same morning.
 # names/, a bag of each name's character n-grams trained apart before the network, as tag's
 # --word-votes (its WordVotes and train_word_votes in a scratch script; 2026-12-06, the AMD EPYC
 # machine), beside three preset models kept on devA at the reference's length (dev_halves.py
