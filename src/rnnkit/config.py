@@ -1037,6 +1037,36 @@ class RunConfig:
 # --lowercase (a name's capital shares its letter's vector) 0.859 / 0.596, 0.854 / 0.578, 0.852
 # / 0.582 (0.855 / 0.585); --lr 3e-3 0.861 / 0.583, 0.853 / 0.549, 0.858 / 0.562 (0.858 /
 # 0.565). Neither beats the preset's 0.857 / 0.592 of the same morning.
+# One direction instead of two (2026-12-07, later; the AMD EPYC machine, dev_halves.py
+# --threads 2 --parallel 1, 120 s; devB accuracy / macro-F1 of the model kept on devA). A step
+# of one direction costs about 0.6 of two, so the run reaches 1.7x the steps, as twice the time
+# above would. Seeds 0 / 1 / 2: the preset 0.857 / 0.593, 0.856 / 0.584, 0.865 / 0.602 (mean
+# 0.859 / 0.593; 8,057-9,082 steps); --no-bidirectional 0.860 / 0.616, 0.853 / 0.608, 0.854 /
+# 0.608 (0.856 / 0.611; 13,741-14,710 steps); --no-bidirectional --hidden-size 384 0.852 /
+# 0.551, 0.855 / 0.619, 0.849 / 0.627 (0.852 / 0.599; 6,770-9,481 steps). Seeds 3 / 4 / 5: the
+# preset 0.864 / 0.578, 0.853 / 0.559, 0.861 / 0.581 (0.859 / 0.573; 7,569-8,603 steps);
+# --no-bidirectional 0.854 / 0.566, 0.844 / 0.530, 0.856 / 0.595 (0.851 / 0.564; 13,501-14,097
+# steps). Over six draws the preset 0.859 / 0.583, one direction 0.854 / 0.587: accuracy, the
+# metric the model is kept on, lower by 0.005 (behind on 5 of 6). The preset keeps both.
+# Where a 120 s run's time goes (python with timers around the loop's calls, 1,500 steps at 2
+# threads, the full dev file as --val): a training step 12 ms, of which gradient clipping 0.6;
+# an evaluation of the 2,007 dev names 0.21 s, every 100 steps, so evaluations take about 15%
+# of the run. Evaluating in batches of 64-256 instead of 32 saves under 7% of that; a GRU
+# layer of the same size trains 15-18% slower than the LSTM here (B 32, T 7); the two
+# directions on two threads of one core each (an autograd Function around two unidirectional
+# calls; B 32, T 8, forward and backward) took 9.3-10.5 ms against 10.2-11.7 for the kernel at
+# 2 threads, but only with every other op at one thread too (17 ms while the main thread's
+# OpenMP team, at 2, spins): about 10% on the recurrent part, not built.
+# What more time buys, read on the test split after no choice (a diagnostic for the goal, not
+# a selection; the models kept on devA above): the preset at 120 s (the three runs that
+# "accuracy (the preset)" above names) 0.858 / 0.568, 0.862 / 0.579, 0.860 / 0.586 (mean 0.860 /
+# 0.578); the preset at 240 s 0.862 / 0.594, 0.866 / 0.597, 0.864 / 0.605 (0.864 / 0.599); the
+# mean probability of 33 models of 120 s (every names/ arm of these records that still loads;
+# singly 0.858 / 0.568 on the mean) 0.864 / 0.584, its F1 0 on Portuguese (11 test names) and
+# Scottish (15), 0.25 on Vietnamese (11), 0.40 on French (42), 0.42 on Spanish (45). So twice
+# the steps of one network comes within 0.001 of the goal's macro-F1 where 33 networks' mean
+# does not (averaging makes the small classes rarer still), and the step is already the
+# oneDNN kernel's: the gap is the budget's, at this model size, on this machine.
 # names/, a bag of each name's character n-grams trained apart before the network, as tag's
 # --word-votes (its WordVotes and train_word_votes in a scratch script; 2026-12-06, the AMD EPYC
 # machine), beside three preset models kept on devA at the reference's length (dev_halves.py
