@@ -1059,6 +1059,11 @@ class RunConfig:
 # calls; B 32, T 8, forward and backward) took 9.3-10.5 ms against 10.2-11.7 for the kernel at
 # 2 threads, but only with every other op at one thread too (17 ms while the main thread's
 # OpenMP team, at 2, spins): about 10% on the recurrent part, not built.
+# bf16 on this machine (AVX512_BF16, no AMX): torch's bidirectional LSTM alone (B 32, T 7,
+# forward and backward, 2 threads) 9.0 ms under autocast against 11.9-13.1 in fp32, but 800
+# steps of the preset end to end (--precision bf16 / fp32, --eval-every 10000, twice each)
+# 12.8 / 10.6 s against 9.4 / 11.7 s: no gain beyond the noise (under autocast the batches with
+# padding are packed, and the small ops pay for casts). --precision auto keeps fp32 here.
 # What more time buys, read on the test split after no choice (a diagnostic for the goal, not
 # a selection; the models kept on devA above): the preset at 120 s (the three runs that
 # "accuracy (the preset)" above names) 0.858 / 0.568, 0.862 / 0.579, 0.860 / 0.586 (mean 0.860 /
