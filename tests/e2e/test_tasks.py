@@ -832,3 +832,92 @@ def test_word_shape_keeps_the_characters_and_reads_them_again(tmp_path, capsys) 
         "--word-shape reads the characters of words",
     )
     assert not (tmp_path / "f").exists()
+
+
+# --- classify's n-gram counts (--naive-bayes) --------------------------------------------------
+
+ENDINGS = {"ru": ["ov", "in", "ev"], "en": ["son", "ley", "ton"], "es": ["ez", "os"]}
+
+
+def _surnames(folder: Path) -> Path:
+    """Single-word items, read as characters, where the preset counts n-grams; "es" rarer."""
+    rng = random.Random(1)
+    lines = []
+    for i in range(100):
+        label = ["ru", "ru", "en", "en", "es"][i % 5]
+        stem = "".join(rng.choices("bcdklmnprstaeiou", k=rng.randint(2, 4))).capitalize()
+        lines.append(f"{label}\t{stem}{rng.choice(ENDINGS[label])}")
+    path = folder / "names.tsv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_naive_bayes_is_kept_resumed_and_weighed_at_eval_and_predict(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    """The character preset's --naive-bayes 0.1: the counts are taken from the training
+    items, saved with the weights, the same after an interrupted and resumed run; predict's
+    probability is the normalised product p_net · p_NB^W at the model's W or the one given."""
+    data = _surnames(tmp_path)
+    argv = ["train", str(data), "--task", "classify", *TINY, "--max-steps", "16"]
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    assert main([*argv, "--out", str(whole)]) == 0
+    _interrupted_then_resumed(argv, split, 9, monkeypatch)
+    _same_run(whole, split)
+    assert json.loads((whole / "config.json").read_text())["model"]["naive_bayes"] == 0.1
+    weights = load_file(whole / "model.safetensors")
+    grams = json.loads((whole / "vocab.json").read_text())["bayes_grams"]
+    assert weights["bayes.keys"].shape == (grams,) and grams > 50
+    assert weights["bayes.log_likelihood"].shape == (grams + 1, 3)
+    model = rnnkit.load(whole)
+    source = tmp_path / "in.txt"
+    source.write_text("Kapov\nMilez\n", encoding="utf-8")
+    for weight in (None, 0.0, 3.0):
+        flag = [] if weight is None else ["--naive-bayes", str(weight)]
+        capsys.readouterr()
+        assert main(["predict", str(whole), str(source), "--json", *flag]) == 0
+        records = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+        with torch.no_grad():
+            inputs = _encoded(model, ["Milez"])
+            product = model._logits(*inputs).softmax(-1) * model.bayes(*inputs).exp() ** (
+                0.1 if weight is None else weight
+            )
+        probs = (product / product.sum())[0]
+        assert records[1]["probability"] == pytest.approx(float(probs.max()), abs=1e-5)
+        assert records[1]["label"] == model.labels[int(probs.argmax())]
+    losses = []
+    for weight in ("0", "0.1", "3"):
+        assert main(["eval", str(whole), str(data), "--json", "--naive-bayes", weight]) == 0
+        losses.append(json.loads(capsys.readouterr().out)["loss"])
+    assert len(set(losses)) == 3  # the weight changes the probabilities eval scores
+
+    plain = tmp_path / "plain"  # --naive-bayes 0: no counts kept, and none to weigh later
+    assert main([*argv, "--out", str(plain), "--naive-bayes", "0"]) == 0
+    assert "bayes_grams" not in json.loads((plain / "vocab.json").read_text())
+    assert not any(k.startswith("bayes.") for k in load_file(plain / "model.safetensors"))
+    why = "it has none (trained with --naive-bayes 0"
+    _bad(["eval", str(plain), str(data), "--naive-bayes", "1"], capsys, why)
+    _bad(["predict", str(plain), str(source), "--naive-bayes", "1"], capsys, why)
+    assert main(["eval", str(plain), str(data), "--naive-bayes", "0"]) == 0
+    _bad([*argv, "--out", str(tmp_path / "n"), "--naive-bayes", "-1"], capsys, "--naive-bayes")
+    frames = _classify_npz(tmp_path)
+    npz = ["train", str(frames), "--task", "classify", "--out", str(tmp_path / "f")]
+    _bad([*npz, "--naive-bayes", "1"], capsys, "--naive-bayes counts the tokens of text")
+    tagger = ["train", str(_tag_text(tmp_path)), "--task", "tag", "--out", str(tmp_path / "t")]
+    _bad([*tagger, "--naive-bayes", "1"], capsys, "--naive-bayes", "classify")
+    assert not any((tmp_path / name).exists() for name in ("n", "f", "t"))
+
+
+def test_a_folder_whose_count_table_does_not_fit_is_refused(tmp_path) -> None:
+    """vocab.json's bayes_grams sizes the tables that model.safetensors must fill."""
+    data = _surnames(tmp_path)
+    out = tmp_path / "m"
+    argv = ["train", str(data), "--task", "classify", *TINY, "--max-steps", "2"]
+    assert main([*argv, "--out", str(out)]) == 0
+    meta = json.loads((out / "vocab.json").read_text())
+    (out / "vocab.json").write_text(json.dumps(meta | {"bayes_grams": meta["bayes_grams"] + 1}))
+    with pytest.raises(rnnkit.CheckpointError, match="does not fit"):
+        rnnkit.load(out)
+    (out / "vocab.json").write_text(json.dumps(meta | {"bayes_grams": "many"}))
+    with pytest.raises(rnnkit.CheckpointError, match="bayes_grams"):
+        rnnkit.load(out)

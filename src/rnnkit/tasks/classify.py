@@ -21,16 +21,17 @@ from torch import Tensor, nn
 
 from rnnkit.config import EvalConfig, ModelConfig, PredictConfig, RunConfig
 from rnnkit.data.examples import EpochBatches, Examples, feature_statistics, sorted_batches
-from rnnkit.data.fields import choice
+from rnnkit.data.fields import MAX_SIZE, choice, integer
 from rnnkit.data.labelled import LabelledTexts, read_labelled_texts
 from rnnkit.data.vocab import Vocab
-from rnnkit.errors import DataError
+from rnnkit.errors import ConfigError, DataError
 from rnnkit.layers.dropout import Dropout
 from rnnkit.tasks.base import StepLoss, Task, TaskData
 from rnnkit.tasks.encoder import SequenceEncoder
 from rnnkit.tasks.ensemble import log_mean_probability, other_members
 from rnnkit.tasks.frame_votes import frame_votes
 from rnnkit.tasks.metrics import classification_metrics, plot_confusion
+from rnnkit.tasks.naive_bayes import NaiveBayes, count_grams
 from rnnkit.tasks.pooling import Pooling
 from rnnkit.tasks.sequence_data import (
     build_vocab,
@@ -47,6 +48,12 @@ from rnnkit.tasks.sequence_data import (
     split,
     unknown_advice,
 )
+
+BAYES_GRAMS = "bayes_grams"
+"""The key of vocab.json that holds G, the n-grams of ``--naive-bayes``'s tables."""
+
+NO_TOKENS = "holds feature sequences"
+"""How the refusal of ``--naive-bayes`` names ``.npz`` data."""
 
 
 def text_tokens(text: str, level: str, lowercase: bool = False) -> list[str]:
@@ -74,6 +81,7 @@ class Classifier(nn.Module):
         level: ``"char"`` or ``"word"``, how text is cut into tokens.
         lowercase: whether text is looked up in lower case (``--lowercase``).
         feature_size: D for feature sequences, or None (text).
+        bayes_grams: G, the n-grams of ``--naive-bayes``'s tables (text; 0: none).
 
     Shapes:
         forward: inputs (B, T) int64 or (B, T, D) float, lengths (B,) -> logits (B, C)
@@ -88,6 +96,7 @@ class Classifier(nn.Module):
         level: str = "word",
         lowercase: bool = False,
         feature_size: int | None = None,
+        bayes_grams: int = 0,
     ) -> None:
         super().__init__()
         self.config, self.labels, self.vocab, self.level = config, labels, vocab, level
@@ -101,6 +110,12 @@ class Classifier(nn.Module):
         self.register_buffer("class_weight", torch.ones(len(labels)))
         # --frame-votes: one per-frame classifier beside the network(s), averaged with them.
         self.votes = frame_votes(config, feature_size, len(labels))
+        # --naive-bayes W: n-gram counts whose probabilities, to the power W, multiply the
+        # network's (rnnkit.tasks.naive_bayes); eval and predict may set another W.
+        self.bayes = None
+        if config.naive_bayes and vocab is not None and bayes_grams:
+            self.bayes = NaiveBayes(len(vocab), len(labels), bayes_grams)
+        self.bayes_weight = config.naive_bayes
         # --ensemble K: this network is the first member (rnnkit.tasks.ensemble).
         shape = dict(vocab=vocab, level=level, lowercase=lowercase, feature_size=feature_size)
         self.others = other_members(config, lambda member: Classifier(member, labels, **shape))
@@ -111,10 +126,17 @@ class Classifier(nn.Module):
 
     def forward(self, inputs: Tensor, lengths: Tensor) -> Tensor:
         """Class logits (B, C) of a padded batch. An ensemble gives the log of its members'
-        mean probability, log (1/K) Σ_k softmax(z_k), whose softmax is that mean."""
+        mean probability, log (1/K) Σ_k softmax(z_k), whose softmax is that mean. With
+        ``--naive-bayes W``, W times the counts' log-probabilities are added to the
+        network's (fp32), so that the softmax is their normalised product."""
         if not self.others and self.votes is None:
-            return self._logits(inputs, lengths)
-        return log_mean_probability(self.member_logits(inputs, lengths))  # (B, C)
+            logits = self._logits(inputs, lengths)  # (B, C)
+        else:
+            logits = log_mean_probability(self.member_logits(inputs, lengths))  # (B, C)
+        if self.bayes is None or not self.bayes_weight:
+            return logits
+        counts = self.bayes(inputs, lengths).to(logits.device)  # (B, C)
+        return logits.float().log_softmax(-1) + self.bayes_weight * counts
 
     def member_logits(self, inputs: Tensor, lengths: Tensor) -> Tensor:
         """Each member's class logits: (B, T[, D]), (B,) -> (K, B, C); with ``--frame-votes``
@@ -194,9 +216,10 @@ class Classification(Task):
     higher_is_better = True
 
     # The preset for 2 CPU cores; lr chosen on the dev splits of names/ and SST-2, weight decay
-    # 0.1, embedding dropout 0.1 (whole characters dropped from a batch) and the mean of the 5
-    # best evaluations on names/' dev halves (character-level items; config.py). The other
-    # presets keep 0.01, no embedding dropout and one evaluation's weights.
+    # 0.1, embedding dropout 0.1 (whole characters dropped from a batch), the mean of the 5
+    # best evaluations and the n-gram counts' weight 0.1 (--naive-bayes) on names/' dev halves
+    # (character-level items; config.py). The other presets keep 0.01, no embedding dropout,
+    # one evaluation's weights and no counts.
     PRESET: ClassVar[dict[str, dict[str, Any]]] = {
         "model": {
             "cell": "lstm",
@@ -207,6 +230,7 @@ class Classification(Task):
             "bidirectional": True,
             "pooling": "max",
             "embedding_dropout": 0.1,
+            "naive_bayes": 0.1,
         },
         "data": {"level": "auto"},
         "train": {
@@ -223,7 +247,12 @@ class Classification(Task):
     # spent on several networks than on one; names (characters) and features keep one network.
     WORDS_PRESET: ClassVar[dict[str, dict[str, Any]]] = {
         **PRESET,
-        "model": {**PRESET["model"], "ensemble": 8, "embedding_dropout": 0.0},
+        "model": {
+            **PRESET["model"],
+            "ensemble": 8,
+            "embedding_dropout": 0.0,
+            "naive_bayes": 0.0,
+        },
         "train": {**PRESET["train"], "weight_decay": 0.01, "average_best": 0},
     }
 
@@ -231,7 +260,12 @@ class Classification(Task):
     # splits of japanese_vowels' training utterances in recording order (config.py).
     FEATURES_PRESET: ClassVar[dict[str, dict[str, Any]]] = {
         **PRESET,
-        "model": {**PRESET["model"], "frame_votes": True, "embedding_dropout": 0.0},
+        "model": {
+            **PRESET["model"],
+            "frame_votes": True,
+            "embedding_dropout": 0.0,
+            "naive_bayes": 0.0,
+        },
         "train": {**PRESET["train"], "weight_decay": 0.01, "average_best": 0},
     }
 
@@ -278,6 +312,8 @@ class Classification(Task):
         train.ids = [vocab.encode(t) for t in train.ids]
         val.ids = [vocab.encode(t) for t in val.ids]
         meta = {"kind": "text", "level": level, "labels": labels, "vocab": vocab.to_dict()}
+        if run.model.naive_bayes:
+            meta[BAYES_GRAMS] = count_grams(len(vocab), train)
         setup = self._setup(run, train, labels)
         if run.data.embeddings is not None:
             setup["embeddings"] = (run.data.embeddings, run.model.freeze_embeddings)
@@ -285,6 +321,8 @@ class Classification(Task):
 
     def _load_features(self, run: RunConfig, path: str, meta: dict[str, Any] | None) -> TaskData:
         refuse_text_options(run, path)
+        if run.model.naive_bayes:
+            raise ConfigError(f"--naive-bayes counts the tokens of text; {path} {NO_TOKENS}")
         features = read_feature_file(path, "sequence")
         labels = meta["labels"] if meta else [str(i) for i in range(int(features.y.max()) + 1)]
         examples = feature_examples(features)
@@ -315,21 +353,33 @@ class Classification(Task):
     # --- model -----------------------------------------------------------------------------
 
     def check_meta(self, run: RunConfig, meta: dict[str, Any]) -> None:
-        if check_sequence_meta(run, meta, "labels", ("level",)) == "text":
+        kind = check_sequence_meta(run, meta, "labels", ("level",), optional=(BAYES_GRAMS,))
+        if kind == "text":
             choice(meta["level"], "level", ("char", "word"))
+            if BAYES_GRAMS in meta:
+                integer(meta[BAYES_GRAMS], BAYES_GRAMS, 1, MAX_SIZE)
 
     def build_model(self, run: RunConfig, meta: dict[str, Any]) -> Classifier:
         if meta.get("kind") == "features":
             return Classifier(run.model, meta["labels"], feature_size=int(meta["feature_size"]))
         vocab = Vocab.from_dict(meta["vocab"])
         labels, level, lowercase = list(meta["labels"]), meta["level"], run.data.lowercase
-        return Classifier(run.model, labels, vocab=vocab, level=level, lowercase=lowercase)
+        return Classifier(
+            run.model,
+            labels,
+            vocab=vocab,
+            level=level,
+            lowercase=lowercase,
+            bayes_grams=int(meta.get(BAYES_GRAMS, 0)),
+        )
 
     def init_model(self, model: nn.Module, data: TaskData) -> None:
         for i, member in enumerate(model.members()):
             init_encoder(member.encoder, data, model.vocab, log=i == 0)
         if "class_weight" in data.setup:
             model.class_weight.copy_(data.setup["class_weight"])
+        if model.bayes is not None:
+            model.bayes.fit(data.train, data.train.y)
 
     def batches(self, run: RunConfig, data: TaskData) -> EpochBatches:
         return EpochBatches(data.train, run.train.batch_size, run.train.seed)
@@ -361,6 +411,7 @@ class Classification(Task):
     ) -> dict[str, Any]:
         labels = list(model.labels)
         check_data_kind(model, path, features=is_features(path))
+        _set_naive_bayes(model, cfg)
         if model.vocab is None:
             features = read_feature_file(path, "sequence")
             check_feature_size(features, model.encoder.feature_size)
@@ -401,6 +452,7 @@ class Classification(Task):
         holds a TAB is read as ``label<TAB>text`` and the text after the first TAB is
         classified."""
         check_data_kind(model, source, features=False)
+        _set_naive_bayes(model, cfg)
         lines = text.splitlines()
         if lines and all("\t" in line for line in lines if line.strip()):
             lines = [line.split("\t", 1)[1] if "\t" in line else line for line in lines]
@@ -418,6 +470,7 @@ class Classification(Task):
         self, model: nn.Module, path: str | Path, cfg: PredictConfig, device: torch.device
     ) -> Iterator[tuple[str, dict[str, Any]]]:
         check_data_kind(model, path, features=True)
+        _set_naive_bayes(model, cfg)
         features = read_feature_file(path, "none")
         check_feature_size(features, model.encoder.feature_size)
         probs = probabilities(model, feature_examples(features), cfg.batch_size)  # (N, C)
@@ -443,6 +496,23 @@ def _ranked(
             | {"label": top[0]["label"], "probability": top[0]["probability"]}
             | ({"top": top} if k > 1 else {}),
         )
+
+
+def _set_naive_bayes(model: Classifier, cfg: EvalConfig | PredictConfig) -> None:
+    """Weigh the model's n-gram counts by eval/predict's ``--naive-bayes`` where given; None
+    keeps the model's own weight.
+
+    Raises:
+        ConfigError: a weight above 0 for a model without counts.
+    """
+    if cfg.naive_bayes is None:
+        return
+    if model.bayes is None and cfg.naive_bayes:
+        raise ConfigError(
+            "--naive-bayes weighs the n-gram counts this model was trained with, and it has "
+            "none (trained with --naive-bayes 0, or on .npz features)"
+        )
+    model.bayes_weight = cfg.naive_bayes
 
 
 def _word_items(path: str | Path | None) -> bool:

@@ -32,9 +32,11 @@ from rnnkit.layers.dropout import drawing_from
 def other_members(config: ModelConfig, build: Callable[[ModelConfig], nn.Module]) -> nn.ModuleList:
     """The members after the first: ``config.ensemble - 1`` networks ``build(member_config)``,
     where the member's config is ``config`` with ``ensemble`` 1 and no ``frame_votes`` or
-    ``word_votes`` (a member has no members, and the model's one set of votes stays with the
-    first)."""
-    member = dataclasses.replace(config, ensemble=1, frame_votes=False, word_votes=0.0)
+    ``word_votes`` or ``naive_bayes`` (a member has no members, and the model's one set of votes
+    or counts stays with the first)."""
+    member = dataclasses.replace(
+        config, ensemble=1, frame_votes=False, word_votes=0.0, naive_bayes=0.0
+    )
     return nn.ModuleList(build(member) for _ in range(config.ensemble - 1))
 
 

@@ -33,20 +33,26 @@ def need_path(run: RunConfig) -> str:
 
 
 def check_sequence_meta(
-    run: RunConfig, meta: dict[str, Any], labels: str, text_keys: tuple[str, ...]
+    run: RunConfig,
+    meta: dict[str, Any],
+    labels: str,
+    text_keys: tuple[str, ...],
+    *,
+    optional: tuple[str, ...] = (),
 ) -> str:
     """Check the vocab.json that ``classify`` and ``tag`` share: ``kind``, the names of the
-    labels (under ``labels``), and ``vocab`` and ``text_keys`` (text) or ``feature_size``
-    (feature sequences). The kind must be that of ``run.data.path``. Returns the kind.
+    labels (under ``labels``), and ``vocab`` and ``text_keys`` (text; ``optional`` may be
+    there too, checked by the caller) or ``feature_size`` (feature sequences). The kind must
+    be that of ``run.data.path``. Returns the kind.
 
     Raises:
         ValueError: a missing, unknown or malformed field (one line that names it).
     """
     kinds = ("text", "features")
-    obj(meta, "", ("kind",), (labels, "vocab", "feature_size", *text_keys))
+    obj(meta, "", ("kind",), (labels, "vocab", "feature_size", *text_keys, *optional))
     kind = choice(meta["kind"], "kind", kinds)
     if kind == "text":
-        obj(meta, "", ("kind", labels, "vocab", *text_keys))
+        obj(meta, "", ("kind", labels, "vocab", *text_keys), optional)
         Vocab.from_dict(meta["vocab"], "vocab")
     else:
         obj(meta, "", ("kind", labels, "feature_size"))

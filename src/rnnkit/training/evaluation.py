@@ -38,6 +38,7 @@ def evaluate_folder(folder: str | Path, data: str | Path, cfg: EvalConfig) -> di
 _OPTION_TASKS = {
     "outside_bias": ("tag",),
     "word_votes": ("tag",),
+    "naive_bayes": ("classify",),
     "top_k": ("classify",),
     "beam_size": ("seq2seq", "condgen"),
     "max_length": ("seq2seq", "condgen"),
