@@ -16,7 +16,7 @@ from rnnkit.data.examples import Examples
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import ConfigError
 from rnnkit.tasks.classify import Classifier
-from rnnkit.tasks.naive_bayes import ALPHA, ORDER, NaiveBayes, count_grams
+from rnnkit.tasks.naive_bayes import ALPHA, ORDER, NaiveBayes
 
 
 def _items(seed: int, n: int, vocab: int, labels: int) -> tuple[list[list[int]], list[int]]:
@@ -56,8 +56,7 @@ def _brute_force(train, y, labels, item) -> list[float]:
 def test_the_counts_match_a_brute_force_model() -> None:
     """Keys, smoothing, the unseen row, the prior and the marks, against plain counting."""
     train, y = _items(0, 40, 5, 3)
-    model = NaiveBayes(5, 3, count_grams(5, _examples(train)))
-    model.fit(_examples(train), y)
+    model = NaiveBayes.counted(5, 3, _examples(train), y)
     distinct = {g for seq in train for g in _grams(seq)}
     assert len(model.keys) == len(distinct)
     test, _ = _items(1, 12, 5, 3)
@@ -73,8 +72,7 @@ def test_padding_changes_nothing() -> None:
     """An item scores the same alone as beside a longer one (padded with id 0, a real
     token id, so padded steps would count if the mask were wrong)."""
     train, y = _items(2, 30, 4, 2)
-    model = NaiveBayes(4, 2, count_grams(4, _examples(train)))
-    model.fit(_examples(train), y)
+    model = NaiveBayes.counted(4, 2, _examples(train), y)
     short, long = [1, 2], [0, 0, 0, 0, 3, 1]
     alone = _examples([short]).batch(np.arange(1))
     padded = _examples([short, long]).batch(np.arange(2))
@@ -100,9 +98,11 @@ def _classifier(weight: float, ensemble: int = 1) -> tuple[Classifier, Examples]
     vocab = Vocab(chars)
     train, y = _items(3, 50, len(vocab), 3)
     config = ModelConfig(hidden_size=8, embedding_size=4, naive_bayes=weight, ensemble=ensemble)
-    grams = count_grams(len(vocab), _examples(train))
-    model = Classifier(config, ["x", "y", "z"], vocab=vocab, level="char", bayes_grams=grams)
-    model.bayes.fit(_examples(train), y)
+    counts = NaiveBayes.counted(len(vocab), 3, _examples(train), y)
+    model = Classifier(
+        config, ["x", "y", "z"], vocab=vocab, level="char", bayes_grams=len(counts.keys)
+    )
+    model.bayes.load_state_dict(counts.state_dict())
     return model.eval(), _examples(train[:7])
 
 

@@ -31,7 +31,7 @@ from rnnkit.tasks.encoder import SequenceEncoder
 from rnnkit.tasks.ensemble import log_mean_probability, other_members
 from rnnkit.tasks.frame_votes import frame_votes
 from rnnkit.tasks.metrics import classification_metrics, plot_confusion
-from rnnkit.tasks.naive_bayes import NaiveBayes, count_grams
+from rnnkit.tasks.naive_bayes import NaiveBayes
 from rnnkit.tasks.pooling import Pooling
 from rnnkit.tasks.sequence_data import (
     build_vocab,
@@ -312,9 +312,11 @@ class Classification(Task):
         train.ids = [vocab.encode(t) for t in train.ids]
         val.ids = [vocab.encode(t) for t in val.ids]
         meta = {"kind": "text", "level": level, "labels": labels, "vocab": vocab.to_dict()}
-        if run.model.naive_bayes:
-            meta[BAYES_GRAMS] = count_grams(len(vocab), train)
         setup = self._setup(run, train, labels)
+        if run.model.naive_bayes:
+            counts = NaiveBayes.counted(len(vocab), len(labels), train, train.y)
+            meta[BAYES_GRAMS] = len(counts.keys)
+            setup["naive_bayes"] = counts.state_dict()
         if run.data.embeddings is not None:
             setup["embeddings"] = (run.data.embeddings, run.model.freeze_embeddings)
         return TaskData(meta, train, val, path, self._summary(train, val, labels, level), setup)
@@ -379,7 +381,7 @@ class Classification(Task):
         if "class_weight" in data.setup:
             model.class_weight.copy_(data.setup["class_weight"])
         if model.bayes is not None:
-            model.bayes.fit(data.train, data.train.y)
+            model.bayes.load_state_dict(data.setup["naive_bayes"])
 
     def batches(self, run: RunConfig, data: TaskData) -> EpochBatches:
         return EpochBatches(data.train, run.train.batch_size, run.train.seed)

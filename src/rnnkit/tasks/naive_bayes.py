@@ -107,31 +107,26 @@ class NaiveBayes(nn.Module):
             real.append(last[None, :] <= (lengths + 1)[:, None])
         return torch.cat(keys, 1), torch.cat(real, 1)
 
+    @classmethod
     @torch.no_grad()
-    def fit(self, examples: Examples, labels: np.ndarray | list[int]) -> None:
-        """Count the n-grams of the training ``examples`` (their ``ids``) by class ``labels``
-        (N,) and set the tables; their sizes must be those the model was built with."""
-        found, classes = _count_keys(self, examples, labels)
+    def counted(
+        cls, num_tokens: int, num_labels: int, examples: Examples, labels: np.ndarray | list[int]
+    ) -> NaiveBayes:
+        """The model of the n-grams of the training ``examples`` (their ``ids``, tokens in
+        [0, num_tokens)) by class ``labels`` (N,) in [0, num_labels)."""
+        model = cls(num_tokens, num_labels, 0)
+        found, classes = _count_keys(model, examples, labels)
         keys, inverse = torch.unique(found, return_inverse=True)  # sorted
-        if len(keys) != len(self.keys):
-            raise ValueError(f"{len(keys)} n-grams counted, the model holds {len(self.keys)}")
-        num_labels = self.log_prior.shape[0]
         counts = torch.zeros(len(keys), num_labels, dtype=torch.float64)
         counts.index_put_((inverse, classes), torch.ones(len(found), dtype=torch.float64), True)
         totals = counts.sum(0) + ALPHA * len(keys)  # (C,)
         table = torch.cat([counts + ALPHA, torch.full((1, num_labels), ALPHA)]) / totals
         items = torch.bincount(torch.as_tensor(np.asarray(labels)), minlength=num_labels)
         prior = (items.double() + ALPHA) / (len(labels) + ALPHA * num_labels)
-        self.keys.copy_(keys)
-        self.log_likelihood.copy_(table.log())
-        self.log_prior.copy_(prior.log())
-
-
-def count_grams(num_tokens: int, examples: Examples) -> int:
-    """G, the distinct n-grams of the training ``examples`` (the size of the tables)."""
-    probe = NaiveBayes(num_tokens, 1, 0)
-    found, _ = _count_keys(probe, examples, np.zeros(len(examples), dtype=np.int64))
-    return len(torch.unique(found))
+        model.keys = keys
+        model.log_likelihood = table.log().float()
+        model.log_prior = prior.log().float()
+        return model
 
 
 def _count_keys(
