@@ -88,8 +88,9 @@ def test_orders_never_share_a_key() -> None:
     keys, real = model.gram_keys(torch.tensor([[0, 2]]), torch.tensor([2]))
     found = keys[real].tolist()
     assert len(found) == len(set(found)) == 4 + 3 + 2
-    with pytest.raises(ValueError, match="too large for --naive-bayes"):
-        NaiveBayes(3_000_000, 2, 0)
+    NaiveBayes(1_664_507, 2, 0)  # the largest vocabulary whose keys fit: 1,664,510^3 < 2^62
+    with pytest.raises(ConfigError, match="1,664,508 token types is too large"):
+        NaiveBayes(1_664_508, 2, 0)
 
 
 def _classifier(weight: float, ensemble: int = 1) -> tuple[Classifier, Examples]:

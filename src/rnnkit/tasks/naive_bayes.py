@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit.data.examples import Examples
+from rnnkit.errors import ConfigError
 
 ORDER = 3
 """The longest n-gram counted (1- to 3-grams). Chosen on names/' dev halves (config.py)."""
@@ -67,7 +68,10 @@ class NaiveBayes(nn.Module):
         super().__init__()
         self.base = num_tokens + 3
         if self.base**ORDER >= _KEY_LIMIT:
-            raise ValueError(f"a vocabulary of {num_tokens} tokens is too large for --naive-bayes")
+            raise ConfigError(
+                f"--naive-bayes: a vocabulary of {num_tokens:,} token types is too large to key "
+                f"its {ORDER}-grams in 62 bits (raise --min-freq)"
+            )
         self.register_buffer("keys", torch.zeros(num_grams, dtype=torch.long))  # sorted
         # Row g: log (n_cg + α) / (n_c + αG) of the g-th key; the last row, an unseen n-gram.
         self.register_buffer("log_likelihood", torch.zeros(num_grams + 1, num_labels))
