@@ -52,9 +52,6 @@ from rnnkit.tasks.sequence_data import (
 BAYES_GRAMS = "bayes_grams"
 """The key of vocab.json that holds G, the n-grams of ``--naive-bayes``'s tables."""
 
-NO_TOKENS = "holds feature sequences"
-"""How the refusal of ``--naive-bayes`` names ``.npz`` data."""
-
 
 def text_tokens(text: str, level: str, lowercase: bool = False) -> list[str]:
     """The tokens of one item: its characters, or its whitespace-separated words (in lower
@@ -324,7 +321,9 @@ class Classification(Task):
     def _load_features(self, run: RunConfig, path: str, meta: dict[str, Any] | None) -> TaskData:
         refuse_text_options(run, path)
         if run.model.naive_bayes:
-            raise ConfigError(f"--naive-bayes counts the tokens of text; {path} {NO_TOKENS}")
+            raise ConfigError(
+                f"--naive-bayes counts the tokens of text; {path} holds feature sequences"
+            )
         features = read_feature_file(path, "sequence")
         labels = meta["labels"] if meta else [str(i) for i in range(int(features.y.max()) + 1)]
         examples = feature_examples(features)

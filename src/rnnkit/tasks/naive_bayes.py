@@ -81,9 +81,8 @@ class NaiveBayes(nn.Module):
         """Each item's class log-probabilities (B, C) from its n-grams."""
         keys, real = self.gram_keys(inputs, lengths)  # (B, N), (B, N)
         keys = keys.to(self.keys.device)
-        rows = torch.searchsorted(self.keys, keys).clamp(max=max(len(self.keys) - 1, 0))
-        seen = self.keys[rows] == keys if len(self.keys) else torch.zeros_like(keys, dtype=bool)
-        rows = torch.where(seen, rows, len(self.keys))  # (B, N); unseen: the last row
+        rows = torch.searchsorted(self.keys, keys).clamp(max=len(self.keys) - 1)  # G >= 1
+        rows = torch.where(self.keys[rows] == keys, rows, len(self.keys))  # unseen: the last row
         scores = self.log_likelihood[rows] * real.to(rows.device).unsqueeze(-1)  # (B, N, C)
         return (scores.sum(1) + self.log_prior).log_softmax(-1)  # (B, C)
 
