@@ -102,6 +102,9 @@ def _check_seed(seed: int) -> None:
 # These defaults are the preset of runs that read their text many times; for --task lm on CPU,
 # `rnnkit train` adapts them to the passes a run will make and to a slow CPU's measured speed
 # (training/budget.py: the rule table LM_BUDGET_ROWS, a layer under the config file and flags).
+# Its rows of few passes were timed against this preset on 2026-12-07 (the AMX Xeon; War and
+# Peace for 3 and 10 minutes, Tiny Shakespeare for 3, two seeds each): they beat it by
+# 0.019-0.029 nats/char on five pairs of six, and lost one to a loss spike (budget.py).
 
 
 @dataclass(frozen=True)
