@@ -226,6 +226,12 @@ class ModelConfig:
         "2016) instead of the one-hot target, eps in [0, 1); the validation loss stays plain "
         "(tag: not with --crf)",
     )
+    focal_gamma: float = _opt(
+        0.0,
+        "classify: train on the focal loss -(1 - p)^gamma log p of the true class's "
+        "probability p (Lin et al. 2017), which weighs the items already learnt less; the "
+        "validation loss stays plain; 0 is cross-entropy",
+    )
 
     def __post_init__(self) -> None:
         _check(self.cell in CELLS, "cell", f"one of {', '.join(CELLS)}", self.cell)
@@ -268,6 +274,17 @@ class ModelConfig:
             raise ConfigError(
                 f"--weight-drop acts on the hidden-to-hidden matrices W_hh, which --cell "
                 f"{self.cell} does not have; use --cell rnn, gru or lstm"
+            )
+        _check(
+            math.isfinite(self.focal_gamma) and self.focal_gamma >= 0,
+            "focal_gamma",
+            "0 or more",
+            self.focal_gamma,
+        )
+        if self.focal_gamma and self.label_smoothing:
+            raise ConfigError(
+                "--focal-gamma and --label-smoothing both reshape the training loss: use one "
+                "or the other"
             )
         if self.crf and self.label_smoothing:
             raise ConfigError(
@@ -1209,6 +1226,7 @@ TASK_OPTIONS: dict[str, tuple[str, ...]] = {
         "feature_noise",
         "frame_votes",
         "naive_bayes",
+        "focal_gamma",
     ),
     "tag": (
         "lowercase",
@@ -1265,6 +1283,7 @@ TASK_OPTIONS_USED = (
     ("model", "frame_votes"),
     ("model", "word_votes"),
     ("model", "naive_bayes"),
+    ("model", "focal_gamma"),
     ("model", "lm_weight"),
     ("data", "reverse"),
     ("data", "max_length"),

@@ -613,6 +613,10 @@ def test_task_options_belong_to_their_task(tmp_path, capsys) -> None:
     smoothed = ["train", str(data), "--out", str(out), "--label-smoothing", "0.1"]
     _bad([*smoothed, "--task", "tag", "--crf"], capsys, "--label-smoothing", "--crf")
     _bad(smoothed, capsys, "--label-smoothing", "classify / tag")
+    focal = ["train", str(data), "--out", str(out), "--focal-gamma", "1"]
+    _bad([*focal, "--task", "tag"], capsys, "--focal-gamma", "classify")
+    _bad([*focal, "--task", "classify", "--label-smoothing", "0.1"], capsys, "--focal-gamma")
+    _bad([*focal[:-1], "-1", "--task", "classify"], capsys, "focal", "0 or more")
     assert not out.exists()
 
 
@@ -626,6 +630,21 @@ def test_class_weights_balance_a_skewed_training_set(tmp_path) -> None:
     # the stratified split keeps 22 of the 30 'a' and 7 of the 10 'b' (halves round up into
     # validation): N / (C · count) over the 29 training items
     assert weights == pytest.approx([29 / (2 * 22), 29 / (2 * 7)])
+
+
+def test_focal_gamma_trains_classify_on_a_lower_loss_and_is_kept(tmp_path) -> None:
+    """--focal-gamma: the same first step logs a lower loss than cross-entropy (every item's
+    (1 - p)^gamma is under 1), and the model folder records it."""
+    data = _classify_text(tmp_path)
+    argv = ["train", str(data), "--task", "classify", *TINY, "--max-steps", "2", "--seed", "3"]
+    first = {}
+    for gamma in ("0", "2"):
+        out = tmp_path / f"g{gamma}"
+        assert main([*argv, "--out", str(out), "--log-every", "1", "--focal-gamma", gamma]) == 0
+        first[gamma] = next(r["loss"] for r in _records(out) if "lr" in r)
+        config = json.loads((out / "config.json").read_text(encoding="utf-8"))
+        assert config["model"]["focal_gamma"] == float(gamma)
+    assert 0 < first["2"] < 0.9 * first["0"]
 
 
 @pytest.mark.parametrize("task", ["classify", "tag", "tag on threads"])
