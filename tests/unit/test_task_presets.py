@@ -69,30 +69,24 @@ def test_classify_on_word_level_text_takes_an_ensemble(tmp_path, capsys) -> None
 
 def test_classify_on_characters_takes_more_regularisation(tmp_path, capsys) -> None:
     """Single-word items (names) decay their weights by 0.1, drop whole characters from a batch
-    with probability 0.1, keep the mean of their 5 best evaluations and train on the focal loss
-    (gamma 1), all chosen on names/' dev halves; word-level text and features keep 0.01, no
-    embedding dropout (features have no embedding), one evaluation's weights and cross-entropy;
-    the flags still win."""
+    with probability 0.1 and keep the mean of their 5 best evaluations, all chosen on names/' dev
+    halves; word-level text and features keep 0.01, no embedding dropout (features have no
+    embedding) and one evaluation's weights; the flags still win."""
     names = tmp_path / "names.tsv"
     names.write_text("Irish\tMurphy\nItalian\tRossi\n", encoding="utf-8")
     reviews = tmp_path / "reviews.tsv"
     reviews.write_text("pos\ta fine film\nneg\tdull and long\n", encoding="utf-8")
 
-    def regularisation(*args: str) -> tuple[float, float, int, float]:
+    def regularisation(*args: str) -> tuple[float, float, int]:
         config = _printed(capsys, *args, "--task", "classify")
-        train, model = config["train"], config["model"]
-        return (
-            train["weight_decay"],
-            model["embedding_dropout"],
-            train["average_best"],
-            model["focal_gamma"],
-        )
+        train = config["train"]
+        return train["weight_decay"], config["model"]["embedding_dropout"], train["average_best"]
 
-    assert regularisation(str(names)) == (0.1, 0.1, 5, 1.0)
+    assert regularisation(str(names)) == (0.1, 0.1, 5)
     words, features = regularisation(str(reviews)), regularisation(str(tmp_path / "x.npz"))
-    assert words == features == (0.01, 0.0, 0, 0.0)
+    assert words == features == (0.01, 0.0, 0)
     flags = ("--weight-decay", "0.02", "--embedding-dropout", "0.3", "--average-best", "3")
-    assert regularisation(str(names), *flags, "--focal-gamma", "2") == (0.02, 0.3, 3, 2.0)
+    assert regularisation(str(names), *flags) == (0.02, 0.3, 3)
 
 
 def test_classify_on_feature_sequences_takes_frame_votes(tmp_path, capsys) -> None:

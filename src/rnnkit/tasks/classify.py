@@ -214,9 +214,9 @@ class Classification(Task):
 
     # The preset for 2 CPU cores; lr chosen on the dev splits of names/ and SST-2, weight decay
     # 0.1, embedding dropout 0.1 (whole characters dropped from a batch), the mean of the 5
-    # best evaluations, the n-gram counts' weight 0.1 (--naive-bayes) and the focal loss's
-    # gamma 1 on names/' dev halves (character-level items; config.py). The other presets keep
-    # 0.01, no embedding dropout, one evaluation's weights, no counts and cross-entropy.
+    # best evaluations and the n-gram counts' weight 0.1 (--naive-bayes) on names/' dev halves
+    # (character-level items; config.py). The other presets keep 0.01, no embedding dropout,
+    # one evaluation's weights and no counts.
     PRESET: ClassVar[dict[str, dict[str, Any]]] = {
         "model": {
             "cell": "lstm",
@@ -228,7 +228,6 @@ class Classification(Task):
             "pooling": "max",
             "embedding_dropout": 0.1,
             "naive_bayes": 0.1,
-            "focal_gamma": 1.0,
         },
         "data": {"level": "auto"},
         "train": {
@@ -250,7 +249,6 @@ class Classification(Task):
             "ensemble": 8,
             "embedding_dropout": 0.0,
             "naive_bayes": 0.0,
-            "focal_gamma": 0.0,
         },
         "train": {**PRESET["train"], "weight_decay": 0.01, "average_best": 0},
     }
@@ -264,7 +262,6 @@ class Classification(Task):
             "frame_votes": True,
             "embedding_dropout": 0.0,
             "naive_bayes": 0.0,
-            "focal_gamma": 0.0,
         },
         "train": {**PRESET["train"], "weight_decay": 0.01, "average_best": 0},
     }
