@@ -66,8 +66,8 @@ def _check_bias(value: float | None) -> None:
 
 
 def _check_weight(value: float | None, name: str = "word_votes") -> None:
-    """``--word-votes`` or ``--naive-bayes``: unset (eval/predict), or a finite number, 0 or
-    more."""
+    """``--word-votes``, ``--naive-bayes`` or ``--focal-gamma``: unset (eval/predict), or a
+    finite number, 0 or more."""
     ok = value is None or (math.isfinite(value) and value >= 0)
     _check(ok, name, "0 or more", value)
 
@@ -275,12 +275,7 @@ class ModelConfig:
                 f"--weight-drop acts on the hidden-to-hidden matrices W_hh, which --cell "
                 f"{self.cell} does not have; use --cell rnn, gru or lstm"
             )
-        _check(
-            math.isfinite(self.focal_gamma) and self.focal_gamma >= 0,
-            "focal_gamma",
-            "0 or more",
-            self.focal_gamma,
-        )
+        _check_weight(self.focal_gamma, "focal_gamma")
         if self.focal_gamma and self.label_smoothing:
             raise ConfigError(
                 "--focal-gamma and --label-smoothing both reshape the training loss: use one "
