@@ -483,6 +483,8 @@ def test_bad_text_data(tmp_path, capsys) -> None:
     _bad([*train, "classify", str(tsv)], capsys, "a.tsv:2", "empty")
     tsv.write_text("", encoding="utf-8")
     _bad([*train, "classify", str(tsv)], capsys, "a.tsv", "empty")
+    tsv.write_text("pos\tgood film\npos\tfine film\n", encoding="utf-8")
+    _bad([*train, "classify", str(tsv)], capsys, "a.tsv", "'pos'", "at least two labels")
     conll = tmp_path / "b.conll"
     conll.write_text("Ann\tX\tB-per\nsaw\tO\n", encoding="utf-8")
     _bad([*train, "tag", str(conll)], capsys, "b.conll:2", "column")
@@ -517,6 +519,14 @@ def test_bad_arrays_and_mismatches(kind, trained, tmp_path, capsys) -> None:
     _bad(["predict", str(trained), str(tmp_path / "wider.npz")], capsys, "wider.npz", "features")
     if task == "classify":  # per-sequence labels given to a tagger, and the reverse
         _bad(["train", str(data), "--out", str(out), *flags[:1], "tag"], capsys, data.name)
+        np.savez(tmp_path / "one.npz", **(arrays | {"y": np.ones_like(arrays["y"])}))
+        _bad(
+            ["train", str(tmp_path / "one.npz"), "--out", str(out), *flags],
+            capsys,
+            "one.npz",
+            "'1'",
+            "at least two labels",
+        )
     assert not out.exists()
 
 

@@ -280,7 +280,7 @@ class Classification(Task):
         items = _read_texts(path, run.data.encoding)
         if meta is None:
             level = run.data.level if run.data.level != "auto" else choose_level(items.texts)
-            labels = sorted(set(items.labels))
+            labels = _two_labels_at_least(sorted(set(items.labels)), path)
         else:
             level, labels = meta["level"], meta["labels"]
         index = {label: i for i, label in enumerate(labels)}
@@ -325,7 +325,11 @@ class Classification(Task):
                 f"--naive-bayes counts the tokens of text; {path} holds feature sequences"
             )
         features = read_feature_file(path, "sequence")
-        labels = meta["labels"] if meta else [str(i) for i in range(int(features.y.max()) + 1)]
+        if meta:
+            labels = meta["labels"]
+        else:
+            labels = [str(i) for i in range(int(features.y.max()) + 1)]
+            _two_labels_at_least(sorted({str(int(y)) for y in features.y}), path)
         examples = feature_examples(features)
 
         def read_val(val_path: str) -> Examples:
@@ -500,6 +504,20 @@ def _ranked(
             | {"label": top[0]["label"], "probability": top[0]["probability"]}
             | ({"top": top} if k > 1 else {}),
         )
+
+
+def _two_labels_at_least(labels: list[str], path: str) -> list[str]:
+    """``labels``, the training data's distinct labels, sorted, once there are two or more.
+
+    Raises:
+        DataError: one label only (a classifier of one class learns nothing; scikit-learn's
+            classifiers refuse it too), naming ``path`` and the label.
+    """
+    if len(labels) < 2:
+        raise DataError(
+            f"{path}: every item has the label {labels[0]!r}; classify needs at least two labels"
+        )
+    return labels
 
 
 def _set_naive_bayes(model: Classifier, cfg: EvalConfig | PredictConfig) -> None:
