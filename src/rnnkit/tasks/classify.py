@@ -329,7 +329,7 @@ class Classification(Task):
             labels = meta["labels"]
         else:
             labels = [str(i) for i in range(int(features.y.max()) + 1)]
-            _two_labels_at_least(sorted({str(int(y)) for y in features.y}), path)
+            _two_labels_at_least([str(y) for y in np.unique(features.y)], path)
         examples = feature_examples(features)
 
         def read_val(val_path: str) -> Examples:
