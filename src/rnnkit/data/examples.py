@@ -26,6 +26,9 @@ from rnnkit.data.text import IGNORE_INDEX
 MAX_WORD_CHARS = 20
 """Characters of a word that the character encoder reads (longer words are cut)."""
 
+CHAR_PAD, CHAR_UNK = 0, 1
+"""Character ids: padding and unknown characters; the known ones start at 2."""
+
 
 @dataclass
 class Examples:

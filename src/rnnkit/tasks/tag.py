@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from rnnkit.config import EvalConfig, ModelConfig, PredictConfig, RunConfig
 from rnnkit.data.examples import (
+    CHAR_UNK,
     MAX_WORD_CHARS,
     EpochBatches,
     Examples,
@@ -38,6 +39,7 @@ from rnnkit.data.vocab import Vocab
 from rnnkit.errors import ConfigError, DataError
 from rnnkit.layers.dropout import Dropout
 from rnnkit.tasks.base import StepLoss, Task, TaskData
+from rnnkit.tasks.case_augment import case_augment
 from rnnkit.tasks.crf import LinearChainCRF
 from rnnkit.tasks.encoder import SequenceEncoder
 from rnnkit.tasks.ensemble import (
@@ -67,10 +69,6 @@ from rnnkit.tasks.sequence_data import (
 )
 from rnnkit.tasks.word_shape import word_shape
 from rnnkit.tasks.word_votes import train_word_votes, word_votes
-
-CHAR_PAD, CHAR_UNK = 0, 1
-"""Character ids: padding and unknown characters; the known ones start at 2."""
-
 
 NO_OUTSIDE_TAG = "--outside-bias lowers the O tag of text tags: .npz labels have none"
 """The refusal of ``--outside-bias`` for a model of ``.npz`` labels (train, eval, predict)."""
@@ -147,6 +145,8 @@ class Tagger(nn.Module):
         # --word-votes W: a classifier of each word alone, added to the scores when decoding.
         self.word_vote = word_votes(config, chars if vocab is not None else None, len(tags))
         self.word_weight = config.word_votes  # eval/predict may set another
+        # --case-augment P: training sentences lower-cased at random (rnnkit.tasks.case_augment)
+        self.lower = case_augment(config.case_augment, vocab, chars, lowercase)
         # --ensemble K: this network is the first member (rnnkit.tasks.ensemble); each member
         # has its own CRF.
         shape = dict(vocab=vocab, chars=chars, feature_size=feature_size, lowercase=lowercase)
@@ -219,6 +219,9 @@ class Tagger(nn.Module):
         train mode the softmax's targets are smoothed by ``config.label_smoothing``. An
         ensemble's is the mean of its members' losses: each member learns on its own, as do
         the ``--frame-votes``; with ``--member-threads``, side by side on threads."""
+        if self.lower is not None and self.training:
+            batch = dict(batch)
+            batch["inputs"], batch["chars"] = self.lower(batch["inputs"], batch.get("chars"))
         members = self.members()
         threads = threads_for_members(self.config, members, self.head.weight.device)
         if threads > 1:  # --member-threads: the members side by side (rnnkit.tasks.ensemble)
@@ -376,7 +379,7 @@ class Tagging(Task):
     higher_is_better = True
 
     # The preset for 2 CPU cores; min_freq, lowercase, lr, outside_bias, word_votes, lm_weight,
-    # weight_decay and average_best chosen on WNUT-17's dev split (config.py).
+    # case_augment, weight_decay and average_best chosen on WNUT-17's dev split (config.py).
     PRESET: ClassVar[dict[str, dict[str, Any]]] = {
         "model": {
             "cell": "lstm",
@@ -388,6 +391,7 @@ class Tagging(Task):
             "outside_bias": 1.0,
             "word_votes": 1.0,
             "lm_weight": 0.1,
+            "case_augment": 0.5,
         },
         "data": {"level": "word", "min_freq": 3, "lowercase": True},
         "train": {
@@ -410,6 +414,7 @@ class Tagging(Task):
             "outside_bias": 0.0,
             "word_votes": 0.0,
             "lm_weight": 0.0,
+            "case_augment": 0.0,
             "frame_votes": True,
         },
         "data": {"level": "word", "min_freq": 2, "val_frac": 0.0},
