@@ -96,7 +96,7 @@ def _tag_npz(folder: Path) -> Path:
 KINDS = {
     "classify-text": ("classify", _classify_text, ["--level", "word"]),
     "classify-npz": ("classify", _classify_npz, []),
-    "tag-text": ("tag", _tag_text, ["--crf", "--char-features"]),
+    "tag-text": ("tag", _tag_text, ["--crf", "--char-features", "--case-augment", "0.5"]),
     # the features preset has no validation split (tested below); these runs validate
     "tag-npz": (
         "tag",

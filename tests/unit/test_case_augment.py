@@ -11,7 +11,7 @@ from rnnkit.config import ConfigError, ModelConfig, RunConfig
 from rnnkit.data.examples import CHAR_UNK
 from rnnkit.data.vocab import Vocab
 from rnnkit.tasks.case_augment import LowerCase, case_augment, lower_table
-from rnnkit.tasks.tag import TASK, Tagger
+from rnnkit.tasks.tag import Tagger
 
 TAGS = ["O", "B-loc", "I-loc"]
 CHARS = [*"ENWYadeikmnorstwy", "É", "é", "Ø"]  # no ø
@@ -103,7 +103,7 @@ def test_words_looked_up_in_lower_case_keep_their_ids() -> None:
     assert not any(k.startswith("lower.") for k in model.state_dict())
 
 
-def test_options_and_presets() -> None:
+def test_options() -> None:
     with pytest.raises(ConfigError, match="--case-augment lower-cases words"):
         Tagger(_config(case_augment=0.5, char_features=False), ["0", "1"], feature_size=3)
     for bad in (-0.1, 1.5, float("nan")):
@@ -111,5 +111,3 @@ def test_options_and_presets() -> None:
             ModelConfig(case_augment=bad)
     with pytest.raises(ConfigError, match="--case-augment is an option of --task tag"):
         RunConfig(task="classify", model=ModelConfig(case_augment=0.5))
-    assert TASK.preset("a.txt")["model"]["case_augment"] > 0
-    assert TASK.preset("a.npz")["model"]["case_augment"] == 0

@@ -379,7 +379,7 @@ class Tagging(Task):
     higher_is_better = True
 
     # The preset for 2 CPU cores; min_freq, lowercase, lr, outside_bias, word_votes, lm_weight,
-    # case_augment, weight_decay and average_best chosen on WNUT-17's dev split (config.py).
+    # weight_decay and average_best chosen on WNUT-17's dev split (config.py).
     PRESET: ClassVar[dict[str, dict[str, Any]]] = {
         "model": {
             "cell": "lstm",
@@ -391,7 +391,6 @@ class Tagging(Task):
             "outside_bias": 1.0,
             "word_votes": 1.0,
             "lm_weight": 0.1,
-            "case_augment": 0.5,
         },
         "data": {"level": "word", "min_freq": 3, "lowercase": True},
         "train": {
@@ -414,7 +413,6 @@ class Tagging(Task):
             "outside_bias": 0.0,
             "word_votes": 0.0,
             "lm_weight": 0.0,
-            "case_augment": 0.0,
             "frame_votes": True,
         },
         "data": {"level": "word", "min_freq": 2, "val_frac": 0.0},
