@@ -492,6 +492,8 @@ def test_bad_text_data(tmp_path, capsys) -> None:
     _bad([*train, "tag", str(conll)], capsys, "b.conll:3", "I-per")
     tsv.write_text("pos\tgood film here\nneg\tbad film there\n", encoding="utf-8")
     _bad([*train, "tag", str(tsv)], capsys, "a.tsv", "--task classify")
+    tsv.write_text("pos\tgood\nneg\tbad\n", encoding="utf-8")  # one-word texts
+    _bad([*train, "tag", str(tsv)], capsys, "a.tsv:1", "'good' is not BIO", "--task classify")
     conll.write_text("Ann\tB-per\nsaw\tO\n\nBob\tB-per\nran\tO\n", encoding="utf-8")
     _bad([*train, "classify", str(conll)], capsys, "b.conll", "--task tag")
     assert not out.exists()

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from rnnkit.data.examples import char_batch
 from rnnkit.tasks.char_encoder import CharEncoder, char_ids
 
 E, H = 5, 7
@@ -23,6 +24,20 @@ def test_char_ids_pads_cuts_and_maps_unknown_characters() -> None:
         char_ids([["a", ""]], CHARS, unk_id=1)
     with pytest.raises(ValueError, match="unk_id"):
         char_ids([["a"]], CHARS, unk_id=0)
+
+
+def test_char_batch_places_each_word_and_pads_the_rest() -> None:
+    words = [[[5, 6], [7]], [], [[2, 3, 4], [8], [9, 9]]]
+    chars, lengths = char_batch(words, 4)  # one step more than the longest sentence
+    assert chars.dtype == lengths.dtype == torch.int64
+    assert lengths.tolist() == [[2, 1, 0, 0], [0, 0, 0, 0], [3, 1, 2, 0]]
+    assert chars.tolist() == [
+        [[5, 6, 0], [7, 0, 0], [0, 0, 0], [0, 0, 0]],
+        [[0, 0, 0]] * 4,
+        [[2, 3, 4], [8, 0, 0], [9, 9, 0], [0, 0, 0]],
+    ]
+    chars, lengths = char_batch([[], []], 0)
+    assert chars.shape == (2, 0, 1) and lengths.shape == (2, 0)
 
 
 @pytest.mark.parametrize("kind", KINDS)

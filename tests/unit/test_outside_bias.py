@@ -4,6 +4,7 @@ al. 2006), which trades precision for recall; training and the loss are unchange
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 import torch
@@ -57,12 +58,20 @@ def test_crf_decodes_the_best_path_under_the_lowered_o_scores(bias: float) -> No
     with torch.no_grad():
         emissions = _lowered(model.scores(batch), bias)  # (B, T, C)
     for row, n in enumerate(batch["lengths"].tolist()):
-        best = max(
-            itertools.product(range(len(TAGS)), repeat=n),
-            key=lambda p, row=row: _path_score(emissions[row, :n], model.crf, p),
-        )
+        scores = {
+            path: _path_score(emissions[row, :n], model.crf, path)
+            for path in itertools.product(range(len(TAGS)), repeat=n)
+        }
+        best = max(scores, key=scores.get)
         assert paths[row] == list(best)
-        assert all(0.0 < p <= 1.0 for p in probs[row])
+        # each chosen tag's probability is its marginal: the mass of every path through it
+        z = sum(math.exp(score) for score in scores.values())
+        marginals = [
+            sum(math.exp(score) for path, score in scores.items() if path[t] == best[t]) / z
+            for t in range(n)
+        ]
+        assert probs[row] == pytest.approx(marginals, rel=1e-4)
+    assert model.decode(batch, probabilities=False) == (paths, [])  # evaluation's decoding
 
 
 def test_softmax_takes_the_argmax_of_the_lowered_o_scores() -> None:
@@ -73,6 +82,7 @@ def test_softmax_takes_the_argmax_of_the_lowered_o_scores() -> None:
     for row, n in enumerate(batch["lengths"].tolist()):
         assert paths[row] == lowered[row, :n].argmax(-1).tolist()
         torch.testing.assert_close(torch.tensor(probs[row]), lowered[row, :n].max(-1).values)
+    assert model.decode(batch, probabilities=False) == (paths, [])
 
 
 @pytest.mark.parametrize("crf", [True, False])

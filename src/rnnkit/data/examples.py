@@ -13,6 +13,7 @@ the character ids of every word. A batch is a dict of tensors, batch-first:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -76,9 +77,7 @@ class Examples:
         if self.y is not None:
             batch["targets"] = _targets(_take(self.y, pick), steps)
         if self.chars is not None:
-            batch["chars"], batch["word_lengths"] = _char_batch(
-                [self.chars[i] for i in pick], steps
-            )
+            batch["chars"], batch["word_lengths"] = char_batch([self.chars[i] for i in pick], steps)
         return batch
 
 
@@ -102,16 +101,36 @@ def _targets(y: Sequence | np.ndarray, steps: int) -> Tensor:
     return out
 
 
-def _char_batch(words: list[list[list[int]]], steps: int) -> tuple[Tensor, Tensor]:
-    """(B, T, W) character ids and (B, T) word lengths of B sentences' words."""
-    width = max((len(w) for sentence in words for w in sentence), default=1)
-    chars = torch.zeros(len(words), steps, max(width, 1), dtype=torch.long)  # (B, T, W)
-    word_lengths = torch.zeros(len(words), steps, dtype=torch.long)  # (B, T)
-    for b, sentence in enumerate(words):
-        for t, word in enumerate(sentence):
-            chars[b, t, : len(word)] = torch.tensor(word, dtype=torch.long)
-            word_lengths[b, t] = len(word)
-    return chars, word_lengths
+def char_batch(words: list[list[list[int]]], steps: int) -> tuple[Tensor, Tensor]:
+    """The character ids of B sentences' words, padded with 0.
+
+    Built in NumPy from the flat list of every word's ids: a handful of array operations per
+    batch instead of a tensor copy per word (3-4 ms of a 50 ms WNUT-17 training step before).
+
+    Args:
+        words: B sentences, each a list of words, each a list of character ids (not 0).
+        steps: T, at least the longest sentence's word count.
+
+    Returns:
+        chars (B, T, W) int64, W the longest word (at least 1), and word_lengths (B, T)
+        int64, 0 for the padded words past each sentence's end.
+    """
+    flat = [word for sentence in words for word in sentence]
+    counts = np.array([len(sentence) for sentence in words], dtype=np.int64)  # (B,)
+    sizes = np.array([len(word) for word in flat], dtype=np.int64)  # (N,) all the words
+    width = max(int(sizes.max(initial=0)), 1)
+    ids = np.fromiter(itertools.chain.from_iterable(flat), np.int64, int(sizes.sum()))
+    starts = np.cumsum(sizes) - sizes  # (N,) where each word's ids begin in `ids`
+    rows = np.repeat(np.arange(len(flat)), sizes)  # (sum of sizes,) the word of each id
+    columns = np.arange(len(ids)) - np.repeat(starts, sizes)  # its place in the word
+    per_word = np.zeros((len(flat), width), dtype=np.int64)  # (N, W)
+    per_word[rows, columns] = ids
+    real = np.arange(steps)[None, :] < counts[:, None]  # (B, T), the real words
+    chars = np.zeros((len(words), steps, width), dtype=np.int64)  # (B, T, W)
+    chars[real] = per_word
+    word_lengths = np.zeros((len(words), steps), dtype=np.int64)  # (B, T)
+    word_lengths[real] = sizes
+    return torch.from_numpy(chars), torch.from_numpy(word_lengths)
 
 
 class EpochBatches:

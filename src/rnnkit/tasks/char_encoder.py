@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from rnnkit.data.examples import MAX_WORD_CHARS
+from rnnkit.data.examples import MAX_WORD_CHARS, char_batch
 
 CharEncoderKind = Literal["lstm", "cnn"]
 
@@ -55,16 +55,11 @@ def char_ids(
     for b, sentence in enumerate(lengths):
         if 0 in sentence:
             raise ValueError(f"word {sentence.index(0)} of sentence {b} is empty")
-    T = max((len(sentence) for sentence in words), default=0)
-    W = max((n for sentence in lengths for n in sentence), default=1)
-    chars = torch.zeros(len(words), T, W, dtype=torch.int64)  # (B, T, W)
-    word_lengths = torch.zeros(len(words), T, dtype=torch.int64)  # (B, T)
-    for b, sentence in enumerate(words):
-        for t, word in enumerate(sentence):
-            ids = [char_index.get(c, unk_id) for c in word[:max_word_len]]
-            chars[b, t, : len(ids)] = torch.tensor(ids)
-            word_lengths[b, t] = len(ids)
-    return chars, word_lengths
+    ids = [
+        [[char_index.get(c, unk_id) for c in word[:max_word_len]] for word in sentence]
+        for sentence in words
+    ]
+    return char_batch(ids, max((len(sentence) for sentence in words), default=0))
 
 
 class CharEncoder(nn.Module):

@@ -15,12 +15,11 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from seqeval import metrics as entity
+from seqeval.metrics.sequence_labeling import get_entities, precision_recall_fscore_support
 from sklearn import metrics as sk
 
 from rnnkit.errors import ConfigError
 from rnnkit.files import atomic_write
-
-_AVERAGES = ("micro avg", "macro avg", "weighted avg")  # seqeval report rows that are no type
 
 
 def classification_metrics(
@@ -104,21 +103,26 @@ def entity_metrics(true_tags: list[list[str]], pred_tags: list[list[str]]) -> di
     for i, (gold, guess) in enumerate(zip(true_tags, pred_tags, strict=True)):
         if len(gold) != len(guess):
             raise ValueError(f"sentence {i} has {len(gold)} true tags but {len(guess)} predicted")
-    report = entity.classification_report(true_tags, pred_tags, output_dict=True, zero_division=0)
+    # seqeval's per-type and micro-averaged scores (its classification_report computes both,
+    # and the macro and weighted averages besides, each reading every span again).
+    types = sorted({span[0] for tags in (true_tags, pred_tags) for span in get_entities(tags)})
+    per_type = precision_recall_fscore_support(true_tags, pred_tags, average=None, zero_division=0)
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        true_tags, pred_tags, average="micro", zero_division=0
+    )
     return {
-        "precision": float(entity.precision_score(true_tags, pred_tags, zero_division=0)),
-        "recall": float(entity.recall_score(true_tags, pred_tags, zero_division=0)),
-        "f1": float(entity.f1_score(true_tags, pred_tags, zero_division=0)),
+        "precision": float(precision),
+        "recall": float(recall),
+        "f1": float(f1),
         "accuracy": float(entity.accuracy_score(true_tags, pred_tags)),
         "per_type": {
             kind: {
-                "precision": float(row["precision"]),
-                "recall": float(row["recall"]),
-                "f1": float(row["f1-score"]),
-                "support": int(row["support"]),
+                "precision": float(p),
+                "recall": float(r),
+                "f1": float(f),
+                "support": int(n),
             }
-            for kind, row in report.items()
-            if kind not in _AVERAGES
+            for kind, p, r, f, n in zip(types, *per_type, strict=True)
         },
         "sentences": len(true_tags),
         "tokens": sum(len(sentence) for sentence in true_tags),
