@@ -14,6 +14,7 @@ its own end.
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 import torch
@@ -51,6 +52,20 @@ def unknown_words(tokens: Tensor, p: float) -> Tensor:
     return tokens.masked_fill(drop, Vocab.unk_id)  # (B, T)
 
 
+def uniform_embedding(embedding: nn.Embedding) -> None:
+    """``--embedding-init uniform``: rows drawn from U(-sqrt(3/E), sqrt(3/E)), a variance of
+    1/E (Ma & Hovy 2016) instead of nn.Embedding's N(0, 1); the padding row stays zero.
+
+    A rare word's vector then starts near zero rather than as a random vector of norm ~sqrt(E)
+    that a few updates barely move, beside the character encoder's outputs in (-1, 1).
+    """
+    bound = math.sqrt(3.0 / embedding.embedding_dim)
+    with torch.no_grad():
+        nn.init.uniform_(embedding.weight, -bound, bound)  # (V, E)
+        if embedding.padding_idx is not None:
+            embedding.weight[embedding.padding_idx].zero_()
+
+
 class SequenceEncoder(nn.Module):
     """Per-step states of token or feature sequences.
 
@@ -85,6 +100,8 @@ class SequenceEncoder(nn.Module):
             if config.embedding_size < 1:
                 raise ConfigError("text tasks other than lm need --embedding-size of at least 1")
             self.embedding = nn.Embedding(vocab_size, config.embedding_size, padding_idx=0)
+            if config.embedding_init == "uniform":
+                uniform_embedding(self.embedding)
             input_size = config.embedding_size
             if config.feature_noise:
                 raise ConfigError("--feature-noise perturbs .npz features: text inputs have none")
@@ -93,12 +110,18 @@ class SequenceEncoder(nn.Module):
                 if getattr(config, name):
                     flag = "--" + name.replace("_", "-")
                     raise ConfigError(f"{flag} drops words: feature inputs have none")
+            if config.embedding_init != "normal":
+                raise ConfigError(
+                    "--embedding-init starts the word embeddings: feature inputs have none"
+                )
             self.embedding = None
             self.register_buffer("feature_mean", torch.zeros(feature_size))
             self.register_buffer("feature_std", torch.ones(feature_size))
             input_size = feature_size
         self.feature_size = feature_size
         self.chars = CharEncoder(num_chars) if num_chars is not None else None
+        if self.chars is not None and config.embedding_init == "uniform":
+            uniform_embedding(self.chars.embedding)
         if self.chars is not None:
             input_size += self.chars.output_size
         self.shapes = shapes
