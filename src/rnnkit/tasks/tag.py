@@ -283,14 +283,16 @@ class Tagger(nn.Module):
                 emissions += self.word_weight * votes
         crf = self.combined_crf()
         if crf is None:
-            probs = emissions.softmax(-1)  # (B, T, C)
-            best = probs.argmax(-1)  # (B, T)
+            best = emissions.argmax(-1)  # (B, T)
             paths = [best[b, : int(n)].tolist() for b, n in enumerate(lengths)]
         else:
             lengths = lengths.to(emissions.device)
             paths = crf.decode(emissions, lengths)
-            if not probabilities:
-                return paths, []
+        if not probabilities:
+            return paths, []
+        if crf is None:
+            probs = emissions.softmax(-1)  # (B, T, C)
+        else:
             with torch.enable_grad():  # marginals: ∂ log Z / ∂ emissions
                 emissions.requires_grad_(True)
                 crf.log_partition(emissions, lengths).sum().backward(inputs=[emissions])
@@ -298,8 +300,6 @@ class Tagger(nn.Module):
             best = torch.zeros(probs.shape[:2], dtype=torch.long)  # (B, T), 0 past the ends
             for b, path in enumerate(paths):
                 best[b, : len(path)] = torch.tensor(path)
-        if not probabilities:
-            return paths, []
         picked = probs.gather(2, best.to(probs.device)[:, :, None]).squeeze(2).tolist()  # (B, T)
         return paths, [row[: len(path)] for row, path in zip(picked, paths, strict=True)]
 
